@@ -1,0 +1,8 @@
+"""endcall: end LiveKit voice-agent calls correctly and never lose the session report."""
+
+from __future__ import annotations
+
+from .protocol import EndAck, EndReason, EndRequest, ProtocolError
+
+__all__ = ["EndAck", "EndReason", "EndRequest", "ProtocolError"]
+__version__ = "0.1.0"

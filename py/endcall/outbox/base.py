@@ -1,0 +1,521 @@
+"""The outbox contract: one durable row per session report, shared by SQLite and PostgreSQL.
+
+A row moves ``draft`` → ``pending`` ⇄ ``delivering`` → ``delivered`` | ``dead``:
+
+- ``draft``: a crash checkpoint of a running session (its body is already a ``complete: false``,
+  ``agent-crashed`` report). It is only sent when its owner is gone: lease expired, or (same
+  host) the owner's pid no longer alive. A final report with the same ``end_id`` replaces the
+  draft in place, so a draft is never delivered alongside its final report.
+- ``pending``: committed, waiting for ``next_attempt_at``.
+- ``delivering``: claimed by a sender holding the lease (``lease_owner``/``lease_expires_at``).
+- ``delivered`` / ``dead``: final; dead rows stay until purged and can be replayed.
+
+The body is written once and never changes afterwards (except a draft being superseded), so
+every attempt sends the same bytes. Owners are ``"<hostname>:<pid>:<token>"`` strings.
+
+This module holds the dialect-neutral SQL; ``sqlite.py`` and ``postgres.py`` supply connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets as _secrets
+import socket
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import platformdirs
+
+Status = Literal["draft", "pending", "delivering", "delivered", "dead"]
+STATUSES: tuple[Status, ...] = ("draft", "pending", "delivering", "delivered", "dead")
+StoreResult = Literal["stored", "exists", "taken"]
+OUTBOX_ENV = "ENDCALL_OUTBOX"
+TABLE = "endcall_outbox"
+
+Clock = Callable[[], float]
+
+
+def default_outbox_path() -> Path:
+    """``$ENDCALL_OUTBOX`` if set, else ``<user data dir>/endcall/outbox.sqlite3``."""
+    env = os.environ.get(OUTBOX_ENV)
+    if env:
+        return Path(env)
+    return Path(platformdirs.user_data_dir("endcall", appauthor=False)) / "outbox.sqlite3"
+
+
+def make_owner(token: str | None = None) -> str:
+    """An owner id naming this host and process: ``"<hostname>:<pid>:<token>"``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{token or _secrets.token_hex(4)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
+    except (OSError, ValueError):
+        return True
+
+
+def owner_gone(owner: str) -> bool:
+    """True when ``owner`` names a process on this host that is no longer alive."""
+    parts = owner.split(":")
+    if len(parts) < 3:
+        return False
+    host = ":".join(parts[:-2])
+    try:
+        pid = int(parts[-2])
+    except ValueError:
+        return False
+    return host == socket.gethostname() and not _pid_alive(pid)
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    """One report in the outbox."""
+
+    end_id: str
+    status: Status
+    is_draft: bool
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    last_status: int | None
+    lease_owner: str | None
+    lease_expires_at: float | None
+    created_at: float
+    updated_at: float
+    delivered_at: float | None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly view without the body."""
+        return {
+            "end_id": self.end_id,
+            "status": self.status,
+            "draft": self.is_draft,
+            "url": self.url,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "lease_owner": self.lease_owner,
+            "lease_expires_at": self.lease_expires_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "delivered_at": self.delivered_at,
+            "size": len(self.body),
+        }
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """Durable store of reports. All methods are synchronous and thread-safe; async callers
+    run them in a worker thread. Every write is durable when the method returns."""
+
+    def save_draft(
+        self,
+        end_id: str,
+        url: str,
+        body: bytes,
+        *,
+        owner: str,
+        lease: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Insert or refresh the crash draft and renew its lease; False if a final report exists."""
+        ...
+
+    def store(
+        self,
+        end_id: str,
+        url: str,
+        body: bytes,
+        *,
+        owner: str,
+        lease: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> StoreResult:
+        """Commit the final report (replacing a draft of the same end_id), leased to ``owner``.
+
+        ``"stored"``: committed now; ``"exists"``: a final report with this end_id was already
+        stored (kept as it was); ``"taken"``: a relay already took over the crash draft, which
+        stays (its body may have been sent already)."""
+        ...
+
+    def get(self, end_id: str) -> OutboxRecord | None: ...
+
+    def renew(self, end_id: str, owner: str, lease: float) -> bool:
+        """Take/extend the lease for an attempt (status ``delivering``) if free or ours."""
+        ...
+
+    def claim(self, owner: str, *, limit: int, lease: float) -> list[OutboxRecord]:
+        """Lease up to ``limit`` due rows (pending, stale delivering, abandoned drafts)."""
+        ...
+
+    def mark_delivered(self, end_id: str, owner: str, status_code: int) -> None: ...
+
+    def mark_failed(
+        self,
+        end_id: str,
+        owner: str,
+        *,
+        dead: bool,
+        next_attempt_at: float,
+        status_code: int | None,
+        error: str,
+        keep_lease: float | None = None,
+    ) -> bool:
+        """Record a failed attempt; False if another owner holds the lease (nothing written)."""
+        ...
+
+    def release(self, end_id: str, owner: str) -> None:
+        """Drop our lease so relays may take the row when it is due."""
+        ...
+
+    def records(
+        self, status: Status | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[OutboxRecord]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def replay(self, end_id: str) -> bool:
+        """Make a delivered or dead row pending again (due now, attempts reset)."""
+        ...
+
+    def purge(self, delivered_before: float) -> int:
+        """Delete delivered rows delivered before the given Unix time; returns the count."""
+        ...
+
+    def close(self) -> None: ...
+
+
+_COLS = (
+    "end_id, status, is_draft, url, headers, body, attempts, next_attempt_at, last_error,"
+    " last_status, lease_owner, lease_expires_at, created_at, updated_at, delivered_at"
+)
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    end_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    is_draft INTEGER NOT NULL DEFAULT 0,
+    url TEXT NOT NULL,
+    headers TEXT NOT NULL DEFAULT '{{}}',
+    body {{blob}} NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION NOT NULL,
+    last_error TEXT,
+    last_status INTEGER,
+    lease_owner TEXT,
+    lease_expires_at DOUBLE PRECISION,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    delivered_at DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (status, next_attempt_at);
+"""
+
+
+def _row(r: Sequence[Any]) -> OutboxRecord:
+    return OutboxRecord(
+        end_id=r[0],
+        status=r[1],
+        is_draft=bool(r[2]),
+        url=r[3],
+        headers=json.loads(r[4] or "{}"),
+        body=bytes(r[5]),
+        attempts=int(r[6]),
+        next_attempt_at=float(r[7]),
+        last_error=r[8],
+        last_status=r[9],
+        lease_owner=r[10],
+        lease_expires_at=None if r[11] is None else float(r[11]),
+        created_at=float(r[12]),
+        updated_at=float(r[13]),
+        delivered_at=None if r[14] is None else float(r[14]),
+    )
+
+
+class Tx(ABC):
+    """One open transaction: run SQL written with ``:name`` parameters."""
+
+    @abstractmethod
+    def run(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
+
+
+class SqlOutbox(ABC):
+    """Dialect-neutral implementation of `Outbox` over a ``Tx`` factory."""
+
+    #: appended to the claim's SELECT (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)
+    claim_lock = ""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or time.time
+        self._lock = threading.RLock()
+        self._host_prefix = socket.gethostname() + ":"
+
+    @abstractmethod
+    def _tx(self, *, write: bool) -> contextlib.AbstractContextManager[Tx]: ...
+
+    def close(self) -> None:
+        """Close the connection."""
+
+    @contextlib.contextmanager
+    def _t(self, write: bool = True) -> Iterator[Tx]:
+        with self._lock, self._tx(write=write) as tx:
+            yield tx
+
+    def _get(self, tx: Tx, end_id: str) -> OutboxRecord | None:
+        rows = tx.run(f"SELECT {_COLS} FROM {TABLE} WHERE end_id = :id", {"id": end_id})
+        return _row(rows[0]) if rows else None
+
+    def get(self, end_id: str) -> OutboxRecord | None:
+        with self._t(write=False) as tx:
+            return self._get(tx, end_id)
+
+    def save_draft(
+        self,
+        end_id: str,
+        url: str,
+        body: bytes,
+        *,
+        owner: str,
+        lease: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> bool:
+        now = self._clock()
+        p = {
+            "id": end_id,
+            "url": url,
+            "h": json.dumps(dict(headers or {})),
+            "b": body,
+            "now": now,
+            "o": owner,
+            "exp": now + lease,
+        }
+        with self._t() as tx:
+            tx.run(
+                f"INSERT INTO {TABLE} (end_id, status, is_draft, url, headers, body, attempts,"
+                " next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at)"
+                " VALUES (:id, 'draft', 1, :url, :h, :b, 0, :now, :o, :exp, :now, :now)"
+                " ON CONFLICT (end_id) DO UPDATE SET url = :url, headers = :h, body = :b,"
+                " lease_owner = :o, lease_expires_at = :exp, updated_at = :now"
+                f" WHERE {TABLE}.status = 'draft'",
+                p,
+            )
+            rec = self._get(tx, end_id)
+        return rec is not None and rec.status == "draft"
+
+    def store(
+        self,
+        end_id: str,
+        url: str,
+        body: bytes,
+        *,
+        owner: str,
+        lease: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> StoreResult:
+        now = self._clock()
+        p = {
+            "id": end_id,
+            "url": url,
+            "h": json.dumps(dict(headers or {})),
+            "b": body,
+            "now": now,
+            "o": owner,
+            "exp": now + lease,
+        }
+        with self._t() as tx:
+            before = self._get(tx, end_id)
+            if before is not None and before.status != "draft":
+                return "taken" if before.is_draft else "exists"
+            tx.run(
+                f"INSERT INTO {TABLE} (end_id, status, is_draft, url, headers, body, attempts,"
+                " next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at)"
+                " VALUES (:id, 'pending', 0, :url, :h, :b, 0, :now, :o, :exp, :now, :now)"
+                " ON CONFLICT (end_id) DO UPDATE SET status = 'pending', is_draft = 0,"
+                " url = :url, headers = :h, body = :b, attempts = 0, next_attempt_at = :now,"
+                " lease_owner = :o, lease_expires_at = :exp, updated_at = :now"
+                f" WHERE {TABLE}.status = 'draft'",
+                p,
+            )
+        return "stored"
+
+    def renew(self, end_id: str, owner: str, lease: float) -> bool:
+        now = self._clock()
+        with self._t() as tx:
+            rows = tx.run(
+                f"UPDATE {TABLE} SET status = 'delivering', lease_owner = :o,"
+                " lease_expires_at = :exp, updated_at = :now"
+                " WHERE end_id = :id AND status IN ('pending', 'delivering')"
+                " AND (lease_owner IS NULL OR lease_owner = :o OR lease_expires_at <= :now)"
+                " RETURNING end_id",
+                {"id": end_id, "o": owner, "exp": now + lease, "now": now},
+            )
+        return bool(rows)
+
+    def _dead_owners(self, tx: Tx, now: float) -> list[str]:
+        rows = tx.run(
+            f"SELECT DISTINCT lease_owner FROM {TABLE}"
+            " WHERE status IN ('draft', 'pending', 'delivering')"
+            " AND substr(lease_owner, 1, :n) = :host"
+            " AND lease_expires_at > :now",
+            {"host": self._host_prefix, "n": len(self._host_prefix), "now": now},
+        )
+        return [r[0] for r in rows if r[0] and owner_gone(r[0])]
+
+    def claim(self, owner: str, *, limit: int, lease: float) -> list[OutboxRecord]:
+        now = self._clock()
+        with self._t() as tx:
+            dead = self._dead_owners(tx, now)
+            params: dict[str, Any] = {"now": now, "lim": limit}
+            dead_sql = ""
+            if dead:
+                names = []
+                for i, d in enumerate(dead[:50]):
+                    params[f"d{i}"] = d
+                    names.append(f":d{i}")
+                dead_sql = f" OR lease_owner IN ({', '.join(names)})"
+            rows = tx.run(
+                f"SELECT end_id FROM {TABLE}"
+                " WHERE status IN ('draft', 'pending', 'delivering')"
+                " AND next_attempt_at <= :now"
+                f" AND (lease_owner IS NULL OR lease_expires_at <= :now{dead_sql})"
+                " ORDER BY next_attempt_at LIMIT :lim" + self.claim_lock,
+                params,
+            )
+            ids = [r[0] for r in rows]
+            out: list[OutboxRecord] = []
+            for end_id in ids:
+                upd = tx.run(
+                    f"UPDATE {TABLE} SET status = 'delivering', lease_owner = :o,"
+                    " lease_expires_at = :exp, updated_at = :now WHERE end_id = :id"
+                    f" RETURNING {_COLS}",
+                    {"o": owner, "exp": now + lease, "now": now, "id": end_id},
+                )
+                out.extend(_row(u) for u in upd)
+        return out
+
+    def mark_delivered(self, end_id: str, owner: str, status_code: int) -> None:
+        now = self._clock()
+        with self._t() as tx:
+            tx.run(
+                f"UPDATE {TABLE} SET status = 'delivered', attempts = attempts + 1,"
+                " last_status = :s, last_error = NULL, lease_owner = NULL,"
+                " lease_expires_at = NULL, delivered_at = :now, updated_at = :now"
+                " WHERE end_id = :id AND status <> 'delivered'",
+                {"id": end_id, "s": status_code, "now": now},
+            )
+
+    def mark_failed(
+        self,
+        end_id: str,
+        owner: str,
+        *,
+        dead: bool,
+        next_attempt_at: float,
+        status_code: int | None,
+        error: str,
+        keep_lease: float | None = None,
+    ) -> bool:
+        now = self._clock()
+        keep = keep_lease is not None
+        with self._t() as tx:
+            rows = tx.run(
+                f"UPDATE {TABLE} SET status = :st, attempts = attempts + 1,"
+                " last_status = :s, last_error = :e, next_attempt_at = :nxt,"
+                " lease_owner = :lo, lease_expires_at = :le, updated_at = :now"
+                " WHERE end_id = :id AND status IN ('pending', 'delivering')"
+                " AND (lease_owner IS NULL OR lease_owner = :o) RETURNING end_id",
+                {
+                    "id": end_id,
+                    "st": "dead" if dead else "pending",
+                    "s": status_code,
+                    "e": error[:2000],
+                    "nxt": next_attempt_at,
+                    "lo": owner if keep and not dead else None,
+                    "le": now + keep_lease if keep_lease is not None and not dead else None,
+                    "now": now,
+                    "o": owner,
+                },
+            )
+        return bool(rows)
+
+    def release(self, end_id: str, owner: str) -> None:
+        now = self._clock()
+        with self._t() as tx:
+            tx.run(
+                f"UPDATE {TABLE} SET lease_owner = NULL, lease_expires_at = NULL,"
+                " status = CASE WHEN status = 'delivering' THEN 'pending' ELSE status END,"
+                " updated_at = :now WHERE end_id = :id AND lease_owner = :o"
+                " AND status <> 'draft'",
+                {"id": end_id, "o": owner, "now": now},
+            )
+
+    def records(
+        self, status: Status | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[OutboxRecord]:
+        where = "" if status is None else " WHERE status = :st"
+        with self._t(write=False) as tx:
+            rows = tx.run(
+                f"SELECT {_COLS} FROM {TABLE}{where}"
+                " ORDER BY created_at DESC, end_id LIMIT :lim OFFSET :off",
+                {"st": status, "lim": limit, "off": offset},
+            )
+        return [_row(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._t(write=False) as tx:
+            rows = tx.run(f"SELECT status, COUNT(*) FROM {TABLE} GROUP BY status")
+        out = dict.fromkeys(STATUSES, 0)
+        out.update({r[0]: int(r[1]) for r in rows})
+        return out
+
+    def replay(self, end_id: str) -> bool:
+        now = self._clock()
+        with self._t() as tx:
+            rows = tx.run(
+                f"UPDATE {TABLE} SET status = 'pending', attempts = 0, next_attempt_at = :now,"
+                " lease_owner = NULL, lease_expires_at = NULL, delivered_at = NULL,"
+                " updated_at = :now WHERE end_id = :id AND status IN ('delivered', 'dead',"
+                " 'pending') RETURNING end_id",
+                {"id": end_id, "now": now},
+            )
+        return bool(rows)
+
+    def purge(self, delivered_before: float) -> int:
+        with self._t() as tx:
+            rows = tx.run(
+                f"DELETE FROM {TABLE} WHERE status = 'delivered' AND delivered_at < :t"
+                " RETURNING end_id",
+                {"t": delivered_before},
+            )
+        return len(rows)
+
+
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def to_pyformat(sql: str) -> str:
+    """``:name`` → ``%(name)s`` (for psycopg); literal ``%`` doubled."""
+    return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))

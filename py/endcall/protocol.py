@@ -1,0 +1,594 @@
+"""The endcall wire protocol, version 1: pure codecs for every message (no I/O).
+
+`protocol.md` is the contract; this module and `web/src/protocol.ts` implement it and both pass
+the shared vectors in `tests/vectors/`. Parsing never raises anything but `ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal, NoReturn, cast
+
+__all__ = [
+    "ACK_STATUSES",
+    "ATTR_END_ID",
+    "ATTR_REPORT",
+    "ATTR_REASON",
+    "ATTR_REQUEST",
+    "ATTR_REQUEST_ID",
+    "ATTR_STATE",
+    "CLIENT_REASON_PREFIX",
+    "DEFAULT_METHOD",
+    "DEFAULT_REASON",
+    "ERROR_CODES",
+    "ERROR_RPC_CODES",
+    "INITIATOR_KINDS",
+    "MAX_DEPTH",
+    "MAX_ID_LENGTH",
+    "MAX_IDENTITY_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "MAX_MESSAGE_TEXT_LENGTH",
+    "MAX_META_BYTES",
+    "MAX_SAFE_INTEGER",
+    "SUPPORTED_VERSIONS",
+    "VERSION",
+    "EndAck",
+    "EndError",
+    "EndReason",
+    "EndRequest",
+    "ErrorCode",
+    "Initiator",
+    "Origin",
+    "ProtocolError",
+    "SessionEnded",
+    "ack_topic",
+    "canonical_json",
+    "encode_ack",
+    "encode_error",
+    "encode_report",
+    "encode_request",
+    "is_valid_id",
+    "is_valid_reason",
+    "parse_ack",
+    "parse_error",
+    "parse_report",
+    "parse_request",
+    "rpc_code",
+]
+
+VERSION = 1
+SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+MAX_MESSAGE_BYTES = 15_360
+"""Largest serialized message: LiveKit's RPC payload limit (MAX_V1_PAYLOAD_BYTES)."""
+MAX_META_BYTES = 4_096
+MAX_DEPTH = 32
+"""Deepest nesting of arrays/objects in a message; the message object itself is depth 1."""
+MAX_ID_LENGTH = 64
+MAX_IDENTITY_BYTES = 256
+MAX_MESSAGE_TEXT_LENGTH = 1_024
+MAX_REPORT_BYTES = 16 * 1024 * 1024
+MAX_SAFE_INTEGER = 2**53 - 1
+
+DEFAULT_METHOD = "end_interview"
+"""RPC method name and data topic; the data ack topic is `ack_topic(DEFAULT_METHOD)`."""
+DEFAULT_REASON = "customer-ended-call"
+CLIENT_REASON_PREFIX = "customer-"
+
+ATTR_STATE = "endcall.state"
+ATTR_REASON = "endcall.reason"
+ATTR_END_ID = "endcall.end_id"
+ATTR_REQUEST_ID = "endcall.request_id"
+ATTR_REPORT = "endcall.report"
+ATTR_REQUEST = "endcall.request"
+
+Origin = Literal["client", "server"]
+AckStatus = Literal["accepted", "already_ending", "already_ended"]
+ACK_STATUSES: tuple[str, ...] = ("accepted", "already_ending", "already_ended")
+InitiatorKind = Literal["customer", "agent", "server", "system"]
+INITIATOR_KINDS: tuple[str, ...] = ("customer", "agent", "server", "system")
+
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_REASON_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
+_CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class EndReason(str, Enum):
+    """Canonical end reasons (Vapi-compatible strings where Vapi has one)."""
+
+    CUSTOMER_ENDED_CALL = "customer-ended-call"
+    CUSTOMER_DISCONNECTED = "customer-disconnected"
+    ASSISTANT_ENDED_CALL = "assistant-ended-call"
+    EXCEEDED_MAX_DURATION = "exceeded-max-duration"
+    SILENCE_TIMED_OUT = "silence-timed-out"
+    SERVER_ENDED_CALL = "server-ended-call"
+    ROOM_DELETED = "room-deleted"
+    WORKER_SHUTDOWN = "worker-shutdown"
+    AGENT_ERROR = "agent-error"
+    AGENT_CRASHED = "agent-crashed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ErrorCode(str, Enum):
+    BAD_REQUEST = "bad_request"
+    FORBIDDEN = "forbidden"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    INTERNAL = "internal"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ERROR_CODES: tuple[str, ...] = tuple(c.value for c in ErrorCode)
+ERROR_RPC_CODES: Mapping[str, int] = {
+    "bad_request": 4400,
+    "forbidden": 4403,
+    "unsupported_version": 4426,
+    "internal": 4500,
+}
+"""RpcError code used when an end.error travels over LiveKit RPC (LiveKit reserves 1001-1999)."""
+
+
+class ProtocolError(Exception):
+    """A message that does not follow the protocol. `code` is one of `ERROR_CODES`.
+
+    `request_id` is the offending request's id when it could be read, so the answer can name it.
+    """
+
+    def __init__(self, code: str, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+    def to_error(self) -> EndError:
+        return EndError(id=self.request_id, code=self.code, message=self.message[:1024])
+
+
+@dataclass(frozen=True)
+class EndRequest:
+    id: str
+    reason: str = DEFAULT_REASON
+    initiator: str | None = None
+    sent_at: int | None = None
+    meta: dict[str, Any] | None = None
+    v: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "end.request",
+            "v": self.v,
+            "id": self.id,
+            "reason": self.reason,
+            "initiator": self.initiator,
+            "sent_at": self.sent_at,
+            "meta": self.meta,
+        }
+
+
+@dataclass(frozen=True)
+class EndAck:
+    id: str
+    status: AckStatus
+    end_id: str
+    reason: str
+    drain_ms: int
+    v: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "end.ack",
+            "v": self.v,
+            "id": self.id,
+            "status": self.status,
+            "end_id": self.end_id,
+            "reason": self.reason,
+            "drain_ms": self.drain_ms,
+        }
+
+
+@dataclass(frozen=True)
+class EndError:
+    id: str | None
+    code: str
+    message: str
+    v: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "end.error", "v": self.v, "id": self.id, "code": self.code,
+                "message": self.message}
+
+
+@dataclass(frozen=True)
+class Initiator:
+    kind: InitiatorKind
+    identity: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "identity": self.identity}
+
+
+@dataclass(frozen=True)
+class SessionEnded:
+    """The `session.ended` report document (the webhook body)."""
+
+    end_id: str
+    ended_reason: str
+    initiator: Initiator
+    room_name: str
+    started_at: float
+    ended_at: float
+    complete: bool = True
+    request_id: str | None = None
+    meta: dict[str, Any] | None = None
+    room_sid: str | None = None
+    job_id: str | None = None
+    agent_name: str | None = None
+    session: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    end: dict[str, Any] = field(default_factory=dict)
+    v: int = VERSION
+
+    @property
+    def duration_s(self) -> float:
+        return round(max(0.0, self.ended_at - self.started_at), 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "session.ended",
+            "v": self.v,
+            "end_id": self.end_id,
+            "ended_reason": self.ended_reason,
+            "initiator": self.initiator.to_dict(),
+            "request_id": self.request_id,
+            "meta": self.meta,
+            "room": {"name": self.room_name, "sid": self.room_sid},
+            "job_id": self.job_id,
+            "agent_name": self.agent_name,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "duration_s": self.duration_s,
+            "complete": self.complete,
+            "usage": self.usage,
+            "end": self.end,
+            "session": self.session,
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON (no spaces, raw UTF-8): the form every size limit is measured in."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def ack_topic(method: str = DEFAULT_METHOD) -> str:
+    return f"{method}.ack"
+
+
+def is_valid_id(value: object) -> bool:
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
+def is_valid_reason(value: object) -> bool:
+    return isinstance(value, str) and _REASON_RE.fullmatch(value) is not None
+
+
+def rpc_code(code: str) -> int:
+    """The RpcError code for a protocol error code (unknown codes map to `internal`)."""
+    return ERROR_RPC_CODES.get(code, ERROR_RPC_CODES["internal"])
+
+
+def _bad(message: str, request_id: str | None = None) -> NoReturn:
+    raise ProtocolError("bad_request", message, request_id=request_id)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_tree(value: Any) -> None:
+    """Reject what JSON.parse and json.loads disagree on: deep nesting, lone surrogate escapes
+    (not encodable as UTF-8) and numbers too large to be finite."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                _bad(f"message nests deeper than {MAX_DEPTH} levels")
+            children = list(item.values()) if isinstance(item, dict) else item
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                _bad("message contains a lone surrogate escape")
+        elif isinstance(item, float) and not math.isfinite(item):
+            _bad("message contains a number that is not finite")
+
+
+def _load(raw: str | bytes | bytearray | memoryview, limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    if isinstance(raw, str):
+        try:
+            data = raw.encode("utf-8")
+        except UnicodeEncodeError:
+            _bad("message is not valid UTF-8 (lone surrogate)")
+    elif isinstance(raw, (bytes, bytearray, memoryview)):
+        data = bytes(raw)
+    else:
+        _bad(f"message must be str or bytes, not {type(raw).__name__}")
+    if len(data) > limit:
+        _bad(f"message is {len(data)} bytes; the limit is {limit}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        _bad("message is not valid UTF-8")
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        _bad(f"message nests deeper than {MAX_DEPTH} levels")
+    except (ValueError, TypeError) as exc:
+        _bad(f"message is not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        _bad("message must be a JSON object")
+    _check_tree(value)
+    return value
+
+
+def _integer(value: Any, name: str, rid: str | None, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _bad(f"{name} must be an integer", rid)
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            _bad(f"{name} must be an integer", rid)
+        value = int(value)
+    if value < minimum or value > MAX_SAFE_INTEGER:
+        _bad(f"{name} must be between {minimum} and {MAX_SAFE_INTEGER}", rid)
+    return int(value)
+
+
+def _version(obj: Mapping[str, Any], rid: str | None) -> int:
+    if "v" not in obj:
+        _bad("v is required", rid)
+    v = _integer(obj["v"], "v", rid, minimum=1)
+    if v not in SUPPORTED_VERSIONS:
+        supported = ", ".join(str(s) for s in SUPPORTED_VERSIONS)
+        raise ProtocolError(
+            "unsupported_version",
+            f"version {v} is not supported; supported versions: {supported}",
+            request_id=rid,
+        )
+    return v
+
+
+def _type(obj: Mapping[str, Any], expected: str, rid: str | None) -> None:
+    if obj.get("type") != expected:
+        _bad(f'type must be "{expected}"', rid)
+
+
+def _id(value: Any, name: str, rid: str | None) -> str:
+    if not is_valid_id(value):
+        _bad(f"{name} must be 1-{MAX_ID_LENGTH} characters of [A-Za-z0-9_-]", rid)
+    return cast(str, value)
+
+
+def _reason(value: Any, rid: str | None, name: str = "reason") -> str:
+    if not is_valid_reason(value):
+        _bad(f"{name} must match ^[a-z0-9][a-z0-9.-]{{0,63}}$", rid)
+    return cast(str, value)
+
+
+def _identity(value: Any, name: str, rid: str | None) -> str:
+    if not isinstance(value, str) or not value:
+        _bad(f"{name} must be a non-empty string", rid)
+    if len(value.encode("utf-8")) > MAX_IDENTITY_BYTES:
+        _bad(f"{name} must be at most {MAX_IDENTITY_BYTES} bytes", rid)
+    if _CONTROL_RE.search(value):
+        _bad(f"{name} must not contain control characters", rid)
+    return value
+
+
+def _meta(value: Any, rid: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        _bad("meta must be a JSON object", rid)
+    size = len(canonical_json(value).encode("utf-8"))
+    if size > MAX_META_BYTES:
+        _bad(f"meta is {size} bytes serialized; the limit is {MAX_META_BYTES}", rid)
+    return value
+
+
+def _request_id_hint(obj: Mapping[str, Any]) -> str | None:
+    rid = obj.get("id")
+    return rid if is_valid_id(rid) else None
+
+
+# --------------------------------------------------------------------------- end.request
+
+
+def parse_request(raw: str | bytes, *, origin: Origin) -> EndRequest:
+    """Decode an end.request. `origin="client"` only admits reasons starting with `customer-`."""
+    if origin not in ("client", "server"):
+        raise ValueError(f"origin must be 'client' or 'server', not {origin!r}")
+    obj = _load(raw)
+    rid = _request_id_hint(obj)
+    v = _version(obj, rid)
+    _type(obj, "end.request", rid)
+    request_id = _id(obj.get("id"), "id", rid)
+    reason_value = obj.get("reason")
+    reason = DEFAULT_REASON if reason_value is None else _reason(reason_value, rid)
+    if origin == "client" and not reason.startswith(CLIENT_REASON_PREFIX):
+        _bad(f'a client may only send reasons starting with "{CLIENT_REASON_PREFIX}"', rid)
+    initiator_value = obj.get("initiator")
+    initiator = None if initiator_value is None else _identity(initiator_value, "initiator", rid)
+    sent_at_value = obj.get("sent_at")
+    sent_at = None if sent_at_value is None else _integer(sent_at_value, "sent_at", rid)
+    meta = _meta(obj.get("meta"), rid)
+    return EndRequest(id=request_id, reason=reason, initiator=initiator, sent_at=sent_at,
+                      meta=meta, v=v)
+
+
+def encode_request(request: EndRequest) -> str:
+    """Serialize an end.request; optional fields that are unset are left out."""
+    body = {k: v for k, v in request.to_dict().items() if v is not None}
+    return _encode_checked(body)
+
+
+# --------------------------------------------------------------------------- end.ack
+
+
+def parse_ack(raw: str | bytes) -> EndAck:
+    obj = _load(raw)
+    rid = _request_id_hint(obj)
+    v = _version(obj, rid)
+    _type(obj, "end.ack", rid)
+    request_id = _id(obj.get("id"), "id", rid)
+    status = obj.get("status")
+    if status not in ACK_STATUSES:
+        _bad("status must be one of " + ", ".join(ACK_STATUSES), rid)
+    end_id = _id(obj.get("end_id"), "end_id", rid)
+    reason = _reason(obj.get("reason"), rid)
+    if "drain_ms" not in obj:
+        _bad("drain_ms is required", rid)
+    drain_ms = _integer(obj["drain_ms"], "drain_ms", rid)
+    return EndAck(id=request_id, status=cast(AckStatus, status), end_id=end_id, reason=reason,
+                  drain_ms=drain_ms, v=v)
+
+
+def encode_ack(ack: EndAck) -> str:
+    return _encode_checked(ack.to_dict())
+
+
+# --------------------------------------------------------------------------- end.error
+
+
+def parse_error(raw: str | bytes) -> EndError:
+    obj = _load(raw)
+    v = _version(obj, None)
+    _type(obj, "end.error", None)
+    id_value = obj.get("id")
+    request_id = None if id_value is None else _id(id_value, "id", None)
+    code = obj.get("code")
+    if not isinstance(code, str) or _CODE_RE.fullmatch(code) is None:
+        _bad("code must match ^[a-z][a-z0-9_]{0,31}$")
+    message = obj.get("message")
+    if not isinstance(message, str):
+        _bad("message must be a string")
+    if len(message) > MAX_MESSAGE_TEXT_LENGTH:
+        _bad(f"message must be at most {MAX_MESSAGE_TEXT_LENGTH} characters")
+    return EndError(id=request_id, code=code, message=message, v=v)
+
+
+def encode_error(error: EndError | ProtocolError) -> str:
+    if isinstance(error, ProtocolError):
+        error = error.to_error()
+    return _encode_checked(error.to_dict())
+
+
+# --------------------------------------------------------------------------- session.ended
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _bad(f"{name} must be a finite number")
+    if value < 0:
+        _bad(f"{name} must not be negative")
+    return float(value)
+
+
+def _object(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        _bad(f"{name} must be a JSON object")
+    return value
+
+
+def parse_report(raw: str | bytes) -> SessionEnded:
+    """Decode a `session.ended` report (what a receiver gets). Limit: 16 MiB."""
+    obj = _load(raw, MAX_REPORT_BYTES)
+    v = _version(obj, None)
+    _type(obj, "session.ended", None)
+    end_id = _id(obj.get("end_id"), "end_id", None)
+    ended_reason = _reason(obj.get("ended_reason"), None, "ended_reason")
+    initiator_obj = _object(obj.get("initiator"), "initiator")
+    kind = initiator_obj.get("kind")
+    if kind not in INITIATOR_KINDS:
+        _bad("initiator.kind must be one of " + ", ".join(INITIATOR_KINDS))
+    identity_value = initiator_obj.get("identity")
+    identity = None if identity_value is None else _identity(identity_value, "initiator.identity",
+                                                             None)
+    request_value = obj.get("request_id")
+    request_id = None if request_value is None else _id(request_value, "request_id", None)
+    meta_value = obj.get("meta")
+    meta = None if meta_value is None else _object(meta_value, "meta")
+    room = _object(obj.get("room"), "room")
+    room_name = room.get("name")
+    if not isinstance(room_name, str) or not room_name:
+        _bad("room.name must be a non-empty string")
+    room_sid = room.get("sid")
+    if room_sid is not None and not isinstance(room_sid, str):
+        _bad("room.sid must be a string or null")
+    optional: dict[str, str | None] = {}
+    for key in ("job_id", "agent_name"):
+        value = obj.get(key)
+        if value is not None and not isinstance(value, str):
+            _bad(f"{key} must be a string or null")
+        optional[key] = value
+    started_at = _number(obj.get("started_at"), "started_at")
+    ended_at = _number(obj.get("ended_at"), "ended_at")
+    if ended_at < started_at:
+        _bad("ended_at must not be before started_at")
+    complete = obj.get("complete")
+    if not isinstance(complete, bool):
+        _bad("complete must be a boolean")
+    session = _object(obj.get("session", {}), "session")
+    usage = _object(obj.get("usage", {}), "usage")
+    end = _object(obj.get("end", {}), "end")
+    return SessionEnded(
+        end_id=end_id,
+        ended_reason=ended_reason,
+        initiator=Initiator(kind=cast(InitiatorKind, kind), identity=identity),
+        request_id=request_id,
+        meta=meta,
+        room_name=room_name,
+        room_sid=room_sid,
+        job_id=optional["job_id"],
+        agent_name=optional["agent_name"],
+        started_at=started_at,
+        ended_at=ended_at,
+        complete=complete,
+        session=session,
+        usage=usage,
+        end=end,
+        v=v,
+    )
+
+
+def encode_report(report: SessionEnded) -> bytes:
+    """Serialize a report once; the bytes are what is stored, signed and sent on every attempt."""
+    try:
+        return canonical_json(report.to_dict()).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise ProtocolError("internal", f"report is not serializable: {exc}") from exc
+
+
+def _encode_checked(body: dict[str, Any]) -> str:
+    try:
+        text = canonical_json(body)
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError("internal", f"message is not serializable: {exc}") from exc
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_MESSAGE_BYTES:
+        raise ProtocolError("bad_request", f"message is {size} bytes; the limit is "
+                            f"{MAX_MESSAGE_BYTES}")
+    return text
