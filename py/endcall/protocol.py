@@ -17,8 +17,8 @@ from typing import Any, Literal, NoReturn, cast
 __all__ = [
     "ACK_STATUSES",
     "ATTR_END_ID",
-    "ATTR_REPORT",
     "ATTR_REASON",
+    "ATTR_REPORT",
     "ATTR_REQUEST",
     "ATTR_REQUEST_ID",
     "ATTR_STATE",
@@ -29,8 +29,8 @@ __all__ = [
     "ERROR_RPC_CODES",
     "INITIATOR_KINDS",
     "MAX_DEPTH",
-    "MAX_ID_LENGTH",
     "MAX_IDENTITY_BYTES",
+    "MAX_ID_LENGTH",
     "MAX_MESSAGE_BYTES",
     "MAX_MESSAGE_TEXT_LENGTH",
     "MAX_META_BYTES",
@@ -202,8 +202,13 @@ class EndError:
     v: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "end.error", "v": self.v, "id": self.id, "code": self.code,
-                "message": self.message}
+        return {
+            "type": "end.error",
+            "v": self.v,
+            "id": self.id,
+            "code": self.code,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -317,7 +322,9 @@ def _check_tree(value: Any) -> None:
             _bad("message contains a number that is not finite")
 
 
-def _load(raw: str | bytes | bytearray | memoryview, limit: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+def _load(
+    raw: str | bytes | bytearray | memoryview, limit: int = MAX_MESSAGE_BYTES
+) -> dict[str, Any]:
     if isinstance(raw, str):
         try:
             data = raw.encode("utf-8")
@@ -435,8 +442,9 @@ def parse_request(raw: str | bytes, *, origin: Origin) -> EndRequest:
     sent_at_value = obj.get("sent_at")
     sent_at = None if sent_at_value is None else _integer(sent_at_value, "sent_at", rid)
     meta = _meta(obj.get("meta"), rid)
-    return EndRequest(id=request_id, reason=reason, initiator=initiator, sent_at=sent_at,
-                      meta=meta, v=v)
+    return EndRequest(
+        id=request_id, reason=reason, initiator=initiator, sent_at=sent_at, meta=meta, v=v
+    )
 
 
 def encode_request(request: EndRequest) -> str:
@@ -462,8 +470,14 @@ def parse_ack(raw: str | bytes) -> EndAck:
     if "drain_ms" not in obj:
         _bad("drain_ms is required", rid)
     drain_ms = _integer(obj["drain_ms"], "drain_ms", rid)
-    return EndAck(id=request_id, status=cast(AckStatus, status), end_id=end_id, reason=reason,
-                  drain_ms=drain_ms, v=v)
+    return EndAck(
+        id=request_id,
+        status=cast(AckStatus, status),
+        end_id=end_id,
+        reason=reason,
+        drain_ms=drain_ms,
+        v=v,
+    )
 
 
 def encode_ack(ack: EndAck) -> str:
@@ -525,8 +539,9 @@ def parse_report(raw: str | bytes) -> SessionEnded:
     if kind not in INITIATOR_KINDS:
         _bad("initiator.kind must be one of " + ", ".join(INITIATOR_KINDS))
     identity_value = initiator_obj.get("identity")
-    identity = None if identity_value is None else _identity(identity_value, "initiator.identity",
-                                                             None)
+    identity = (
+        None if identity_value is None else _identity(identity_value, "initiator.identity", None)
+    )
     request_value = obj.get("request_id")
     request_id = None if request_value is None else _id(request_value, "request_id", None)
     meta_value = obj.get("meta")
@@ -589,6 +604,7 @@ def _encode_checked(body: dict[str, Any]) -> str:
         raise ProtocolError("internal", f"message is not serializable: {exc}") from exc
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_MESSAGE_BYTES:
-        raise ProtocolError("bad_request", f"message is {size} bytes; the limit is "
-                            f"{MAX_MESSAGE_BYTES}")
+        raise ProtocolError(
+            "bad_request", f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}"
+        )
     return text

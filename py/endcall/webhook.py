@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,9 +147,6 @@ def sign(end_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -> st
         if text is not None:
             sigs.append(standardwebhooks.Webhook(secret).sign(end_id, ts, text))
         else:
-            import hashlib
-            import hmac
-
             raw = secret[len("whsec_") :] if secret.startswith("whsec_") else secret
             key = base64.b64decode(raw + "==")
             mac = hmac.new(key, f"{end_id}.{timestamp}.".encode() + body, hashlib.sha256)

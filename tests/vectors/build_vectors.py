@@ -55,7 +55,9 @@ def compact(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-def ok(name: str, kind: str, text: str, value: dict[str, Any], origin: str | None = None) -> dict[str, Any]:
+def ok(
+    name: str, kind: str, text: str, value: dict[str, Any], origin: str | None = None
+) -> dict[str, Any]:
     case: dict[str, Any] = {"name": name, "kind": kind}
     if origin:
         case["origin"] = origin
@@ -64,7 +66,9 @@ def ok(name: str, kind: str, text: str, value: dict[str, Any], origin: str | Non
     return case
 
 
-def bad(name: str, kind: str, text: str | bytes, code: str, origin: str | None = None) -> dict[str, Any]:
+def bad(
+    name: str, kind: str, text: str | bytes, code: str, origin: str | None = None
+) -> dict[str, Any]:
     case: dict[str, Any] = {"name": name, "kind": kind}
     if origin:
         case["origin"] = origin
@@ -93,30 +97,83 @@ def request_cases() -> list[dict[str, Any]]:
     R = "request"
     # minimal and full
     c.append(ok("minimal request, defaults filled", R, compact(req()), decoded_request(), "client"))
-    full = req(reason="customer-ended-call", initiator="candidate-42", sent_at=1764000000000,
-               meta={"button": "end", "n": 3})
-    c.append(ok("full request", R, compact(full),
-                decoded_request(initiator="candidate-42", sent_at=1764000000000,
-                                meta={"button": "end", "n": 3}), "client"))
-    c.append(ok("pretty-printed with whitespace", R, json.dumps(req(), indent=2),
-                decoded_request(), "client"))
-    c.append(ok("unknown fields are ignored", R, compact(req(extra={"a": 1}, future=True)),
-                decoded_request(), "client"))
-    c.append(ok("null optionals mean missing", R,
-                compact(req(reason=None, initiator=None, sent_at=None, meta=None)),
-                decoded_request(), "client"))
-    c.append(ok("duplicate keys: last wins", R,
-                '{"type":"end.request","v":1,"id":"first","id":"second"}',
-                decoded_request(id="second"), "client"))
-    c.append(ok("duplicate reason keys: last wins", R,
-                '{"type":"end.request","v":1,"id":"r1","reason":"server-ended-call",'
-                '"reason":"customer-tab-closed"}',
-                decoded_request(reason="customer-tab-closed"), "client"))
+    full = req(
+        reason="customer-ended-call",
+        initiator="candidate-42",
+        sent_at=1764000000000,
+        meta={"button": "end", "n": 3},
+    )
+    c.append(
+        ok(
+            "full request",
+            R,
+            compact(full),
+            decoded_request(
+                initiator="candidate-42", sent_at=1764000000000, meta={"button": "end", "n": 3}
+            ),
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "pretty-printed with whitespace",
+            R,
+            json.dumps(req(), indent=2),
+            decoded_request(),
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "unknown fields are ignored",
+            R,
+            compact(req(extra={"a": 1}, future=True)),
+            decoded_request(),
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "null optionals mean missing",
+            R,
+            compact(req(reason=None, initiator=None, sent_at=None, meta=None)),
+            decoded_request(),
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "duplicate keys: last wins",
+            R,
+            '{"type":"end.request","v":1,"id":"first","id":"second"}',
+            decoded_request(id="second"),
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "duplicate reason keys: last wins",
+            R,
+            '{"type":"end.request","v":1,"id":"r1","reason":"server-ended-call",'
+            '"reason":"customer-tab-closed"}',
+            decoded_request(reason="customer-tab-closed"),
+            "client",
+        )
+    )
     # id edges
     c.append(ok("id of 1 char", R, compact(req(id="a")), decoded_request(id="a"), "client"))
-    c.append(ok("id of 64 chars", R, compact(req(id="A" * 64)), decoded_request(id="A" * 64), "client"))
-    c.append(ok("id with all allowed classes", R, compact(req(id="aZ09_-")),
-                decoded_request(id="aZ09_-"), "client"))
+    c.append(
+        ok("id of 64 chars", R, compact(req(id="A" * 64)), decoded_request(id="A" * 64), "client")
+    )
+    c.append(
+        ok(
+            "id with all allowed classes",
+            R,
+            compact(req(id="aZ09_-")),
+            decoded_request(id="aZ09_-"),
+            "client",
+        )
+    )
     c.append(bad("id of 65 chars", R, compact(req(id="A" * 65)), "bad_request", "client"))
     c.append(bad("empty id", R, compact(req(id="")), "bad_request", "client"))
     c.append(bad("id missing", R, compact(req(id=_DROP)), "bad_request", "client"))
@@ -137,83 +194,263 @@ def request_cases() -> list[dict[str, Any]]:
     c.append(bad("v boolean", R, compact(req(v=True)), "bad_request", "client"))
     c.append(bad("v fraction", R, compact(req(v=1.5)), "bad_request", "client"))
     c.append(bad("v null", R, compact(req(v=None)), "bad_request", "client"))
-    c.append(ok("v written as 1.0", R, '{"type":"end.request","v":1.0,"id":"r1"}',
-                decoded_request(), "client"))
+    c.append(
+        ok(
+            "v written as 1.0",
+            R,
+            '{"type":"end.request","v":1.0,"id":"r1"}',
+            decoded_request(),
+            "client",
+        )
+    )
     c.append(bad("future version 2", R, compact(req(v=2)), "unsupported_version", "client"))
-    c.append(bad("future version 99 with unknown shape", R,
-                 compact({"type": "end.request.v99", "v": 99, "whatever": [1]}),
-                 "unsupported_version", "client"))
-    c.append(bad("future version checked before type", R, compact(req(v=3, type="nope")),
-                 "unsupported_version", "server"))
+    c.append(
+        bad(
+            "future version 99 with unknown shape",
+            R,
+            compact({"type": "end.request.v99", "v": 99, "whatever": [1]}),
+            "unsupported_version",
+            "client",
+        )
+    )
+    c.append(
+        bad(
+            "future version checked before type",
+            R,
+            compact(req(v=3, type="nope")),
+            "unsupported_version",
+            "server",
+        )
+    )
     # reasons
     for reason in REASONS:
         if reason.startswith("customer-"):
-            c.append(ok(f"client reason {reason}", R, compact(req(reason=reason)),
-                        decoded_request(reason=reason), "client"))
+            c.append(
+                ok(
+                    f"client reason {reason}",
+                    R,
+                    compact(req(reason=reason)),
+                    decoded_request(reason=reason),
+                    "client",
+                )
+            )
         else:
-            c.append(bad(f"client may not send {reason}", R, compact(req(reason=reason)),
-                         "bad_request", "client"))
-        c.append(ok(f"server reason {reason}", R, compact(req(reason=reason)),
-                    decoded_request(reason=reason), "server"))
-    c.append(ok("client custom customer- reason", R, compact(req(reason="customer-tab-closed")),
-                decoded_request(reason="customer-tab-closed"), "client"))
-    c.append(ok("server custom reason with dots", R, compact(req(reason="billing.limit-hit")),
-                decoded_request(reason="billing.limit-hit"), "server"))
-    c.append(bad("client custom reason without customer- prefix", R,
-                 compact(req(reason="billing.limit-hit")), "bad_request", "client"))
-    c.append(ok("reason of 64 chars", R, compact(req(reason="a" * 64)),
-                decoded_request(reason="a" * 64), "server"))
+            c.append(
+                bad(
+                    f"client may not send {reason}",
+                    R,
+                    compact(req(reason=reason)),
+                    "bad_request",
+                    "client",
+                )
+            )
+        c.append(
+            ok(
+                f"server reason {reason}",
+                R,
+                compact(req(reason=reason)),
+                decoded_request(reason=reason),
+                "server",
+            )
+        )
+    c.append(
+        ok(
+            "client custom customer- reason",
+            R,
+            compact(req(reason="customer-tab-closed")),
+            decoded_request(reason="customer-tab-closed"),
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "server custom reason with dots",
+            R,
+            compact(req(reason="billing.limit-hit")),
+            decoded_request(reason="billing.limit-hit"),
+            "server",
+        )
+    )
+    c.append(
+        bad(
+            "client custom reason without customer- prefix",
+            R,
+            compact(req(reason="billing.limit-hit")),
+            "bad_request",
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "reason of 64 chars",
+            R,
+            compact(req(reason="a" * 64)),
+            decoded_request(reason="a" * 64),
+            "server",
+        )
+    )
     c.append(bad("reason of 65 chars", R, compact(req(reason="a" * 65)), "bad_request", "server"))
-    c.append(bad("reason upper case", R, compact(req(reason="Customer-ended-call")),
-                 "bad_request", "client"))
-    c.append(bad("reason starting with dash", R, compact(req(reason="-x")), "bad_request", "server"))
+    c.append(
+        bad(
+            "reason upper case",
+            R,
+            compact(req(reason="Customer-ended-call")),
+            "bad_request",
+            "client",
+        )
+    )
+    c.append(
+        bad("reason starting with dash", R, compact(req(reason="-x")), "bad_request", "server")
+    )
     c.append(bad("reason empty", R, compact(req(reason="")), "bad_request", "server"))
-    c.append(bad("reason with underscore", R, compact(req(reason="customer_ended")),
-                 "bad_request", "client"))
+    c.append(
+        bad(
+            "reason with underscore",
+            R,
+            compact(req(reason="customer_ended")),
+            "bad_request",
+            "client",
+        )
+    )
     c.append(bad("reason is a number", R, compact(req(reason=5)), "bad_request", "server"))
-    c.append(bad("bare customer- prefix is not a reason-compatible client reason", R,
-                 compact(req(reason="customer")), "bad_request", "client"))
+    c.append(
+        bad(
+            "bare customer- prefix is not a reason-compatible client reason",
+            R,
+            compact(req(reason="customer")),
+            "bad_request",
+            "client",
+        )
+    )
     # initiator
-    c.append(ok("initiator unicode", R, compact(req(initiator="Zoë 👋")),
-                decoded_request(initiator="Zoë 👋"), "client"))
-    c.append(ok("initiator of 256 bytes", R, compact(req(initiator="é" * 128)),
-                decoded_request(initiator="é" * 128), "client"))
-    c.append(bad("initiator of 257 bytes", R, compact(req(initiator="é" * 128 + "a")),
-                 "bad_request", "client"))
+    c.append(
+        ok(
+            "initiator unicode",
+            R,
+            compact(req(initiator="Zoë 👋")),
+            decoded_request(initiator="Zoë 👋"),
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "initiator of 256 bytes",
+            R,
+            compact(req(initiator="é" * 128)),
+            decoded_request(initiator="é" * 128),
+            "client",
+        )
+    )
+    c.append(
+        bad(
+            "initiator of 257 bytes",
+            R,
+            compact(req(initiator="é" * 128 + "a")),
+            "bad_request",
+            "client",
+        )
+    )
     c.append(bad("initiator empty", R, compact(req(initiator="")), "bad_request", "client"))
-    c.append(bad("initiator with newline", R, compact(req(initiator="a\nb")), "bad_request", "client"))
-    c.append(bad("initiator is an object", R, compact(req(initiator={"id": "x"})),
-                 "bad_request", "client"))
+    c.append(
+        bad("initiator with newline", R, compact(req(initiator="a\nb")), "bad_request", "client")
+    )
+    c.append(
+        bad(
+            "initiator is an object",
+            R,
+            compact(req(initiator={"id": "x"})),
+            "bad_request",
+            "client",
+        )
+    )
     # sent_at
     c.append(ok("sent_at zero", R, compact(req(sent_at=0)), decoded_request(sent_at=0), "client"))
-    c.append(ok("sent_at max safe integer", R, compact(req(sent_at=2**53 - 1)),
-                decoded_request(sent_at=2**53 - 1), "client"))
-    c.append(ok("sent_at in exponent form", R,
-                '{"type":"end.request","v":1,"id":"r1","sent_at":1.764e12}',
-                decoded_request(sent_at=1764000000000), "client"))
-    c.append(bad("sent_at above max safe integer", R,
-                 '{"type":"end.request","v":1,"id":"r1","sent_at":9007199254740992}',
-                 "bad_request", "client"))
+    c.append(
+        ok(
+            "sent_at max safe integer",
+            R,
+            compact(req(sent_at=2**53 - 1)),
+            decoded_request(sent_at=2**53 - 1),
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "sent_at in exponent form",
+            R,
+            '{"type":"end.request","v":1,"id":"r1","sent_at":1.764e12}',
+            decoded_request(sent_at=1764000000000),
+            "client",
+        )
+    )
+    c.append(
+        bad(
+            "sent_at above max safe integer",
+            R,
+            '{"type":"end.request","v":1,"id":"r1","sent_at":9007199254740992}',
+            "bad_request",
+            "client",
+        )
+    )
     c.append(bad("sent_at negative", R, compact(req(sent_at=-1)), "bad_request", "client"))
     c.append(bad("sent_at fraction", R, compact(req(sent_at=1.5)), "bad_request", "client"))
-    c.append(bad("sent_at string", R, compact(req(sent_at="1764000000000")), "bad_request", "client"))
+    c.append(
+        bad("sent_at string", R, compact(req(sent_at="1764000000000")), "bad_request", "client")
+    )
     c.append(bad("sent_at boolean", R, compact(req(sent_at=False)), "bad_request", "client"))
     # meta
     c.append(ok("meta empty object", R, compact(req(meta={})), decoded_request(meta={}), "client"))
-    c.append(ok("meta nested", R, compact(req(meta={"a": {"b": [1, 2, {"c": None}]}})),
-                decoded_request(meta={"a": {"b": [1, 2, {"c": None}]}}), "client"))
+    c.append(
+        ok(
+            "meta nested",
+            R,
+            compact(req(meta={"a": {"b": [1, 2, {"c": None}]}})),
+            decoded_request(meta={"a": {"b": [1, 2, {"c": None}]}}),
+            "client",
+        )
+    )
     m = meta_of(META_LIMIT)
-    c.append(ok("meta exactly 4096 bytes", R, compact(req(meta=m)), decoded_request(meta=m), "client"))
-    c.append(bad("meta 4097 bytes", R, compact(req(meta=meta_of(META_LIMIT + 1))),
-                 "bad_request", "client"))
+    c.append(
+        ok("meta exactly 4096 bytes", R, compact(req(meta=m)), decoded_request(meta=m), "client")
+    )
+    c.append(
+        bad(
+            "meta 4097 bytes",
+            R,
+            compact(req(meta=meta_of(META_LIMIT + 1))),
+            "bad_request",
+            "client",
+        )
+    )
     m_u = {"k": "é" * ((META_LIMIT - len(compact({"k": ""}))) // 2)}
-    c.append(ok("meta limit counts UTF-8 bytes (4096)", R, compact(req(meta=m_u)),
-                decoded_request(meta=m_u), "client"))
+    c.append(
+        ok(
+            "meta limit counts UTF-8 bytes (4096)",
+            R,
+            compact(req(meta=m_u)),
+            decoded_request(meta=m_u),
+            "client",
+        )
+    )
     m_u2 = {"k": "é" * ((META_LIMIT - len(compact({"k": ""}))) // 2) + "é"}
-    c.append(bad("meta limit counts UTF-8 bytes (4098)", R, compact(req(meta=m_u2)),
-                 "bad_request", "client"))
-    c.append(ok("meta measured compact even if sent pretty", R,
-                json.dumps(req(meta=m), indent=4), decoded_request(meta=m), "client"))
+    c.append(
+        bad(
+            "meta limit counts UTF-8 bytes (4098)",
+            R,
+            compact(req(meta=m_u2)),
+            "bad_request",
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "meta measured compact even if sent pretty",
+            R,
+            json.dumps(req(meta=m), indent=4),
+            decoded_request(meta=m),
+            "client",
+        )
+    )
     c.append(bad("meta is an array", R, compact(req(meta=[1])), "bad_request", "client"))
     c.append(bad("meta is a string", R, compact(req(meta="x")), "bad_request", "client"))
     # size
@@ -233,27 +470,96 @@ def request_cases() -> list[dict[str, Any]]:
     c.append(bad("top-level array", R, compact([req()]), "bad_request", "client"))
     c.append(bad("top-level string", R, '"end.request"', "bad_request", "client"))
     c.append(bad("top-level null", R, "null", "bad_request", "client"))
-    c.append(bad("NaN is not JSON", R, '{"type":"end.request","v":1,"id":"r1","sent_at":NaN}',
-                 "bad_request", "client"))
-    c.append(bad("Infinity is not JSON", R,
-                 '{"type":"end.request","v":1,"id":"r1","meta":{"x":Infinity}}', "bad_request", "client"))
-    c.append(bad("number overflowing to infinity", R,
-                 '{"type":"end.request","v":1,"id":"r1","meta":{"x":1e400}}', "bad_request", "client"))
-    c.append(bad("single quotes", R, "{'type':'end.request','v':1,'id':'r1'}", "bad_request", "client"))
-    c.append(bad("invalid UTF-8 byte", R,
-                 b'{"type":"end.request","v":1,"id":"r1","meta":{"x":"\xff"}}', "bad_request", "client"))
-    c.append(bad("overlong UTF-8 encoding", R,
-                 b'{"type":"end.request","v":1,"id":"r1","meta":{"x":"\xc0\xaf"}}', "bad_request", "client"))
-    c.append(bad("UTF-8 encoded surrogate", R,
-                 b'{"type":"end.request","v":1,"id":"r1","meta":{"x":"\xed\xa0\x80"}}', "bad_request", "client"))
-    c.append(bad("byte-order mark", R, b"\xef\xbb\xbf" + compact(req()).encode(), "bad_request", "client"))
-    c.append(bad("lone surrogate escape", R,
-                 '{"type":"end.request","v":1,"id":"r1","meta":{"x":"\\ud800"}}', "bad_request", "client"))
-    c.append(ok("paired surrogate escape is fine", R,
-                '{"type":"end.request","v":1,"id":"r1","initiator":"\\ud83d\\udc4b"}',
-                decoded_request(initiator="👋"), "client"))
-    c.append(ok("escaped unicode in id", R, '{"type":"end.request","v":1,"id":"\\u0072\\u0031"}',
-                decoded_request(), "client"))
+    c.append(
+        bad(
+            "NaN is not JSON",
+            R,
+            '{"type":"end.request","v":1,"id":"r1","sent_at":NaN}',
+            "bad_request",
+            "client",
+        )
+    )
+    c.append(
+        bad(
+            "Infinity is not JSON",
+            R,
+            '{"type":"end.request","v":1,"id":"r1","meta":{"x":Infinity}}',
+            "bad_request",
+            "client",
+        )
+    )
+    c.append(
+        bad(
+            "number overflowing to infinity",
+            R,
+            '{"type":"end.request","v":1,"id":"r1","meta":{"x":1e400}}',
+            "bad_request",
+            "client",
+        )
+    )
+    c.append(
+        bad("single quotes", R, "{'type':'end.request','v':1,'id':'r1'}", "bad_request", "client")
+    )
+    c.append(
+        bad(
+            "invalid UTF-8 byte",
+            R,
+            b'{"type":"end.request","v":1,"id":"r1","meta":{"x":"\xff"}}',
+            "bad_request",
+            "client",
+        )
+    )
+    c.append(
+        bad(
+            "overlong UTF-8 encoding",
+            R,
+            b'{"type":"end.request","v":1,"id":"r1","meta":{"x":"\xc0\xaf"}}',
+            "bad_request",
+            "client",
+        )
+    )
+    c.append(
+        bad(
+            "UTF-8 encoded surrogate",
+            R,
+            b'{"type":"end.request","v":1,"id":"r1","meta":{"x":"\xed\xa0\x80"}}',
+            "bad_request",
+            "client",
+        )
+    )
+    c.append(
+        bad(
+            "byte-order mark", R, b"\xef\xbb\xbf" + compact(req()).encode(), "bad_request", "client"
+        )
+    )
+    c.append(
+        bad(
+            "lone surrogate escape",
+            R,
+            '{"type":"end.request","v":1,"id":"r1","meta":{"x":"\\ud800"}}',
+            "bad_request",
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "paired surrogate escape is fine",
+            R,
+            '{"type":"end.request","v":1,"id":"r1","initiator":"\\ud83d\\udc4b"}',
+            decoded_request(initiator="👋"),
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "escaped unicode in id",
+            R,
+            '{"type":"end.request","v":1,"id":"\\u0072\\u0031"}',
+            decoded_request(),
+            "client",
+        )
+    )
+
     # depth
     def nest(n: int) -> Any:
         value: Any = 1
@@ -262,19 +568,37 @@ def request_cases() -> list[dict[str, Any]]:
         return value
 
     # meta is level 2, so 30 more arrays inside meta's value reach level 32
-    c.append(ok("nesting exactly 32 levels", R, compact(req(meta={"d": nest(30)})),
-                decoded_request(meta={"d": nest(30)}), "client"))
-    c.append(bad("nesting 33 levels", R, compact(req(meta={"d": nest(31)})), "bad_request", "client"))
+    c.append(
+        ok(
+            "nesting exactly 32 levels",
+            R,
+            compact(req(meta={"d": nest(30)})),
+            decoded_request(meta={"d": nest(30)}),
+            "client",
+        )
+    )
+    c.append(
+        bad("nesting 33 levels", R, compact(req(meta={"d": nest(31)})), "bad_request", "client")
+    )
     deep = '{"type":"end.request","v":1,"id":"r1","meta":{"d":' + "[" * 5000 + "]" * 5000 + "}}"
-    c.append(bad("nesting 5000 levels (RecursionError in Python)", R, deep, "bad_request", "client"))
+    c.append(
+        bad("nesting 5000 levels (RecursionError in Python)", R, deep, "bad_request", "client")
+    )
     c.append(bad("unbalanced deep nesting", R, "[" * 15000, "bad_request", "client"))
     return c
 
 
 def ack_cases() -> list[dict[str, Any]]:
     A = "ack"
-    base = {"type": "end.ack", "v": 1, "id": "r1", "status": "accepted", "end_id": "e1",
-            "reason": "customer-ended-call", "drain_ms": 12000}
+    base = {
+        "type": "end.ack",
+        "v": 1,
+        "id": "r1",
+        "status": "accepted",
+        "end_id": "e1",
+        "reason": "customer-ended-call",
+        "drain_ms": 12000,
+    }
 
     def ack(**fields: Any) -> dict[str, Any]:
         body = dict(base)
@@ -284,9 +608,14 @@ def ack_cases() -> list[dict[str, Any]]:
     c: list[dict[str, Any]] = []
     for status in ("accepted", "already_ending", "already_ended"):
         c.append(ok(f"ack {status}", A, compact(ack(status=status)), ack(status=status)))
-    c.append(ok("ack effective reason differs from request", A,
-                compact(ack(status="already_ending", reason="assistant-ended-call")),
-                ack(status="already_ending", reason="assistant-ended-call")))
+    c.append(
+        ok(
+            "ack effective reason differs from request",
+            A,
+            compact(ack(status="already_ending", reason="assistant-ended-call")),
+            ack(status="already_ending", reason="assistant-ended-call"),
+        )
+    )
     c.append(ok("ack drain_ms zero", A, compact(ack(drain_ms=0)), ack(drain_ms=0)))
     c.append(ok("ack unknown field ignored", A, compact(ack(x=1)), ack()))
     c.append(bad("ack unknown status", A, compact(ack(status="ok")), "bad_request"))
@@ -304,8 +633,13 @@ def ack_cases() -> list[dict[str, Any]]:
 
 def error_cases() -> list[dict[str, Any]]:
     E = "error"
-    base = {"type": "end.error", "v": 1, "id": "r1", "code": "forbidden",
-            "message": "only the customer may end this call"}
+    base = {
+        "type": "end.error",
+        "v": 1,
+        "id": "r1",
+        "code": "forbidden",
+        "message": "only the customer may end this call",
+    }
 
     def err(**fields: Any) -> dict[str, Any]:
         body = dict(base)
@@ -317,10 +651,22 @@ def error_cases() -> list[dict[str, Any]]:
         c.append(ok(f"error {code}", E, compact(err(code=code)), err(code=code)))
     c.append(ok("error with null id", E, compact(err(id=None)), err(id=None)))
     c.append(ok("error with missing id", E, compact(err(id=_DROP)), err(id=None)))
-    c.append(ok("error with unknown future code", E, compact(err(code="rate_limited")),
-                err(code="rate_limited")))
-    c.append(ok("error message of 1024 chars", E, compact(err(message="x" * 1024)),
-                err(message="x" * 1024)))
+    c.append(
+        ok(
+            "error with unknown future code",
+            E,
+            compact(err(code="rate_limited")),
+            err(code="rate_limited"),
+        )
+    )
+    c.append(
+        ok(
+            "error message of 1024 chars",
+            E,
+            compact(err(message="x" * 1024)),
+            err(message="x" * 1024),
+        )
+    )
     c.append(bad("error message of 1025 chars", E, compact(err(message="x" * 1025)), "bad_request"))
     c.append(bad("error code with capitals", E, compact(err(code="Forbidden")), "bad_request"))
     c.append(bad("error code missing", E, compact(err(code=_DROP)), "bad_request"))
@@ -332,12 +678,22 @@ def error_cases() -> list[dict[str, Any]]:
 def report_cases() -> list[dict[str, Any]]:
     P = "report"
     base: dict[str, Any] = {
-        "type": "session.ended", "v": 1, "end_id": "e_1", "ended_reason": "customer-ended-call",
-        "initiator": {"kind": "customer", "identity": "cand-1"}, "request_id": "r1",
-        "meta": {"button": "end"}, "room": {"name": "interview-1", "sid": "RM_x"},
-        "job_id": "AJ_1", "agent_name": "interview-agent", "started_at": 1764000000.0,
-        "ended_at": 1764000600.5, "duration_s": 600.5, "complete": True,
-        "usage": {"llm_prompt_tokens": 10}, "end": {"channel": "rpc"},
+        "type": "session.ended",
+        "v": 1,
+        "end_id": "e_1",
+        "ended_reason": "customer-ended-call",
+        "initiator": {"kind": "customer", "identity": "cand-1"},
+        "request_id": "r1",
+        "meta": {"button": "end"},
+        "room": {"name": "interview-1", "sid": "RM_x"},
+        "job_id": "AJ_1",
+        "agent_name": "interview-agent",
+        "started_at": 1764000000.0,
+        "ended_at": 1764000600.5,
+        "duration_s": 600.5,
+        "complete": True,
+        "usage": {"llm_prompt_tokens": 10},
+        "end": {"channel": "rpc"},
         "session": {"chat_history": {"items": []}},
     }
 
@@ -348,19 +704,52 @@ def report_cases() -> list[dict[str, Any]]:
 
     c: list[dict[str, Any]] = []
     c.append(ok("report complete", P, compact(rep()), rep()))
-    crash = rep(ended_reason="agent-crashed", complete=False, request_id=None, meta=None,
-                initiator={"kind": "system", "identity": None})
+    crash = rep(
+        ended_reason="agent-crashed",
+        complete=False,
+        request_id=None,
+        meta=None,
+        initiator={"kind": "system", "identity": None},
+    )
     c.append(ok("report crash draft", P, compact(crash), crash))
     c.append(ok("report duration recomputed from timestamps", P, compact(rep(duration_s=1)), rep()))
-    minimal = rep(request_id=_DROP, meta=_DROP, job_id=_DROP, agent_name=_DROP, usage=_DROP,
-                  end=_DROP, session=_DROP, room={"name": "interview-1"},
-                  initiator={"kind": "agent"})
-    c.append(ok("report minimal", P, compact(minimal),
-                rep(request_id=None, meta=None, job_id=None, agent_name=None, usage={}, end={},
-                    session={}, room={"name": "interview-1", "sid": None},
-                    initiator={"kind": "agent", "identity": None})))
-    c.append(bad("report unknown initiator kind", P,
-                 compact(rep(initiator={"kind": "robot", "identity": None})), "bad_request"))
+    minimal = rep(
+        request_id=_DROP,
+        meta=_DROP,
+        job_id=_DROP,
+        agent_name=_DROP,
+        usage=_DROP,
+        end=_DROP,
+        session=_DROP,
+        room={"name": "interview-1"},
+        initiator={"kind": "agent"},
+    )
+    c.append(
+        ok(
+            "report minimal",
+            P,
+            compact(minimal),
+            rep(
+                request_id=None,
+                meta=None,
+                job_id=None,
+                agent_name=None,
+                usage={},
+                end={},
+                session={},
+                room={"name": "interview-1", "sid": None},
+                initiator={"kind": "agent", "identity": None},
+            ),
+        )
+    )
+    c.append(
+        bad(
+            "report unknown initiator kind",
+            P,
+            compact(rep(initiator={"kind": "robot", "identity": None})),
+            "bad_request",
+        )
+    )
     c.append(bad("report ended before it started", P, compact(rep(ended_at=1.0)), "bad_request"))
     c.append(bad("report complete not boolean", P, compact(rep(complete="yes")), "bad_request"))
     c.append(bad("report missing room", P, compact(rep(room=_DROP)), "bad_request"))

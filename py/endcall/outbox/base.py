@@ -276,6 +276,7 @@ class SqlOutbox(ABC):
     @abstractmethod
     def _tx(self, *, write: bool) -> contextlib.AbstractContextManager[Tx]: ...
 
+    @abstractmethod
     def close(self) -> None:
         """Close the connection."""
 
@@ -487,7 +488,7 @@ class SqlOutbox(ABC):
     def counts(self) -> dict[str, int]:
         with self._t(write=False) as tx:
             rows = tx.run(f"SELECT status, COUNT(*) FROM {TABLE} GROUP BY status")
-        out = dict.fromkeys(STATUSES, 0)
+        out: dict[str, int] = dict.fromkeys(STATUSES, 0)
         out.update({r[0]: int(r[1]) for r in rows})
         return out
 

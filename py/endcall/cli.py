@@ -1,0 +1,279 @@
+"""The ``endcall`` command line: ``endcall outbox list | show | deliver | replay | purge``.
+
+``main`` is a plain click group; other parts of the kit add their own commands to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import click
+
+from .outbox.base import OUTBOX_ENV, STATUSES, Outbox, OutboxRecord, default_outbox_path
+from .webhook import SECRET_ENV, parse_secrets, validate_secret
+
+__all__ = ["main"]
+
+
+@click.group()
+@click.version_option(package_name="endcall")
+def main() -> None:
+    """endcall: end LiveKit voice-agent calls correctly; never lose the session report."""
+
+
+def _open(ctx: click.Context) -> Outbox:
+    from .outbox import open_outbox
+
+    target = ctx.obj["outbox"]
+    try:
+        return open_outbox(target)
+    except Exception as e:
+        raise click.ClickException(f"cannot open outbox {target}: {e}") from e
+
+
+def _ts(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _short(text: str | None, n: int = 40) -> str:
+    if not text:
+        return "-"
+    text = text.replace("\n", " ")
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+@main.group()
+@click.option(
+    "--outbox",
+    "target",
+    envvar=OUTBOX_ENV,
+    default=None,
+    help=f"SQLite file or postgresql:// URL (env {OUTBOX_ENV}; default {default_outbox_path()}).",
+)
+@click.pass_context
+def outbox(ctx: click.Context, target: str | None) -> None:
+    """Inspect and deliver the durable outbox of session reports.
+
+    Reports the agent could not deliver within its in-process window wait here until a relay
+    (this command's ``deliver``, the next agent job via ``endcall.prewarm``, or the fallback
+    server) delivers them. Each row stores its webhook URL; the signing secret(s) come from
+    --secret or ENDCALL_WEBHOOK_SECRET (several, comma or space separated, for rotation).
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["outbox"] = target if target else str(default_outbox_path())
+
+
+@outbox.command("list")
+@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only this status.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def list_cmd(ctx: click.Context, status: Any, limit: int, as_json: bool) -> None:
+    """List reports, newest first, with a count per status."""
+    ob = _open(ctx)
+    try:
+        recs = ob.records(status, limit=limit)
+        counts = ob.counts()
+    finally:
+        ob.close()
+    if as_json:
+        for r in recs:
+            click.echo(json.dumps(r.summary()))
+        return
+    click.echo("  ".join(f"{k}: {v}" for k, v in counts.items()))
+    if not recs:
+        click.echo("(no reports)")
+        return
+    rows = [
+        [
+            r.end_id,
+            r.status + (" (draft)" if r.is_draft and r.status != "draft" else ""),
+            str(r.attempts),
+            _ts(r.created_at),
+            _ts(r.next_attempt_at) if r.status in ("pending", "delivering") else "-",
+            str(r.last_status or "-"),
+            _short(r.last_error),
+        ]
+        for r in recs
+    ]
+    header = ["END_ID", "STATUS", "TRIES", "CREATED (UTC)", "NEXT TRY", "HTTP", "LAST ERROR"]
+    click.echo(_table(rows, header))
+
+
+def _get(ctx: click.Context, end_id: str) -> OutboxRecord:
+    ob = _open(ctx)
+    try:
+        rec = ob.get(end_id)
+    finally:
+        ob.close()
+    if rec is None:
+        raise click.ClickException(f"no report with end_id {end_id!r}")
+    return rec
+
+
+@outbox.command("show")
+@click.argument("end_id")
+@click.option("--json", "as_json", is_flag=True, help="JSON with the body as text.")
+@click.option("--body", "body_only", is_flag=True, help="Print only the raw body bytes.")
+@click.pass_context
+def show_cmd(ctx: click.Context, end_id: str, as_json: bool, body_only: bool) -> None:
+    """Show one report and its body."""
+    rec = _get(ctx, end_id)
+    if body_only:
+        sys.stdout.buffer.write(rec.body)
+        sys.stdout.buffer.flush()
+        return
+    info = rec.summary()
+    if as_json:
+        info["body"] = rec.body.decode("utf-8", errors="replace")
+        click.echo(json.dumps(info))
+        return
+    for k, v in info.items():
+        if k.endswith("_at") and isinstance(v, float):
+            v = _ts(v) + " UTC"
+        click.echo(f"{k:>17}: {v if v is not None else '-'}")
+    click.echo("             body:")
+    try:
+        click.echo(json.dumps(json.loads(rec.body), indent=2, ensure_ascii=False))
+    except ValueError:
+        click.echo(repr(rec.body))
+
+
+@outbox.command("deliver")
+@click.option("--forever", is_flag=True, help="Keep polling (a sidecar); else one pass (cron).")
+@click.option(
+    "--secret",
+    "secrets",
+    multiple=True,
+    help=f"Signing secret whsec_... (repeatable; default env {SECRET_ENV}).",
+)
+@click.option("--timeout", type=float, default=15.0, show_default=True, help="Per request, s.")
+@click.option("--poll", type=float, default=5.0, show_default=True, help="Poll interval, s.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.pass_context
+def deliver_cmd(
+    ctx: click.Context,
+    forever: bool,
+    secrets: tuple[str, ...],
+    timeout: float,
+    poll: float,
+    concurrency: int,
+    as_json: bool,
+) -> None:
+    """Deliver due reports and abandoned crash drafts (one attempt each per pass).
+
+    Signs with --secret or $ENDCALL_WEBHOOK_SECRET (comma/space separated for rotation).
+    """
+    from .relay import Relay, secrets_from_env
+
+    keys: tuple[str, ...] = ()
+    for s in secrets:
+        keys += parse_secrets(s)
+    keys = keys or secrets_from_env()
+    if not keys:
+        raise click.UsageError(f"no signing secret: pass --secret or set {SECRET_ENV}")
+    for k in keys:
+        try:
+            validate_secret(k)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from e
+    ob = _open(ctx)
+
+    async def run() -> dict[str, int]:
+        relay = Relay(ob, keys, timeout=timeout, concurrency=concurrency)
+        try:
+            stats = await relay.run(forever=forever, poll=poll)
+        finally:
+            await relay.aclose()
+        return vars(stats)
+
+    try:
+        stats = asyncio.run(run())
+    except KeyboardInterrupt:
+        stats = {}
+    finally:
+        ob.close()
+    if as_json:
+        click.echo(json.dumps(stats))
+    else:
+        click.echo("  ".join(f"{k}: {v}" for k, v in stats.items()))
+
+
+@outbox.command("replay")
+@click.argument("end_id")
+@click.pass_context
+def replay_cmd(ctx: click.Context, end_id: str) -> None:
+    """Make a dead or delivered report pending again (sent by the next ``deliver``)."""
+    ob = _open(ctx)
+    try:
+        rec = ob.get(end_id)
+        if rec is None:
+            raise click.ClickException(f"no report with end_id {end_id!r}")
+        if rec.status in ("draft", "delivering"):
+            raise click.ClickException(f"{end_id} is {rec.status}; it cannot be replayed now")
+        ob.replay(end_id)
+    finally:
+        ob.close()
+    click.echo(f"{end_id}: pending (was {rec.status})")
+
+
+_REL = re.compile(r"^(\d+)([smhdw])$")
+
+
+def _parse_date(text: str) -> float:
+    m = _REL.match(text.strip())
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return (datetime.now(timezone.utc) - timedelta(seconds=int(m.group(1)) * unit)).timestamp()
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as e:
+        raise click.BadParameter(
+            "expected an ISO date/time (2026-01-31, 2026-01-31T12:00:00Z) or an age like 30d"
+        ) from e
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+@outbox.command("purge")
+@click.option(
+    "--delivered-before",
+    "before",
+    required=True,
+    help="ISO date/time (UTC unless an offset is given) or an age such as 30d, 12h.",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def purge_cmd(ctx: click.Context, before: str, as_json: bool) -> None:
+    """Delete delivered reports delivered before DATE (pending and dead ones are kept)."""
+    t = _parse_date(before)
+    ob = _open(ctx)
+    try:
+        n = ob.purge(t)
+    finally:
+        ob.close()
+    if as_json:
+        click.echo(json.dumps({"purged": n, "before": t}))
+    else:
+        click.echo(f"purged {n} delivered report(s) delivered before {_ts(t)} UTC")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

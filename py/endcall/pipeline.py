@@ -1,0 +1,310 @@
+"""The agent-side report path: checkpoint drafts, commit the final report, deliver it.
+
+``ReportPipeline`` deals only in ``end_id`` (the report's ``webhook-id``) and ``body`` (the
+serialized ``session.ended`` document, sent byte-identical on every attempt).
+
+Where delivery runs (livekit-agents 1.8, ``ipc/job_proc_lazy_main.py``): when a job ends, the
+entrypoint gets 15 s, ``AgentSession.aclose()`` up to 60 s, then ``on_session_end`` runs with
+up to ``session_end_timeout`` (default 300 s); only after that come ShuttingDown, the room
+disconnect and the shutdown callbacks, and the supervisor (``ipc/supervised_proc.py``) kills
+the process ``shutdown_process_timeout`` (default 10 s) after ShuttingDown. So the agent side
+calls ``store()`` and ``deliver()`` from ``on_session_end``-time work: the in-process window
+(``Webhook.in_process_window``, default 60 s, plus at most one request timeout) fits well
+inside 300 s, whereas a shutdown callback would only have ~10 s. Whatever is not delivered in
+the window stays in the outbox, unleased, for a relay: the next job process on this host
+(``endcall.prewarm``), ``endcall outbox deliver`` or the fallback server.
+
+Nothing here raises into the session. If the outbox cannot be used (read-only path, disk
+full, database down) the report is kept in memory, delivery is still tried, and the whole
+report is logged as one JSON line (logger ``endcall.report``, message starting with
+``{"endcall_unsaved_report":``) so it can be recovered from the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from dataclasses import dataclass
+
+import httpx
+
+from .delivery import Clock, RetryPolicy, Sender, SystemClock
+from .outbox.base import Outbox, OutboxRecord, default_outbox_path, make_owner
+from .webhook import Webhook
+
+__all__ = ["DeliveryOutcome", "ReportPipeline", "unsaved_report_line"]
+
+logger = logging.getLogger("endcall.report")
+
+#: lease kept on a draft / a report being delivered; drafts are refreshed at least every 30 s
+DEFAULT_LEASE = 90.0
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """Result of `ReportPipeline.deliver`."""
+
+    delivered: bool
+    dead: bool
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+
+
+def unsaved_report_line(end_id: str, url: str, body: bytes, error: str) -> str:
+    """The one-line JSON log record of a report the outbox could not keep."""
+    doc: dict[str, object] = {"end_id": end_id, "url": url, "error": error}
+    try:
+        doc["body"] = body.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["body_b64"] = base64.b64encode(body).decode()
+    return json.dumps({"endcall_unsaved_report": doc}, separators=(",", ":"))
+
+
+class _Memory:
+    """A report kept in memory because the outbox failed."""
+
+    def __init__(self, end_id: str, url: str, body: bytes, now: float) -> None:
+        self.end_id = end_id
+        self.url = url
+        self.body = body
+        self.attempts = 0
+        self.next_attempt_at = now
+        self.status = "pending"
+        self.created_at = now
+        self.last_status: int | None = None
+        self.last_error: str | None = None
+
+    def record(self, headers: dict[str, str]) -> OutboxRecord:
+        return OutboxRecord(
+            end_id=self.end_id,
+            status="pending",
+            is_draft=False,
+            url=self.url,
+            headers=headers,
+            body=self.body,
+            attempts=self.attempts,
+            next_attempt_at=self.next_attempt_at,
+            last_error=self.last_error,
+            last_status=self.last_status,
+            lease_owner=None,
+            lease_expires_at=None,
+            created_at=self.created_at,
+            updated_at=self.created_at,
+            delivered_at=None,
+        )
+
+
+class ReportPipeline:
+    """Drafts, durable commit and bounded in-process delivery of one agent's reports.
+
+    ``outbox=None`` opens ``SqliteOutbox(default_outbox_path())`` on first use. ``owner`` names
+    this process for leases (default ``"<hostname>:<pid>:<random>"``). ``transport``/``client``
+    inject the HTTP layer, ``clock`` the time source.
+    """
+
+    def __init__(
+        self,
+        webhook: Webhook,
+        outbox: Outbox | None = None,
+        *,
+        owner: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        client: httpx.AsyncClient | None = None,
+        clock: Clock | None = None,
+        lease: float = DEFAULT_LEASE,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.webhook = webhook
+        self.owner = owner or make_owner()
+        self.lease = lease
+        self.clock: Clock = clock or SystemClock()
+        self._outbox = outbox
+        self._own_outbox = outbox is None
+        self._outbox_failed = False
+        self._open_lock = asyncio.Lock()
+        self._memory: dict[str, _Memory] = {}
+        self._headers = dict(webhook.headers)
+        self._sender = Sender(
+            outbox,
+            webhook.secrets,
+            owner=self.owner,
+            policy=policy or RetryPolicy(webhook.schedule, webhook.jitter),
+            timeout=webhook.timeout,
+            client=client,
+            transport=transport,
+            clock=self.clock,
+        )
+
+    async def _ob(self) -> Outbox | None:
+        if self._outbox is not None or self._outbox_failed:
+            return self._outbox
+        async with self._open_lock:
+            if self._outbox is None and not self._outbox_failed:
+                from .outbox.sqlite import SqliteOutbox
+
+                path = default_outbox_path()
+                try:
+                    self._outbox = await asyncio.to_thread(
+                        SqliteOutbox, path, clock=self.clock.time
+                    )
+                    self._sender.outbox = self._outbox
+                except Exception as e:
+                    self._outbox_failed = True
+                    logger.error("endcall: cannot open outbox %s: %s", path, e)
+        return self._outbox
+
+    async def save_draft(self, end_id: str, body: bytes) -> None:
+        """Checkpoint the crash draft (a complete:false report) and renew its lease."""
+        try:
+            ob = await self._ob()
+            if ob is None:
+                return
+            await asyncio.to_thread(
+                ob.save_draft,
+                end_id,
+                self.webhook.url,
+                body,
+                owner=self.owner,
+                lease=self.lease,
+                headers=self._headers,
+            )
+        except Exception as e:
+            logger.warning("endcall: could not save the draft of %s: %s", end_id, e)
+
+    async def store(self, end_id: str, body: bytes) -> bool:
+        """Commit the final report before any send; True when it is durable."""
+        error = "no outbox"
+        try:
+            ob = await self._ob()
+            if ob is not None:
+                res = await asyncio.to_thread(
+                    ob.store,
+                    end_id,
+                    self.webhook.url,
+                    body,
+                    owner=self.owner,
+                    lease=self.lease,
+                    headers=self._headers,
+                )
+                if res in ("stored", "exists"):
+                    if res == "exists":
+                        logger.info("endcall: report %s was already stored; kept as is", end_id)
+                    return True
+                error = "a relay already delivers this session's crash draft"
+                logger.error(unsaved_report_line(end_id, self.webhook.url, body, error))
+                return False
+            error = "outbox unavailable"
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+        self._memory[end_id] = _Memory(end_id, self.webhook.url, body, self.clock.time())
+        logger.error(unsaved_report_line(end_id, self.webhook.url, body, error))
+        return False
+
+    async def _load(self, end_id: str) -> OutboxRecord | _Memory | None:
+        mem = self._memory.get(end_id)
+        if mem is not None:
+            return mem
+        ob = self._outbox
+        if ob is None:
+            return None
+        return await asyncio.to_thread(ob.get, end_id)
+
+    async def deliver(self, end_id: str, *, within: float | None = None) -> DeliveryOutcome:
+        """Try to deliver per the schedule for at most ``within`` seconds (default
+        ``webhook.in_process_window``). Never raises. What is left stays for relays."""
+        window = self.webhook.in_process_window if within is None else within
+        deadline = self.clock.time() + window
+        attempts = 0
+        last_status: int | None = None
+        last_error: str | None = None
+        while True:
+            try:
+                rec = await self._load(end_id)
+            except Exception as e:
+                logger.error("endcall: outbox read failed for %s: %s", end_id, e)
+                return DeliveryOutcome(False, False, attempts, last_status, f"outbox: {e}")
+            if rec is None:
+                return DeliveryOutcome(False, False, 0, None, "unknown end_id (not stored)")
+            if isinstance(rec, _Memory):
+                total, status = rec.attempts, rec.status
+                last_status, last_error = rec.last_status, rec.last_error
+            else:
+                total, status = rec.attempts, rec.status
+                last_status, last_error = rec.last_status, rec.last_error
+                if rec.is_draft and status != "draft":
+                    return DeliveryOutcome(False, False, total, last_status, "draft taken over")
+            if status == "delivered":
+                return DeliveryOutcome(True, False, total, last_status, None)
+            if status == "dead":
+                return DeliveryOutcome(False, True, total, last_status, last_error)
+            now = self.clock.time()
+            if rec.next_attempt_at > deadline or now >= deadline:
+                await self._release(end_id)
+                return DeliveryOutcome(False, False, total, last_status, last_error)
+            if rec.next_attempt_at > now:
+                await self.clock.sleep(rec.next_attempt_at - now)
+            if isinstance(rec, _Memory):
+                res, nxt = await self._sender.send(
+                    rec.record(self._headers), timeout=self._timeout(deadline), record=False
+                )
+                rec.attempts += 1
+                rec.last_status, rec.last_error = res.status, res.error
+                if res.outcome == "delivered":
+                    rec.status = "delivered"
+                elif res.outcome == "dead":
+                    rec.status = "dead"
+                else:
+                    rec.next_attempt_at = nxt if nxt is not None else now
+                attempts += 1
+                continue
+            try:
+                ob = self._outbox
+                assert ob is not None
+                if not await asyncio.to_thread(ob.renew, end_id, self.owner, self.lease):
+                    fresh = await asyncio.to_thread(ob.get, end_id)
+                    if fresh is not None and fresh.status in ("delivered", "dead"):
+                        continue
+                    return DeliveryOutcome(
+                        False, False, total, last_status, "another sender holds the lease"
+                    )
+                fresh = await asyncio.to_thread(ob.get, end_id)
+            except Exception as e:
+                logger.error("endcall: outbox failed for %s, keeping it in memory: %s", end_id, e)
+                mem = _Memory(end_id, rec.url, rec.body, self.clock.time())
+                mem.attempts = rec.attempts
+                self._memory[end_id] = mem
+                logger.error(unsaved_report_line(end_id, rec.url, rec.body, str(e)))
+                continue
+            if fresh is None:
+                continue
+            await self._sender.send(fresh, keep_lease=self.lease, timeout=self._timeout(deadline))
+            attempts += 1
+
+    def _timeout(self, deadline: float) -> float:
+        t = self.webhook.timeout
+        return max(min(t, 1.0), min(t, deadline - self.clock.time()))
+
+    async def _release(self, end_id: str) -> None:
+        ob = self._outbox
+        if ob is None or end_id in self._memory:
+            return
+        try:
+            await asyncio.to_thread(ob.release, end_id, self.owner)
+        except Exception as e:
+            logger.warning("endcall: could not release %s: %s", end_id, e)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and the outbox the pipeline opened."""
+        await self._sender.aclose()
+        for mem in self._memory.values():
+            if mem.status != "delivered":
+                logger.error(
+                    unsaved_report_line(
+                        mem.end_id, mem.url, mem.body, f"undelivered at close ({mem.last_error})"
+                    )
+                )
+        if self._own_outbox and self._outbox is not None:
+            await asyncio.to_thread(self._outbox.close)

@@ -1,0 +1,283 @@
+"""Relay: deliver what agent processes left in the outbox.
+
+A relay claims due rows — pending reports, reports whose sender's lease expired, and
+abandoned crash drafts (lease expired, or with an owner on this host whose pid is gone) — makes
+one attempt each and records the outcome per the retry schedule. Drafts go out as stored:
+their body already is a ``complete: false`` / ``agent-crashed`` report, in the same row (same
+``end_id``) as the final report would have been, so a session never gets both.
+
+Runs in: the next agent job process on the host (``endcall.prewarm``), the CLI
+(``endcall outbox deliver [--forever]``, for cron or a sidecar), and the fallback server.
+
+Each row stores its destination URL (and extra headers). The signing secret(s) are not
+stored: relays outside the agent read them from ``ENDCALL_WEBHOOK_SECRET`` (several secrets
+comma or space separated, for rotation: each adds one ``v1`` signature) or take them as
+arguments (CLI ``--secret``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .delivery import Clock, RetryPolicy, Sender, SystemClock
+from .outbox.base import Outbox, OutboxRecord, default_outbox_path, make_owner
+from .webhook import SECRET_ENV, parse_secrets
+
+__all__ = ["BackgroundRelay", "Relay", "RelayStats", "prewarm", "secrets_from_env"]
+
+logger = logging.getLogger("endcall.relay")
+
+
+def secrets_from_env(env: str = SECRET_ENV) -> tuple[str, ...]:
+    """The signing secrets in ``$ENDCALL_WEBHOOK_SECRET`` (empty tuple if unset)."""
+    return parse_secrets(os.environ.get(env, ""))
+
+
+@dataclass
+class RelayStats:
+    """Counts of one relay run."""
+
+    claimed: int = 0
+    delivered: int = 0
+    retrying: int = 0
+    dead: int = 0
+    drafts: int = 0
+
+    def add(self, other: RelayStats) -> None:
+        self.claimed += other.claimed
+        self.delivered += other.delivered
+        self.retrying += other.retrying
+        self.dead += other.dead
+        self.drafts += other.drafts
+
+
+class Relay:
+    """Claims due outbox rows and delivers them (``concurrency`` attempts at once)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        secrets: Sequence[str] | None = None,
+        *,
+        owner: str | None = None,
+        policy: RetryPolicy | None = None,
+        timeout: float = 15.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        client: httpx.AsyncClient | None = None,
+        clock: Clock | None = None,
+        batch: int = 32,
+        concurrency: int = 16,
+        lease: float | None = None,
+    ) -> None:
+        secrets = tuple(secrets) if secrets else secrets_from_env()
+        if not secrets:
+            raise ValueError(
+                f"no webhook secret: set {SECRET_ENV} (comma/space separated) or pass secrets"
+            )
+        self.outbox = outbox
+        self.owner = owner or make_owner("relay")
+        self.clock: Clock = clock or SystemClock()
+        self.batch = batch
+        self.lease = lease if lease is not None else 2 * timeout + 30.0
+        self._sem = asyncio.Semaphore(concurrency)
+        self.sender = Sender(
+            outbox,
+            secrets,
+            owner=self.owner,
+            policy=policy,
+            timeout=timeout,
+            client=client,
+            transport=transport,
+            clock=self.clock,
+        )
+
+    async def _one(self, rec: OutboxRecord, stats: RelayStats) -> None:
+        async with self._sem:
+            res, _ = await self.sender.send(rec)
+        if rec.is_draft:
+            stats.drafts += 1
+        if res.outcome == "delivered":
+            stats.delivered += 1
+        elif res.outcome == "dead":
+            stats.dead += 1
+        else:
+            stats.retrying += 1
+
+    async def run_once(self) -> RelayStats:
+        """Deliver every row due now (one attempt each), then return."""
+        stats = RelayStats()
+        seen: set[str] = set()
+        while True:
+            recs = await asyncio.to_thread(
+                self.outbox.claim, self.owner, limit=self.batch, lease=self.lease
+            )
+            again = [r for r in recs if r.end_id in seen]
+            recs = [r for r in recs if r.end_id not in seen]
+            for r in again:  # due again already (zero delay): leave it for the next pass
+                await asyncio.to_thread(self.outbox.release, r.end_id, self.owner)
+            if not recs:
+                return stats
+            stats.claimed += len(recs)
+            seen.update(r.end_id for r in recs)
+            await asyncio.gather(*(self._one(r, stats) for r in recs))
+
+    async def run(
+        self,
+        *,
+        forever: bool = False,
+        poll: float = 5.0,
+        stop: asyncio.Event | None = None,
+    ) -> RelayStats:
+        """``run_once``; with ``forever`` keep polling every ``poll`` seconds until ``stop``."""
+        total = RelayStats()
+        while True:
+            try:
+                total.add(await self.run_once())
+            except Exception:
+                if not forever:
+                    raise
+                logger.exception("endcall relay: pass failed; retrying in %ss", poll)
+            if not forever or (stop is not None and stop.is_set()):
+                return total
+            if stop is None:
+                await self.clock.sleep(poll)
+            else:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=poll)
+                except asyncio.TimeoutError:
+                    pass
+                if stop.is_set():
+                    return total
+
+    async def aclose(self) -> None:
+        await self.sender.aclose()
+
+
+class BackgroundRelay:
+    """A relay running forever in a daemon thread with its own event loop."""
+
+    def __init__(
+        self,
+        target: str | Path,
+        secrets: Sequence[str],
+        *,
+        poll: float = 30.0,
+        timeout: float = 15.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.target = target
+        self.secrets = tuple(secrets)
+        self.poll = poll
+        self.timeout = timeout
+        self.transport = transport
+        self.stats = RelayStats()
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="endcall-relay", daemon=True)
+
+    def start(self) -> BackgroundRelay:
+        self.thread.start()
+        return self
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as e:  # never propagate out of the thread
+            self.error = e
+            logger.warning("endcall background relay stopped: %s", e)
+        finally:
+            self._ready.set()
+
+    async def _run(self) -> None:
+        from .outbox import open_outbox
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._ready.set()
+        outbox = await asyncio.to_thread(open_outbox, self.target)
+        relay = Relay(
+            outbox,
+            self.secrets,
+            owner=make_owner("prewarm"),
+            timeout=self.timeout,
+            transport=self.transport,
+        )
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.stats.add(await relay.run_once())
+                except Exception as e:
+                    logger.warning("endcall background relay pass failed: %s", e)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=self.poll)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await relay.aclose()
+            await asyncio.to_thread(outbox.close)
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Ask the relay to stop and wait up to ``timeout`` seconds for the thread."""
+        self._ready.wait(timeout)
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:
+                pass
+        self.thread.join(timeout)
+
+
+_prewarm_lock = threading.Lock()
+_prewarmed: dict[int, BackgroundRelay] = {}
+
+
+def prewarm(
+    proc: Any = None,
+    *,
+    secret: str | Sequence[str] | None = None,
+    outbox: str | Path | None = None,
+    poll: float = 30.0,
+) -> BackgroundRelay | None:
+    """Start a background relay for leftover reports; usable as livekit-agents ``setup_fnc``
+    / ``prewarm_fnc`` (it receives the ``JobProcess``), or called from your own prewarm.
+
+    Cheap and non-blocking: it only starts one daemon thread per process (later calls return
+    the same relay), which opens the outbox (default: `default_outbox_path`, the one the
+    agent's `ReportPipeline` uses) and every ``poll`` seconds delivers due reports and
+    abandoned crash drafts of this host. Secrets: ``secret=`` or ``$ENDCALL_WEBHOOK_SECRET``;
+    without any, nothing is started (logged). The relay is put in
+    ``proc.userdata["endcall.relay"]``. Use ``functools.partial(endcall.prewarm, secret=...)``
+    to pass arguments as a ``setup_fnc``.
+    """
+    if secret is None:
+        secrets = secrets_from_env()
+    elif isinstance(secret, str):
+        secrets = parse_secrets(secret)
+    else:
+        secrets = tuple(secret)
+    if not secrets:
+        logger.info("endcall.prewarm: no %s set; leftover reports are not relayed", SECRET_ENV)
+        return None
+    pid = os.getpid()
+    with _prewarm_lock:
+        relay = _prewarmed.get(pid)
+        if relay is None or not relay.thread.is_alive():
+            target = outbox if outbox is not None else default_outbox_path()
+            relay = BackgroundRelay(target, secrets, poll=poll).start()
+            _prewarmed[pid] = relay
+    userdata = getattr(proc, "userdata", None)
+    if isinstance(userdata, dict):
+        userdata["endcall.relay"] = relay
+    return relay

@@ -1,0 +1,172 @@
+"""``create_app(settings)``: the fallback server as a Starlette app.
+
+Routes: ``POST /v1/end``, ``GET /healthz``, ``GET /openapi.json``. Every error is JSON
+``{"code", "message"}`` (404 and 405 included). CORS for ``settings.allowed_origins``.
+
+Order of checks on ``POST /v1/end`` (nothing touches LiveKit before the last step):
+per-address rate limit (429) → Content-Type (415) → size (413) → body (400) → token (401/403)
+→ per-identity rate limit (429) → idempotency (same id, same answer) → the end flow
+(:mod:`endcall.server.flow`; 502 with Retry-After when LiveKit cannot be reached).
+
+The app can be mounted in another Starlette/FastAPI app (``Mount("/endcall", app)``); the
+LiveKit client is created on first use, and closed by this app's lifespan when it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .auth import authenticate
+from .errors import HTTP_CODES, HttpError, error_response
+from .flow import Answer, EndFlow
+from .gateway import LiveKitError, LiveKitUnavailable, RoomGateway
+from .idempotency import IdempotencyCache, IdempotencyConflict
+from .intake import read_end_body
+from .openapi import openapi_document
+from .ratelimit import RateLimiter
+from .settings import Settings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("endcall.server")
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def create_app(settings: Settings, *, gateway: RoomGateway | None = None) -> Starlette:
+    """The fallback server. ``gateway`` replaces the LiveKit client (for tests of the flow)."""
+    lk = gateway or RoomGateway(
+        settings.livekit_url,
+        settings.api_key,
+        settings.api_secret,
+        timeout=settings.livekit_timeout,
+    )
+    flow = EndFlow(lk, settings)
+    answers: IdempotencyCache[Answer] = IdempotencyCache(
+        ttl=settings.idempotency_ttl, max_entries=settings.idempotency_max_entries
+    )
+    by_address = RateLimiter(settings.rate_limit_address) if settings.rate_limit_address else None
+    by_identity = (
+        RateLimiter(settings.rate_limit_identity) if settings.rate_limit_identity else None
+    )
+    document = openapi_document()
+
+    def limit(limiter: RateLimiter | None, key: str, what: str) -> None:
+        if limiter is None:
+            return
+        wait = limiter.hit(key)
+        if wait is not None:
+            raise HttpError(
+                429,
+                f"too many end requests for this {what}; retry later",
+                headers=_retry_after(wait),
+            )
+
+    async def end(request: Request) -> Response:
+        address = request.client.host if request.client else "unknown"
+        limit(by_address, address, "address")
+        body = await read_end_body(request)
+        principal = authenticate(request, settings, body.room, body.request, body.token)
+        limit(by_identity, f"{body.room}\x00{principal.identity}", "identity")
+
+        async def compute() -> Answer:
+            return await flow.run(body.room, body.request, principal.identity)
+
+        try:
+            answer, replayed = await answers.run(
+                (body.room, body.request.id), principal.identity, compute
+            )
+        except IdempotencyConflict as exc:
+            raise HttpError(403, str(exc), request_id=body.request.id) from None
+        except LiveKitUnavailable as exc:
+            logger.warning("LiveKit unreachable while ending %s: %s", body.room, exc)
+            raise HttpError(
+                502,
+                "the LiveKit API could not be reached; retry later",
+                headers=_retry_after(settings.retry_after),
+                request_id=body.request.id,
+            ) from None
+        except LiveKitError as exc:
+            logger.error("LiveKit refused a call while ending %s: %s", body.room, exc)
+            raise HttpError(
+                502,
+                "the LiveKit API refused the call",
+                code="livekit_error",
+                headers=_retry_after(settings.retry_after),
+                request_id=body.request.id,
+            ) from None
+        if not replayed:
+            logger.info(
+                "end %s room=%s identity=%s -> %s",
+                body.request.id,
+                body.room,
+                principal.identity,
+                answer.body,
+            )
+        return JSONResponse(answer.body, status_code=answer.status_code)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HttpError)
+        return exc.response()
+
+    async def on_starlette_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = HTTP_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code
+        return error_response(exc.status_code, code, message, headers=exc.headers)
+
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        logger.exception("unexpected error", exc_info=exc)
+        return error_response(500, "internal", "internal error")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await lk.aclose()
+
+    middleware = []
+    if settings.allowed_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.allowed_origins),
+                allow_methods=["POST", "GET", "OPTIONS"],
+                allow_headers=["authorization", "content-type"],
+                max_age=600,
+            )
+        )
+    return Starlette(
+        routes=[
+            Route("/v1/end", end, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
+        middleware=middleware,
+        exception_handlers={
+            HttpError: on_http_error,
+            HTTPException: on_starlette_error,
+            Exception: on_crash,
+        },
+        lifespan=lifespan,
+    )

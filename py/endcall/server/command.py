@@ -1,0 +1,120 @@
+"""``endcall serve``: run the fallback server on uvicorn (added to the ``endcall`` group)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .settings import RateLimit, Settings, parse_origins
+
+__all__ = ["serve"]
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return RateLimit.parse(value) or "off"
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--livekit-url", envvar="LIVEKIT_URL", help="LiveKit URL (env LIVEKIT_URL).")
+@click.option("--api-key", envvar="LIVEKIT_API_KEY", help="API key (env LIVEKIT_API_KEY).")
+@click.option(
+    "--api-secret", envvar="LIVEKIT_API_SECRET", help="API secret (env LIVEKIT_API_SECRET)."
+)
+@click.option(
+    "--allowed-origins",
+    default=None,
+    help="CORS origins, comma separated (env ENDCALL_ALLOWED_ORIGINS).",
+)
+@click.option("--method", default=None, help="Data topic (env ENDCALL_METHOD; end_interview).")
+@click.option(
+    "--ack-timeout", type=float, default=None, help="Seconds (env ENDCALL_ACK_TIMEOUT; 3)."
+)
+@click.option(
+    "--escalation",
+    type=click.Choice(["delete_room", "none"]),
+    default=None,
+    help="When the agent does not ack (env ENDCALL_ESCALATION; delete_room).",
+)
+@click.option(
+    "--rate-limit-identity",
+    callback=_rate,
+    default=None,
+    help="N/PERIOD or off (env ENDCALL_RATE_LIMIT_IDENTITY; 10/60).",
+)
+@click.option(
+    "--rate-limit-address",
+    callback=_rate,
+    default=None,
+    help="N/PERIOD or off (env ENDCALL_RATE_LIMIT_ADDRESS; 10/60).",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default=None,
+    help="Trust X-Forwarded-For from these proxy IPs (uvicorn's option), for per-address limits.",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    host: str,
+    port: int,
+    livekit_url: str | None,
+    api_key: str | None,
+    api_secret: str | None,
+    allowed_origins: str | None,
+    method: str | None,
+    ack_timeout: float | None,
+    escalation: str | None,
+    rate_limit_identity: Any,
+    rate_limit_address: Any,
+    forwarded_allow_ips: str | None,
+    log_level: str,
+) -> None:
+    """Run the fallback end server (POST /v1/end, GET /healthz, GET /openapi.json)."""
+    import uvicorn
+
+    from .app import create_app
+
+    overrides: dict[str, Any] = {
+        "livekit_url": livekit_url,
+        "api_key": api_key,
+        "api_secret": api_secret,
+        "method": method,
+        "ack_timeout": ack_timeout,
+        "escalation": escalation,
+    }
+    if allowed_origins is not None:
+        overrides["allowed_origins"] = parse_origins(allowed_origins)
+    disabled: dict[str, None] = {}
+    for name, value in (
+        ("rate_limit_identity", rate_limit_identity),
+        ("rate_limit_address", rate_limit_address),
+    ):
+        if value == "off":
+            disabled[name] = None
+        elif value is not None:
+            overrides[name] = value
+    try:
+        settings = Settings.from_env(**overrides).with_changes(**disabled)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    app = create_app(settings)
+    click.echo(
+        f"endcall fallback server on http://{host}:{port} (LiveKit {settings.livekit_url}, "
+        f"escalation {settings.escalation}, ack timeout {settings.ack_timeout:g}s)",
+        err=True,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )

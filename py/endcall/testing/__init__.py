@@ -1,0 +1,35 @@
+"""Test doubles for LiveKit agents: a loopback SFU and scripted model plugins.
+
+Only the SFU and the models are replaced; the rest is the real SDK (``livekit.rtc``
+classes are subclassed, ``livekit.agents.AgentSession`` runs unchanged). See
+``docs/testing.md``.
+"""
+
+from .loopback import (
+    RPC_DEFAULT_RESPONSE_TIMEOUT,
+    RPC_MAX_PAYLOAD_BYTES,
+    RPC_MAX_ROUND_TRIP_LATENCY,
+    DataFilter,
+    LoopbackLocalParticipant,
+    LoopbackRemoteParticipant,
+    LoopbackRoom,
+    LoopbackServer,
+)
+from .models import ScriptedLLM, ScriptedSTT, ScriptItem, TimedTTS, ToolCall, Turn
+
+__all__ = [
+    "RPC_DEFAULT_RESPONSE_TIMEOUT",
+    "RPC_MAX_PAYLOAD_BYTES",
+    "RPC_MAX_ROUND_TRIP_LATENCY",
+    "DataFilter",
+    "LoopbackLocalParticipant",
+    "LoopbackRemoteParticipant",
+    "LoopbackRoom",
+    "LoopbackServer",
+    "ScriptItem",
+    "ScriptedLLM",
+    "ScriptedSTT",
+    "TimedTTS",
+    "ToolCall",
+    "Turn",
+]

@@ -1,0 +1,46 @@
+"""Fixtures for outbox tests: both backends (PostgreSQL skipped, with the reason, if absent)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pgcluster  # noqa: E402
+
+from endcall.outbox import SqliteOutbox  # noqa: E402
+from endcall.outbox.base import SqlOutbox  # noqa: E402
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def outbox(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[SqlOutbox]:
+    ob: SqlOutbox
+    if request.param == "sqlite":
+        ob = SqliteOutbox(tmp_path / "o.sqlite3", clock=clock)
+    else:
+        try:
+            dsn = pgcluster.fresh_database()
+        except pgcluster.PgUnavailable as e:
+            pytest.skip(f"PostgreSQL unavailable: {e}")
+        from endcall.outbox import PostgresOutbox
+
+        ob = PostgresOutbox(dsn, clock=clock)
+    yield ob
+    ob.close()
