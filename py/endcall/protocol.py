@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -53,6 +54,7 @@ __all__ = [
     "encode_report",
     "encode_request",
     "is_valid_id",
+    "json_size",
     "is_valid_reason",
     "parse_ack",
     "parse_error",
@@ -270,6 +272,63 @@ class SessionEnded:
 # --------------------------------------------------------------------------- helpers
 
 
+_MAX_FINITE = int(sys.float_info.max)
+
+
+def _js_number(value: int | float) -> str:
+    """A number as ECMAScript's Number::toString prints it (what JSON.stringify writes), so that
+    both languages measure the same byte sizes. Integers outside +-2^53 are rounded to a double
+    first, as JSON.parse does."""
+    if isinstance(value, int) and abs(value) <= MAX_SAFE_INTEGER:
+        return str(value)
+    x = float(value)
+    if x == 0:
+        return "0"
+    sign = "-" if x < 0 else ""
+    mantissa, _, exp_text = repr(abs(x)).partition("e")
+    int_part, _, frac_part = mantissa.partition(".")
+    digits = (int_part + frac_part).lstrip("0")
+    # position of the decimal point relative to the first significant digit
+    point = (
+        len(int_part.lstrip("0"))
+        if int_part.strip("0")
+        else -(len(frac_part) - len(frac_part.lstrip("0")))
+    )
+    point += int(exp_text or 0)
+    digits = digits.rstrip("0") or "0"
+    k, n = len(digits), point
+    if k <= n <= 21:
+        return sign + digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return sign + digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return sign + "0." + "0" * (-n) + digits
+    exponent = n - 1
+    head = digits[0] + ("." + digits[1:] if k > 1 else "")
+    return f"{sign}{head}e{'+' if exponent >= 0 else '-'}{abs(exponent)}"
+
+
+def json_size(value: Any) -> int:
+    """UTF-8 bytes of `JSON.stringify(value)`: how every sub-object limit (`meta`) is measured."""
+    if value is None:
+        return 4
+    if isinstance(value, bool):
+        return 4 if value else 5
+    if isinstance(value, (int, float)):
+        return len(_js_number(value))
+    if isinstance(value, str):
+        return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    if isinstance(value, list):
+        return 2 + max(0, len(value) - 1) + sum(json_size(v) for v in value)
+    if isinstance(value, dict):
+        return (
+            2
+            + max(0, len(value) - 1)
+            + sum(json_size(str(k)) + 1 + json_size(v) for k, v in value.items())
+        )
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
 def canonical_json(value: Any) -> str:
     """Compact JSON (no spaces, raw UTF-8): the form every size limit is measured in."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -319,6 +378,8 @@ def _check_tree(value: Any) -> None:
             except UnicodeEncodeError:
                 _bad("message contains a lone surrogate escape")
         elif isinstance(item, float) and not math.isfinite(item):
+            _bad("message contains a number that is not finite")
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > _MAX_FINITE:
             _bad("message contains a number that is not finite")
 
 
@@ -410,7 +471,7 @@ def _meta(value: Any, rid: str | None) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         _bad("meta must be a JSON object", rid)
-    size = len(canonical_json(value).encode("utf-8"))
+    size = json_size(value)
     if size > MAX_META_BYTES:
         _bad(f"meta is {size} bytes serialized; the limit is {MAX_META_BYTES}", rid)
     return value

@@ -451,6 +451,46 @@ def request_cases() -> list[dict[str, Any]]:
             "client",
         )
     )
+    # numbers are measured as JSON.stringify prints them: 1.0 -> "1" (1 byte), 1e-7 -> "1e-7"
+    f_meta = {"f": 1.0, "g": 1e-7, "k": ""}
+    f_meta["k"] = "m" * (META_LIMIT - len('{"f":1,"g":1e-7,"k":""}'))
+    c.append(
+        ok(
+            "meta with floats measured as JSON.stringify prints them (4096)",
+            R,
+            compact(req(meta=f_meta)),
+            decoded_request(meta=f_meta),
+            "client",
+        )
+    )
+    f_meta2 = dict(f_meta, k=f_meta["k"] + "m")
+    c.append(
+        bad(
+            "meta with floats measured as JSON.stringify prints them (4097)",
+            R,
+            compact(req(meta=f_meta2)),
+            "bad_request",
+            "client",
+        )
+    )
+    c.append(
+        bad(
+            "integer literal too large for a double",
+            R,
+            '{"type":"end.request","v":1,"id":"r1","x":1' + "0" * 309 + "}",
+            "bad_request",
+            "client",
+        )
+    )
+    c.append(
+        ok(
+            "integer literal of 308 digits is finite",
+            R,
+            '{"type":"end.request","v":1,"id":"r1","x":1' + "0" * 307 + "}",
+            decoded_request(),
+            "client",
+        )
+    )
     c.append(bad("meta is an array", R, compact(req(meta=[1])), "bad_request", "client"))
     c.append(bad("meta is a string", R, compact(req(meta="x")), "bad_request", "client"))
     # size

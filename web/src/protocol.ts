@@ -16,7 +16,7 @@ export const MAX_DEPTH = 32;
 export const MAX_ID_LENGTH = 64;
 export const MAX_IDENTITY_BYTES = 256;
 export const MAX_MESSAGE_TEXT_LENGTH = 1_024;
-export const MAX_REPORT_BYTES = 16 * 1024 * 1024;
+export const MAX_REPORT_BYTES = 16_777_216; // 16 MiB
 
 /** RPC method name and data topic; the data ack topic is `ackTopic(DEFAULT_METHOD)`. */
 export const DEFAULT_METHOD = "end_interview";
@@ -145,6 +145,7 @@ const CONTROL_RE = /[\x00-\x1f\x7f]/;
 /** In `u` mode a surrogate pair is one code point, so this only matches lone surrogates. */
 const LONE_SURROGATE_RE = /\p{Cs}/u;
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+const NOT_UTF8 = "message is not valid UTF-8";
 
 type Id = string | null;
 
@@ -189,7 +190,7 @@ function checkTree(root: unknown): void {
   while (stack.length) {
     const [item, depth] = stack.pop()!;
     if (typeof item == "string") {
-      if (LONE_SURROGATE_RE.test(item)) bad("message contains a lone surrogate escape");
+      if (LONE_SURROGATE_RE.test(item)) bad(NOT_UTF8); // a lone surrogate escape
     } else if (typeof item == "number") {
       if (!Number.isFinite(item)) bad("message contains a number that is not finite");
     } else if (item && typeof item == "object") {
@@ -202,16 +203,16 @@ function checkTree(root: unknown): void {
 function load(raw: unknown, limit: number = MAX_MESSAGE_BYTES): JsonObject {
   let text: string;
   if (typeof raw == "string") {
-    if (LONE_SURROGATE_RE.test(raw)) bad("message is not valid UTF-8 (lone surrogate)");
+    if (LONE_SURROGATE_RE.test(raw)) bad(NOT_UTF8);
     checkSize(byteLength(raw), limit);
     text = raw;
-  } else if (ArrayBuffer.isView(raw) || raw instanceof ArrayBuffer) {
+  } else if (ArrayBuffer.isView(raw)) {
     checkSize(raw.byteLength, limit);
     try {
       // ignoreBOM keeps a byte-order mark in the text, where JSON.parse rejects it.
       text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(raw);
     } catch {
-      bad("message is not valid UTF-8");
+      bad(NOT_UTF8);
     }
   } else {
     bad("message must be a string or bytes");
@@ -232,20 +233,17 @@ function checkSize(size: number, limit: number): void {
 }
 
 function integer(value: unknown, name: string, rid: Id, minimum = 0): number {
-  if (typeof value != "number" || !Number.isInteger(value)) bad(`${name} must be an integer`, rid);
-  if (value < minimum || value > MAX_SAFE) bad(`${name} must be between ${minimum} and ${MAX_SAFE}`, rid);
+  if (typeof value != "number" || !Number.isInteger(value) || value < minimum || value > MAX_SAFE) {
+    bad(`${name} must be an integer from ${minimum} to ${MAX_SAFE}`, rid);
+  }
   return value + 0; // -0 → 0
 }
 
 function version(obj: JsonObject, rid: Id): number {
-  if (obj.v === undefined) bad("v is required", rid);
   const v = integer(obj.v, "v", rid, 1);
-  if (!SUPPORTED_VERSIONS.includes(v)) {
-    throw new ProtocolError(
-      "unsupported_version",
-      `version ${v} is not supported; supported versions: ${SUPPORTED_VERSIONS.join(", ")}`,
-      rid,
-    );
+  // SUPPORTED_VERSIONS is [1]: every version above VERSION is unsupported
+  if (v > VERSION) {
+    throw new ProtocolError("unsupported_version", `version ${v} is not supported; supported versions: ${VERSION}`, rid);
   }
   return v;
 }
@@ -341,7 +339,6 @@ export function parseAck(raw: string | Uint8Array): EndAck {
   if (!ACK_STATUSES.includes(status)) bad("status must be one of " + ACK_STATUSES.join(", "), rid);
   const endId = id(obj.end_id, "end_id", rid);
   const reason = reasonOf(obj.reason, rid);
-  if (obj.drain_ms === undefined) bad("drain_ms is required", rid);
   const drainMs = integer(obj.drain_ms, "drain_ms", rid);
   return { type: "end.ack", v, id: requestId, status, end_id: endId, reason, drain_ms: drainMs };
 }

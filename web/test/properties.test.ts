@@ -5,6 +5,8 @@ import { describe, expect, it } from "vitest";
 import * as p from "../src/protocol";
 
 const numRuns = process.env.CI ? 10_000 : 1_000;
+// generous: 10,000 examples on 2 busy CI cores; the tests check behaviour, not speed
+const timeout = 300_000;
 
 const idArb = fc.stringMatching(/^[A-Za-z0-9_-]{1,64}$/);
 const reasonArb = fc.oneof(
@@ -23,8 +25,10 @@ function expectOnlyProtocolErrors(fn: () => unknown): void {
   try {
     fn();
   } catch (error) {
-    expect(error).toBeInstanceOf(p.ProtocolError);
-    expect(p.ERROR_CODES).toContain((error as p.ProtocolError).code);
+    // plain checks (no expect() per example): this runs 50,000 times under CI
+    if (!(error instanceof p.ProtocolError) || !(p.ERROR_CODES as readonly string[]).includes(error.code)) {
+      throw new Error(`parser threw something else: ${String(error)}`);
+    }
   }
 }
 
@@ -70,7 +74,7 @@ describe("round trips", () => {
       ),
       { numRuns },
     );
-  });
+  }, timeout);
 
   it("end.ack: encode → parse gives the decoded form", () => {
     fc.assert(
@@ -80,7 +84,7 @@ describe("round trips", () => {
       }),
       { numRuns },
     );
-  });
+  }, timeout);
 
   it("end.error: encode → parse gives the decoded form; ProtocolError messages are cut", () => {
     fc.assert(
@@ -99,7 +103,7 @@ describe("round trips", () => {
       ),
       { numRuns },
     );
-  });
+  }, timeout);
 });
 
 describe("parsers never throw anything but ProtocolError", () => {
@@ -110,7 +114,7 @@ describe("parsers never throw anything but ProtocolError", () => {
       }),
       { numRuns },
     );
-  });
+  }, timeout);
 
   it("arbitrary bytes", () => {
     fc.assert(
@@ -119,7 +123,7 @@ describe("parsers never throw anything but ProtocolError", () => {
       }),
       { numRuns },
     );
-  });
+  }, timeout);
 
   it("arbitrary JSON documents and near-valid messages", () => {
     const anything = fc.anything({ maxDepth: 3, withNullPrototype: true });
@@ -155,5 +159,5 @@ describe("parsers never throw anything but ProtocolError", () => {
       }),
       { numRuns },
     );
-  });
+  }, timeout);
 });

@@ -14,11 +14,14 @@ interface Case {
   expect: { ok: true; value: unknown } | { ok: false; code: string };
 }
 
-const VECTOR_DIR = resolve(__dirname, "../../tests/vectors");
+const ROOT = resolve(__dirname, "../..");
+const VECTOR_DIR = resolve(ROOT, "tests/vectors");
 
+/** tests/vectors plus every directory in $ENDCALL_EXTRA_VECTORS (colon-separated; relative
+ * paths are taken from the repository root, where pytest runs). */
 function vectorDirs(): string[] {
   const extra = (process.env.ENDCALL_EXTRA_VECTORS ?? "").split(":").filter(Boolean);
-  return [VECTOR_DIR, ...extra];
+  return [VECTOR_DIR, ...extra.map((dir) => resolve(ROOT, dir))];
 }
 
 function loadCases(): Array<[string, Case]> {
