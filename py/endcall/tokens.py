@@ -106,6 +106,13 @@ def mint_end_token(
     return jwt.encode(claims, api_secret, algorithm="HS256")
 
 
+class _AudiencePresent(TokenError):
+    """A correctly signed token with an ``aud`` claim: not a LiveKit access token."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid", message)
+
+
 def _invalid(message: str) -> TokenError:
     return TokenError("invalid", message)
 
@@ -144,6 +151,8 @@ def verify_access_token(
     verifier = TokenVerifier(api_key, api_secret, leeway=timedelta(seconds=leeway))
     try:
         claims = verifier.verify(token)
+    except jwt.InvalidAudienceError:
+        raise _AudiencePresent("invalid LiveKit token: it has an audience") from None
     except jwt.PyJWTError as exc:
         raise _invalid(f"invalid LiveKit token: {exc}") from None
     except Exception as exc:  # malformed grants: TokenVerifier builds dataclasses from them
@@ -168,26 +177,20 @@ def verify_token(
 ) -> TokenPrincipal:
     """Verify either kind of token for ``room``.
 
-    A token with an ``aud`` claim is verified as an end token (so a wrong audience is
-    rejected), any other as a LiveKit access token. Raises :class:`TokenError`: ``invalid``
-    (401) or ``forbidden`` (403: valid, but for another room or without ``roomJoin``).
+    It is verified as a LiveKit access token first; a correctly signed one with an ``aud``
+    claim is then verified as an end token (so a wrong audience is rejected). Raises
+    :class:`TokenError`: ``invalid`` (401) or ``forbidden`` (403: valid, but for another room
+    or without ``roomJoin``).
     """
     if not isinstance(token, str) or not token:
         raise _invalid("no token")
     try:
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
-        raise _invalid(f"malformed token: {exc}") from None
-    if not isinstance(unverified, dict):
-        raise _invalid("malformed token")
-    if "aud" in unverified:
-        principal = verify_end_token(
-            token, api_key=api_key, api_secret=api_secret, leeway=leeway
-        )
-    else:
         principal = verify_access_token(
             token, api_key=api_key, api_secret=api_secret, leeway=leeway
         )
+    except _AudiencePresent:
+        # a validly signed token with an audience: only an end token may carry one
+        principal = verify_end_token(token, api_key=api_key, api_secret=api_secret, leeway=leeway)
     if principal.room != room:
         raise TokenError("forbidden", "the token is for another room")
     return principal

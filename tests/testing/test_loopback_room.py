@@ -27,6 +27,7 @@ class Recorder:
         "connection_state_changed",
         "disconnected",
         "track_published",
+        "track_unpublished",
         "local_track_published",
         "local_track_subscribed",
     )
@@ -75,8 +76,10 @@ async def test_events_are_asynchronous_and_ordered(hub: LoopbackServer) -> None:
     assert rec.events == []
     assert "cand-1" not in agent.remote_participants
     await hub.settle()
-    assert [e for e, _ in rec.events] == ["participant_connected", "data_received"] * 1 + [
-        "data_received"
+    assert [e for e, _ in rec.events] == [
+        "participant_connected",
+        "data_received",
+        "data_received",
     ]
     assert [p.data for (p,) in rec.named("data_received")] == [b"one", b"two"]
 
@@ -224,9 +227,7 @@ async def test_delete_room_disconnects_everyone(hub: LoopbackServer) -> None:
     await hub.delete_room("r")
     await hub.settle()
     for rec, room in ((rec_a, agent), (rec_c, cand)):
-        assert rec.named("connection_state_changed") == [
-            (rtc.ConnectionState.CONN_DISCONNECTED,)
-        ]
+        assert rec.named("connection_state_changed") == [(rtc.ConnectionState.CONN_DISCONNECTED,)]
         assert rec.named("disconnected") == [(rtc.DisconnectReason.ROOM_DELETED,)]
         assert rec.named("participant_disconnected") == []
         assert not room.isconnected()
@@ -289,7 +290,8 @@ async def test_publish_track_is_announced_and_subscribed(hub: LoopbackServer) ->
     await agent.local_participant.unpublish_track(publication.sid)
     await hub.settle()
     assert cand.remote_participants["agent-1"].track_publications == {}
-    assert rec_c.events == []  # track_unpublished is not recorded by Recorder
+    ((unpublished, owner),) = rec_c.named("track_unpublished")
+    assert unpublished.sid == publication.sid and owner.identity == "agent-1"
     await source.aclose()
 
 
@@ -325,3 +327,11 @@ async def test_text_and_byte_streams(hub: LoopbackServer) -> None:
     got = [await asyncio.wait_for(received.get(), 2) for _ in range(2)]
     assert ("agent-1", "Hello, world", {"lk.transcription_final": "true"}) in got
     assert ("agent-1", "blob", {"name": "f.bin"}) in got
+
+
+async def test_server_shutdown() -> None:
+    async with LoopbackServer() as hub:
+        agent = await hub.connect("r", "agent-1", kind=AGENT)
+        rec = Recorder(agent)
+    assert rec.named("disconnected") == [(rtc.DisconnectReason.SERVER_SHUTDOWN,)]
+    assert not agent.isconnected() and hub.rooms() == []

@@ -28,7 +28,9 @@ async def call(room: LoopbackRoom, method: str, payload: str = "", **kw: float) 
     )
 
 
-async def rpc_error(room: LoopbackRoom, method: str, payload: str = "", **kw: float) -> rtc.RpcError:
+async def rpc_error(
+    room: LoopbackRoom, method: str, payload: str = "", **kw: float
+) -> rtc.RpcError:
     with pytest.raises(rtc.RpcError) as info:
         await call(room, method, payload, **kw)
     return info.value

@@ -46,8 +46,14 @@ def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
-def create_app(settings: Settings, *, gateway: RoomGateway | None = None) -> Starlette:
-    """The fallback server. ``gateway`` replaces the LiveKit client (for tests of the flow)."""
+def create_app(
+    settings: Settings | None = None, *, gateway: RoomGateway | None = None
+) -> Starlette:
+    """The fallback server. Without ``settings`` they are read from the environment
+    (:meth:`Settings.from_env`), so ``uvicorn --factory endcall.server:create_app`` works.
+    ``gateway`` replaces the LiveKit client (for tests of the flow)."""
+    if settings is None:
+        settings = Settings.from_env()
     lk = gateway or RoomGateway(
         settings.livekit_url,
         settings.api_key,

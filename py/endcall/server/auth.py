@@ -49,7 +49,5 @@ def authenticate(
             raise HttpError(403, exc.message, request_id=end.id) from None
         raise HttpError(401, exc.message, headers=_CHALLENGE, request_id=end.id) from None
     if end.initiator is not None and end.initiator != principal.identity:
-        raise HttpError(
-            403, "initiator is not the token's identity", request_id=end.id
-        )
+        raise HttpError(403, "initiator is not the token's identity", request_id=end.id)
     return principal

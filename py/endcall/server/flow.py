@@ -63,6 +63,12 @@ def _agent(participants: list[models.ParticipantInfo]) -> models.ParticipantInfo
     return agents[0] if agents else None
 
 
+def _answered(attrs: dict[str, str], request_id: str) -> bool:
+    """The agent answered ``request_id`` (and published its end_id: attribute updates of one
+    ``set_attributes`` call arrive together, but an agent may split them)."""
+    return attrs.get(ATTR_REQUEST_ID) == request_id and is_valid_id(attrs.get(ATTR_END_ID))
+
+
 class EndFlow:
     def __init__(self, gateway: RoomGateway, settings: Settings) -> None:
         self._gateway = gateway
@@ -79,7 +85,7 @@ class EndFlow:
             return await self._escalate(room, request, room_seen=bool(participants))
         attrs = dict(agent.attributes)
         before = attrs.get(ATTR_STATE)
-        if attrs.get(ATTR_REQUEST_ID) == request.id:
+        if _answered(attrs, request.id):
             return self._acked(request, attrs, None)
         if before in _ENDING_STATES and is_valid_id(attrs.get(ATTR_END_ID)):
             return self._acked(request, attrs, before)
@@ -101,24 +107,24 @@ class EndFlow:
             raise next(f for f in failures if not isinstance(f, NotFound))
         if isinstance(wrote, models.ParticipantInfo):
             attrs = dict(wrote.attributes)
-            if attrs.get(ATTR_REQUEST_ID) == request.id:
+            if _answered(attrs, request.id):
                 return self._acked(request, attrs, before)
 
-        attrs = await self._poll(room, agent.identity, request.id)
-        if attrs is not None and attrs.get(ATTR_REQUEST_ID) == request.id:
-            return self._acked(request, attrs, before)
+        seen = await self._poll(room, agent.identity, request.id)
+        if seen is not None and seen.get(ATTR_REQUEST_ID) == request.id:
+            return self._acked(request, seen, before)
         if (
-            attrs is not None
-            and attrs.get(ATTR_STATE) in _ENDING_STATES
-            and is_valid_id(attrs.get(ATTR_END_ID))
+            seen is not None
+            and seen.get(ATTR_STATE) in _ENDING_STATES
+            and is_valid_id(seen.get(ATTR_END_ID))
         ):
             # the agent is ending for another reason and did not answer this id in time
-            return self._acked(request, attrs, attrs.get(ATTR_STATE))
+            return self._acked(request, seen, seen.get(ATTR_STATE))
         return await self._escalate(room, request, room_seen=True)
 
     async def _poll(self, room: str, identity: str, request_id: str) -> dict[str, str] | None:
-        """The agent's attributes once they carry ``request_id``, else the last ones seen
-        (None when the agent left or was never seen again)."""
+        """The agent's attributes once they carry ``request_id`` and an ``end_id``, else the
+        last ones seen (None when the agent left or was never seen again)."""
         deadline = time.monotonic() + self._settings.ack_timeout
         delay = _FIRST_POLL_DELAY
         last: dict[str, str] | None = None
@@ -133,7 +139,7 @@ class EndFlow:
             else:
                 unavailable = None
                 last = dict(info.attributes)
-                if last.get(ATTR_REQUEST_ID) == request_id:
+                if _answered(last, request_id):
                     return last
             remaining = deadline - time.monotonic()
             if remaining <= 0:

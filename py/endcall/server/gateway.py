@@ -1,7 +1,10 @@
 """The fallback server's only door to LiveKit: RoomService calls through ``livekit.api``.
 
-Every call goes through the real ``livekit.api.LiveKitAPI`` client (Twirp, protobuf bodies)
-with a per-call timeout. Errors are sorted into three kinds the end flow understands:
+Every call goes through livekit-api's own ``RoomService`` client (the class behind
+``LiveKitAPI.room``: Twirp, protobuf bodies, region failover) on an aiohttp session whose
+timeout bounds each call. One change: the access token for a given grant is minted once and
+reused for a few minutes instead of on every call (``AccessToken.to_jwt`` dominated the
+server's CPU under load). Errors are sorted into three kinds the end flow understands:
 :class:`NotFound` (the room or participant does not exist), :class:`LiveKitUnavailable`
 (transport failure, timeout or a 5xx: retry later) and :class:`LiveKitError` (any other
 refusal, e.g. bad API credentials).
@@ -10,11 +13,14 @@ refusal, e.g. bad API credentials).
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable
 from typing import TypeVar
 
 import aiohttp
 from livekit import api
+from livekit.api.room_service import RoomService
 from livekit.protocol import models
 from livekit.protocol import room as proto_room
 
@@ -35,6 +41,35 @@ class NotFound(LiveKitError):
     """The room or the participant does not exist."""
 
 
+class _RoomService(RoomService):
+    """livekit-api's RoomService, reusing each grant's token for ``TOKEN_REUSE`` seconds
+    (livekit-api mints tokens valid for 6 hours)."""
+
+    TOKEN_REUSE = 300.0
+    MAX_TOKENS = 4096
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, key: str, secret: str) -> None:
+        super().__init__(session, url, key, secret)
+        self._headers: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
+
+    def _auth_header(
+        self, grants: api.VideoGrants | None, sip: api.SIPGrants | None = None
+    ) -> dict[str, str]:
+        if sip is not None:
+            return super()._auth_header(grants, sip)
+        key = repr(grants)
+        now = time.monotonic()
+        cached = self._headers.get(key)
+        if cached is not None and cached[0] > now:
+            return dict(cached[1])
+        header = super()._auth_header(grants, sip)
+        self._headers[key] = (now + self.TOKEN_REUSE, header)
+        self._headers.move_to_end(key)
+        while len(self._headers) > self.MAX_TOKENS:
+            self._headers.popitem(last=False)
+        return dict(header)
+
+
 class RoomGateway:
     """RoomService calls the end flow needs. The client is created on first use (it needs a
     running event loop) and closed by :meth:`aclose`."""
@@ -44,48 +79,51 @@ class RoomGateway:
         self._api_key = api_key
         self._api_secret = api_secret
         self._timeout = timeout
-        self._api: api.LiveKitAPI | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._room: _RoomService | None = None
 
     @property
-    def client(self) -> api.LiveKitAPI:
-        if self._api is None:
-            self._api = api.LiveKitAPI(
-                self._url,
-                self._api_key,
-                self._api_secret,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
+    def room(self) -> RoomService:
+        """livekit-api's RoomService client (created on first use: it needs a running loop)."""
+        if self._room is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout)
             )
-        return self._api
+            self._room = _RoomService(self._session, self._url, self._api_key, self._api_secret)
+        return self._room
 
     async def aclose(self) -> None:
-        if self._api is not None:
-            client, self._api = self._api, None
-            await client.aclose()
+        session, self._session, self._room = self._session, None, None
+        if session is not None:
+            await session.close()
 
     async def _call(self, what: str, call: Awaitable[T]) -> T:
         try:
-            # the aiohttp timeout bounds each attempt; this bounds the whole call
-            return await asyncio.wait_for(call, timeout=self._timeout * 2)
+            return await call  # the session's timeout bounds every attempt
         except api.TwirpError as exc:
             if exc.code == api.TwirpErrorCode.NOT_FOUND or exc.status == 404:
                 raise NotFound(f"{what}: {exc.message}") from None
             if exc.status >= 500:
-                raise LiveKitUnavailable(f"{what}: LiveKit answered {exc.status} {exc.code}") from None
-            raise LiveKitError(f"{what}: LiveKit refused ({exc.status} {exc.code}): {exc.message}") from None
+                raise LiveKitUnavailable(
+                    f"{what}: LiveKit answered {exc.status} {exc.code}"
+                ) from None
+            raise LiveKitError(
+                f"{what}: LiveKit refused ({exc.status} {exc.code}): {exc.message}"
+            ) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise LiveKitUnavailable(f"{what}: {type(exc).__name__}: {exc}") from None
 
     async def list_participants(self, room: str) -> list[models.ParticipantInfo]:
         response = await self._call(
             "ListParticipants",
-            self.client.room.list_participants(proto_room.ListParticipantsRequest(room=room)),
+            self.room.list_participants(proto_room.ListParticipantsRequest(room=room)),
         )
         return list(response.participants)
 
     async def get_participant(self, room: str, identity: str) -> models.ParticipantInfo:
         return await self._call(
             "GetParticipant",
-            self.client.room.get_participant(
+            self.room.get_participant(
                 proto_room.RoomParticipantIdentity(room=room, identity=identity)
             ),
         )
@@ -95,7 +133,7 @@ class RoomGateway:
     ) -> models.ParticipantInfo:
         return await self._call(
             "UpdateParticipant",
-            self.client.room.update_participant(
+            self.room.update_participant(
                 proto_room.UpdateParticipantRequest(
                     room=room, identity=identity, attributes=attributes
                 )
@@ -105,7 +143,7 @@ class RoomGateway:
     async def send_data(self, room: str, identity: str, data: bytes, topic: str) -> None:
         await self._call(
             "SendData",
-            self.client.room.send_data(
+            self.room.send_data(
                 proto_room.SendDataRequest(
                     room=room,
                     data=data,
@@ -119,11 +157,11 @@ class RoomGateway:
     async def delete_room(self, room: str) -> None:
         await self._call(
             "DeleteRoom",
-            self.client.room.delete_room(proto_room.DeleteRoomRequest(room=room)),
+            self.room.delete_room(proto_room.DeleteRoomRequest(room=room)),
         )
 
     async def room_exists(self, room: str) -> bool:
         response = await self._call(
-            "ListRooms", self.client.room.list_rooms(proto_room.ListRoomsRequest(names=[room]))
+            "ListRooms", self.room.list_rooms(proto_room.ListRoomsRequest(names=[room]))
         )
         return any(r.name == room for r in response.rooms)

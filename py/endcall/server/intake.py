@@ -80,6 +80,15 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _only_the_reason_is_forbidden(text: str) -> bool:
+    """A well-formed request whose reason only the server side may send (issue: 403, not 400)."""
+    try:
+        parse_request(text, origin="server")
+    except ProtocolError:
+        return False
+    return True
+
+
 def parse_end_body(raw: bytes) -> EndBody:
     """Check a body; raises :class:`HttpError` 400 with the protocol's code when it is bad."""
     try:
@@ -94,9 +103,12 @@ def parse_end_body(raw: bytes) -> EndBody:
     hint = obj.get("id") if isinstance(obj.get("id"), str) and len(obj["id"]) <= 64 else None
     room = obj.pop("room", None)
     token = obj.pop("token", None)
+    text = canonical_json(obj)
     try:
-        request = parse_request(canonical_json(obj), origin="client")
+        request = parse_request(text, origin="client")
     except ProtocolError as exc:
+        if _only_the_reason_is_forbidden(text):
+            raise HttpError(403, exc.message, code="forbidden", request_id=exc.request_id) from None
         raise HttpError(400, exc.message, code=exc.code, request_id=exc.request_id) from None
     except (ValueError, TypeError, RecursionError):
         _bad("the body is not a valid end.request", hint)

@@ -176,7 +176,9 @@ class Settings:
                 try:
                     values[name] = RateLimit.parse(text)
                 except ValueError as exc:
-                    raise ValueError(f"{var if var in env else 'ENDCALL_RATE_LIMIT'}: {exc}") from None
+                    raise ValueError(
+                        f"{var if var in env else 'ENDCALL_RATE_LIMIT'}: {exc}"
+                    ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -16,6 +16,7 @@ from .loopback import (
     LoopbackServer,
 )
 from .models import ScriptedLLM, ScriptedSTT, ScriptItem, TimedTTS, ToolCall, Turn
+from .roomservice import RoomHub, RoomServiceDouble, TwirpCall
 
 __all__ = [
     "RPC_DEFAULT_RESPONSE_TIMEOUT",
@@ -26,10 +27,13 @@ __all__ = [
     "LoopbackRemoteParticipant",
     "LoopbackRoom",
     "LoopbackServer",
+    "RoomHub",
+    "RoomServiceDouble",
     "ScriptItem",
     "ScriptedLLM",
     "ScriptedSTT",
     "TimedTTS",
     "ToolCall",
     "Turn",
+    "TwirpCall",
 ]

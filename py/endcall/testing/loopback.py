@@ -197,6 +197,8 @@ class LoopbackLocalParticipant(rtc.LocalParticipant):
             payload = payload.encode("utf-8")
         if not self._lb_room.isconnected():
             raise PublishDataError("the room isn't connected")
+        if not self._lb_room._joined:
+            return  # removed by the server, not told yet: the packet goes nowhere
         kind = proto_room.KIND_RELIABLE if reliable else proto_room.KIND_LOSSY
         self._lb_room._hub._deliver_data(
             self._lb_room._room_name,
@@ -404,9 +406,9 @@ class LoopbackRoom(rtc.Room):
     """An ``rtc.Room`` connected to a :class:`LoopbackServer` (get one from ``hub.connect``).
 
     Differences from ``rtc.Room``: ``connect()`` is not supported (the hub connects),
-    ``get_rtc_stats``/``simulate_scenario``/byte streams/data tracks raise
-    ``NotImplementedError``, and no media flows (published tracks are announced and
-    "subscribed", audio frames are not carried to other participants).
+    ``get_rtc_stats`` and ``simulate_scenario`` raise ``NotImplementedError``, data tracks,
+    E2EE and room metadata are absent, and no media flows (published tracks are announced
+    and "subscribed"; audio frames are not carried to other participants).
     """
 
     def __init__(
@@ -540,7 +542,6 @@ class _HubRoom:
     sid: str
     created_at: float
     members: dict[str, _Member] = field(default_factory=dict)
-    metadata: str = ""
 
 
 class LoopbackServer:
@@ -722,6 +723,26 @@ class LoopbackServer:
             self._rooms[room], member, rtc.DisconnectReason.PARTICIPANT_REMOVED, notify_self=True
         )
 
+    async def aclose(self) -> None:
+        """Shut the server down: every connection ends with ``SERVER_SHUTDOWN``."""
+        for hub_room in list(self._rooms.values()):
+            for member in list(hub_room.members.values()):
+                self._fail_inbound_rpcs(member)
+                member.room._server_disconnect(rtc.DisconnectReason.SERVER_SHUTDOWN)
+            hub_room.members.clear()
+        self._rooms.clear()
+        dispatchers = [r._dispatcher for r in self._connections if r._dispatcher is not None]
+        if dispatchers:
+            await asyncio.wait(dispatchers, timeout=5)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=5)
+
+    async def __aenter__(self) -> LoopbackServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     # -- fault injection -----------------------------------------------------------------
     async def drop_connection(
         self,
@@ -763,7 +784,8 @@ class LoopbackServer:
         self._data_filter = data_filter
 
     async def settle(self) -> None:
-        """Wait until every room has handled every event queued so far (and their effects)."""
+        """Wait until every room has handled every event queued so far, including events
+        that handlers queue synchronously while they run (not work they start in tasks)."""
         for _ in range(100):
             rooms = [r for r in self._connections if r._dispatcher_running()]
             if all(r._lb_events.empty() for r in rooms):
@@ -968,6 +990,8 @@ class LoopbackServer:
         hub_room = self._rooms.get(room)
         if hub_room is None:
             return
+        if sender is not None and sender not in hub_room.members:
+            return  # the sender was removed: the server drops what it still sends
         for identity, member in hub_room.members.items():
             if identity == sender:
                 continue
@@ -1168,6 +1192,9 @@ class LoopbackServer:
         room = caller_room._room_name
         caller = caller_room._lp().identity
         hub_room = self._rooms.get(room)
+        caller_member = hub_room.members.get(caller) if hub_room else None
+        if caller_member is None or caller_member.room is not caller_room:
+            raise _rpc_error(rtc.RpcError.ErrorCode.SEND_FAILED, "the room isn't connected")
         target = hub_room.members.get(call.destination_identity) if hub_room else None
         if target is None or call.destination_identity == caller:
             if self.missing_recipient == "not_found":

@@ -289,14 +289,18 @@ class ScriptedSTT(stt.STT[Any]):
 
     ``stt.say(text)`` delivers START_OF_SPEECH, an interim and a FINAL_TRANSCRIPT, and
     END_OF_SPEECH to the open recognition stream(s), as if the user had said ``text``.
-    ``say`` before the session opened its stream is kept and delivered when it opens.
-    Audio frames pushed by the session are ignored.
+    ``stt.say(text, final=False)`` leaves the utterance unfinished (START_OF_SPEECH and an
+    interim only): it becomes final on the next ``say`` or when the session flushes the
+    STT (``manual_flush`` is supported: a flush finalizes the pending interim, or answers
+    an empty final transcript when there is none, so closing a session does not wait for
+    the transcript timeout). ``say`` before the session opened its stream is kept and
+    delivered when it opens. Audio frames pushed by the session are ignored.
     """
 
     def __init__(self, *, language: str = "en") -> None:
         super().__init__(
             capabilities=stt.STTCapabilities(
-                streaming=True, interim_results=True, offline_recognize=False
+                streaming=True, interim_results=True, offline_recognize=False, manual_flush=True
             )
         )
         self._language = LanguageCode(language)
@@ -351,36 +355,47 @@ class _ScriptedRecognizeStream(stt.RecognizeStream):
         super().__init__(stt=scripted, conn_options=conn_options)
         self._scripted = scripted
         self._closed_input = False
-        self._speaking = False
+        self._interim: str | None = None  # the unfinished utterance, if any
 
     def _data(self, text: str) -> stt.SpeechData:
         return stt.SpeechData(language=self._scripted._language, text=text, confidence=1.0)
 
+    def _send(self, type_: stt.SpeechEventType, text: str | None = None) -> None:
+        alternatives = [self._data(text)] if text is not None else []
+        self._event_ch.send_nowait(stt.SpeechEvent(type=type_, alternatives=alternatives))
+
     def _say(self, text: str, final: bool) -> None:
         if self._event_ch.closed:
             return
-        if not self._speaking:
-            self._speaking = True
-            self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH))
-        self._event_ch.send_nowait(
-            stt.SpeechEvent(
-                type=stt.SpeechEventType.INTERIM_TRANSCRIPT, alternatives=[self._data(text)]
-            )
-        )
-        if not final:
+        if self._interim is None:
+            self._send(stt.SpeechEventType.START_OF_SPEECH)
+            spoken = text
+        else:
+            spoken = f"{self._interim} {text}".strip()
+        self._send(stt.SpeechEventType.INTERIM_TRANSCRIPT, spoken)
+        if final:
+            self._interim = None
+            self._send(stt.SpeechEventType.FINAL_TRANSCRIPT, spoken)
+            self._send(stt.SpeechEventType.END_OF_SPEECH)
+        else:
+            self._interim = spoken
+
+    def _flush(self) -> None:
+        if self._event_ch.closed:
             return
-        self._event_ch.send_nowait(
-            stt.SpeechEvent(
-                type=stt.SpeechEventType.FINAL_TRANSCRIPT, alternatives=[self._data(text)]
-            )
-        )
-        self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH))
-        self._speaking = False
+        if self._interim is None:
+            self._send(stt.SpeechEventType.FINAL_TRANSCRIPT, "")
+            return
+        spoken, self._interim = self._interim, None
+        self._send(stt.SpeechEventType.FINAL_TRANSCRIPT, spoken)
+        self._send(stt.SpeechEventType.END_OF_SPEECH)
 
     async def _run(self) -> None:
         try:
-            async for _ in self._input_ch:
-                pass  # audio is ignored: the transcript comes from say()
+            async for item in self._input_ch:
+                # audio is ignored: the transcript comes from say()
+                if isinstance(item, stt.RecognizeStream._FlushSentinel):
+                    self._flush()
         finally:
             self._closed_input = True
             if self in self._scripted._streams:
