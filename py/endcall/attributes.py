@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Protocol
 
-__all__ = ["AttributeWriter", "AttributeTarget"]
+__all__ = ["AttributeTarget", "AttributeWriter"]
 
 logger = logging.getLogger("endcall")
 
@@ -46,8 +46,12 @@ class AttributeWriter:
         """Attributes known to have been written (for tests and diagnostics)."""
         return dict(self._written)
 
-    def update(self, attributes: dict[str, str]) -> None:
-        """Queue attributes; returns immediately and never raises."""
+    def update(self, attributes: dict[str, str], *, coalesce: float = 0.0) -> None:
+        """Queue attributes; returns immediately and never raises.
+
+        `coalesce` > 0 lets the write wait that long for more updates to merge with (used
+        for the `endcall.request_id` of repeated requests, so a burst of requests costs one
+        write instead of one each)."""
         if self._closed:
             return
         self._pending.update(attributes)
@@ -55,7 +59,7 @@ class AttributeWriter:
         if self._task is None or self._task.done():
             try:
                 self._task = asyncio.get_running_loop().create_task(
-                    self._flush(), name="endcall_attributes"
+                    self._flush(coalesce), name="endcall_attributes"
                 )
             except RuntimeError:  # no running loop: nothing can be written
                 self._pending.clear()
@@ -77,8 +81,10 @@ class AttributeWriter:
             self._task.cancel()
         self._idle.set()
 
-    async def _flush(self) -> None:
+    async def _flush(self, delay: float = 0.0) -> None:
         try:
+            if delay > 0:
+                await asyncio.sleep(delay)
             while self._pending:
                 batch, self._pending = self._pending, {}
                 if all(self._written.get(k) == v for k, v in batch.items()):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Protocol
 
 from livekit import rtc
@@ -38,6 +39,8 @@ from .protocol import (
 )
 
 __all__ = ["Channels", "Decide"]
+
+_MARK = "ENDCALLIDMARK"
 
 logger = logging.getLogger("endcall")
 
@@ -89,6 +92,7 @@ class Channels:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._limiter = _LogLimiter()
         self._last_attr_request: str | None = None
+        self._templates: dict[tuple[object, ...], tuple[str, str]] = {}
 
     @property
     def method(self) -> str:
@@ -145,14 +149,29 @@ class Channels:
             logger.exception("endcall: failed to handle an end request over %s", channel)
             return ProtocolError("internal", f"the agent failed: {type(e).__name__}")
 
+    def _encode_ack(self, ack: EndAck) -> str:
+        """`encode_ack(ack)`, from a template made by `encode_ack` itself: the acks of one
+        session differ only by their request id (validated `[A-Za-z0-9_-]`, never escaped),
+        so the JSON around it is encoded once per status."""
+        key = (ack.status, ack.end_id, ack.reason, ack.drain_ms, ack.v)
+        parts = self._templates.get(key)
+        if parts is None:
+            text = encode_ack(replace(ack, id=_MARK))
+            head, sep, tail = text.partition(_MARK)
+            if not sep or _MARK in tail:
+                return encode_ack(ack)
+            parts = self._templates[key] = (head, tail)
+        return parts[0] + ack.id + parts[1]
+
     # ------------------------------------------------------------------ RPC
 
     async def _on_rpc(self, data: rtc.RpcInvocationData) -> str:
-        answer = self._answer(data.payload, origin="client", channel="rpc",
-                              caller=data.caller_identity)
+        answer = self._answer(
+            data.payload, origin="client", channel="rpc", caller=data.caller_identity
+        )
         if isinstance(answer, ProtocolError):
             raise rtc.RpcError(rpc_code(answer.code), answer.message[:256], encode_error(answer))
-        return encode_ack(answer)
+        return self._encode_ack(answer)
 
     # ------------------------------------------------------------------ data
 
@@ -163,10 +182,9 @@ class Channels:
         if sender is None:  # sent by the LiveKit server API: the fallback server
             self._answer(packet.data, origin="server", channel="server", caller=None)
             return
-        answer = self._answer(packet.data, origin="client", channel="data",
-                              caller=sender.identity)
+        answer = self._answer(packet.data, origin="client", channel="data", caller=sender.identity)
         try:
-            body = encode_ack(answer) if isinstance(answer, EndAck) else encode_error(answer)
+            body = self._encode_ack(answer) if isinstance(answer, EndAck) else encode_error(answer)
         except ProtocolError:
             return
         self._spawn(self._send_ack(body, sender.identity))

@@ -80,8 +80,11 @@ def session_section(ctx: Any, session: Any, *, full: bool = True) -> dict[str, A
             logger.info("endcall: make_session_report failed (%s); using a reduced report", e)
     section: dict[str, Any] = {"chat_history": _history_dict(session)}
     try:
-        section["events"] = [ev.model_dump() for ev in getattr(session, "_recorded_events", [])
-                             if getattr(ev, "type", "") != "metrics_collected"]
+        section["events"] = [
+            ev.model_dump()
+            for ev in getattr(session, "_recorded_events", [])
+            if getattr(ev, "type", "") != "metrics_collected"
+        ]
     except Exception:
         section["events"] = []
     if ctx is not None:

@@ -1,0 +1,160 @@
+"""A typical interview agent on endcall: a greeting, three questions, the `end_call` tool with a
+goodbye, a 30-minute limit, and the signed session report sent to the backend's webhook.
+
+Run it against a LiveKit server (`LIVEKIT_URL`, `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`)::
+
+    ENDCALL_WEBHOOK_URL=https://backend.example/session/end \\
+    ENDCALL_WEBHOOK_SECRET=whsec_... \\
+    python examples/interview_agent.py dev
+
+Models come from LiveKit Inference model strings (override with `INTERVIEW_STT`,
+`INTERVIEW_LLM`, `INTERVIEW_TTS`). The backend receives one `session.ended` report per
+interview, with `ended_reason` (`customer-ended-call`, `assistant-ended-call`,
+`exceeded-max-duration`, …), the transcript and the usage — see `examples/receiver.py`.
+
+The demo imports this file and runs the same agent with scripted models
+(`scripted_models()` + `run_interview(ctx, models=...)`) on the loopback.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli
+
+from endcall import EndCall, Webhook
+
+GREETING = "Hello, and thank you for joining this interview."
+QUESTIONS = (
+    "First question: tell me about a system you built that you are proud of.",
+    "Second question: how did you know it was working in production?",
+    "Third question: what would you change if you built it again?",
+)
+#: text that appears in the transcript when each question is asked
+QUESTION_MARKERS = ("First question", "Second question", "Third question")
+CLOSING = "Thank you, that was my last question."
+GOODBYE = "Thank you for your time. Goodbye!"
+MAX_DURATION = 30 * 60.0
+SILENCE_TIMEOUT = 120.0
+
+INSTRUCTIONS = f"""You are a friendly, concise technical interviewer.
+Ask these questions one at a time, in order, and wait for each answer:
+{chr(10).join(f"- {q}" for q in QUESTIONS)}
+Acknowledge each answer in one short sentence before the next question.
+After the third answer say "{CLOSING}" and call the end_call tool. Call end_call earlier only
+if the candidate clearly wants to stop. Never say goodbye yourself: it is said for you."""
+
+
+class InterviewAgent(Agent):
+    """The interviewer: greets, asks the first question, then the LLM runs the interview."""
+
+    def __init__(self, *, tools: list[Any]) -> None:
+        super().__init__(instructions=INSTRUCTIONS, tools=tools)
+
+    async def on_enter(self) -> None:
+        self.session.say(f"{GREETING} {QUESTIONS[0]}")
+
+
+@dataclass
+class Models:
+    """The model plugins of one session (`AgentSession(stt=, llm=, tts=)` values)."""
+
+    stt: Any
+    llm: Any
+    tts: Any
+    scripted: bool = False
+
+
+def inference_models() -> Models:
+    """LiveKit Inference model strings (what `python examples/interview_agent.py dev` uses)."""
+    return Models(
+        stt=os.environ.get("INTERVIEW_STT", "deepgram/nova-3"),
+        llm=os.environ.get("INTERVIEW_LLM", "openai/gpt-4.1-mini"),
+        tts=os.environ.get("INTERVIEW_TTS", "cartesia/sonic-2"),
+    )
+
+
+def scripted_models(*, agent_ends: bool = False) -> Models:
+    """Scripted models for the demo and tests: the LLM follows the interview script (and, with
+    `agent_ends`, calls `end_call` after the third answer); `stt.say(text)` is the candidate
+    speaking; the TTS produces timed audio (so the goodbye takes real time to play)."""
+    from endcall.testing import ScriptedLLM, ScriptedSTT, TimedTTS, ToolCall, Turn
+
+    last: str | Turn = (
+        Turn(text=CLOSING, tool_calls=(ToolCall("end_call"),))
+        if agent_ends
+        else f"{CLOSING} Take your time if you want to add anything."
+    )
+    llm = ScriptedLLM(
+        [f"Thanks. {QUESTIONS[1]}", f"I see. {QUESTIONS[2]}", last],
+        default="Thank you.",
+    )
+    return Models(stt=ScriptedSTT(), llm=llm, tts=TimedTTS(seconds_per_char=0.03), scripted=True)
+
+
+def webhook_from_env() -> Webhook:
+    url = os.environ.get("ENDCALL_WEBHOOK_URL")
+    secret = os.environ.get("ENDCALL_WEBHOOK_SECRET")
+    if not url or not secret:
+        raise SystemExit("set ENDCALL_WEBHOOK_URL and ENDCALL_WEBHOOK_SECRET (whsec_...)")
+    return Webhook(url=url, secret=secret)
+
+
+async def run_interview(
+    ctx: JobContext,
+    *,
+    models: Models | None = None,
+    webhook: Webhook | None = None,
+    outbox: Any = None,
+    max_duration: float | None = MAX_DURATION,
+    silence_timeout: float | None = SILENCE_TIMEOUT,
+    delete_room: bool = True,
+    goodbye: str = GOODBYE,
+) -> tuple[AgentSession[Any], EndCall]:
+    """Start the interview on `ctx.room`; returns the session and its `EndCall`."""
+    models = models or inference_models()
+    # the session marks the candidate "away" after this much silence; endcall's
+    # silence_timeout counts from there
+    away = 15.0 if silence_timeout is None else min(15.0, silence_timeout / 2)
+    session: AgentSession[Any] = AgentSession(
+        stt=models.stt,
+        llm=models.llm,
+        tts=models.tts,
+        vad=None,
+        user_away_timeout=away,
+        turn_handling={
+            "turn_detection": "stt",
+            "endpointing": {"min_delay": 0.3 if not models.scripted else 0.05, "max_delay": 3.0},
+            "preemptive_generation": {"enabled": False},
+        },
+    )
+    end = EndCall(
+        ctx,
+        session,
+        webhook=webhook or webhook_from_env(),
+        outbox=outbox,
+        max_duration=max_duration,
+        silence_timeout=silence_timeout,
+        goodbye=goodbye,
+        delete_room=delete_room,
+    )
+    await session.start(room=ctx.room, agent=InterviewAgent(tools=[end.tool]))
+    await end.start()
+    return session, end
+
+
+#: pass to `rtc_session(on_session_end=...)`: finishes the report's delivery (up to 300 s)
+on_session_end = EndCall.on_session_end
+
+server = AgentServer()
+
+
+@server.rtc_session(agent_name="interview-agent", on_session_end=on_session_end)
+async def entrypoint(ctx: JobContext) -> None:
+    await run_interview(ctx)
+
+
+if __name__ == "__main__":
+    cli.run_app(server)

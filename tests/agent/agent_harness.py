@@ -1,0 +1,332 @@
+"""Test harness: a real AgentSession + EndCall inside livekit-agents' own job shutdown sequence.
+
+`Job` drives `livekit.agents.ipc.job_proc_lazy_main._JobProc` — the code that runs a job in a
+worker's job process — with a `LoopbackRoom` instead of a real one: the entrypoint task, the
+shutdown future resolved by `ctx.shutdown()`, the room's `disconnected` event or a worker
+ShutdownRequest (`Job.worker_shutdown()`), and the real `_shutdown_job` sequence (15 s for the
+entrypoint, `session.aclose()`, `on_session_end`, ShuttingDown, `room.disconnect()`, shutdown
+callbacks). Only the IPC client is a recorder.
+
+The report goes through the real `ReportPipeline` (SQLite outbox in a temp dir) to an
+`httpx.MockTransport` receiver that records every POST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from livekit import rtc
+from livekit.agents import Agent, AgentSession, JobContext
+from livekit.agents.ipc.job_proc_lazy_main import _JobProc, _ShutdownInfo
+from livekit.agents.job import JobAcceptArguments, JobExecutorType, JobProcess, RunningJobInfo
+from livekit.agents.utils import shortuuid
+from livekit.protocol import agent as agent_proto
+from livekit.protocol import models
+
+from endcall import EndCall
+from endcall.outbox.sqlite import SqliteOutbox
+from endcall.pipeline import ReportPipeline
+from endcall.testing import LoopbackRoom, LoopbackServer, ScriptedLLM, ScriptedSTT, TimedTTS
+from endcall.webhook import Webhook
+
+AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+ROOM = "interview-1"
+AGENT_ID = "agent-1"
+CUSTOMER = "cand-1"
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+TURN_HANDLING: Any = {
+    "turn_detection": "stt",
+    "endpointing": {"min_delay": 0.05, "max_delay": 0.5},
+    "preemptive_generation": {"enabled": False},
+}
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    async def send(self, msg: Any) -> None:
+        self.sent.append(msg)
+
+
+class _NoInference:
+    async def do_inference(self, method: str, data: bytes) -> bytes | None:
+        raise NotImplementedError
+
+
+class CountingPipeline(ReportPipeline):
+    """The real pipeline, counting what EndCall hands over."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stored: list[tuple[str, bytes]] = []
+        self.drafts: list[tuple[str, bytes]] = []
+
+    async def save_draft(self, end_id: str, body: bytes) -> None:
+        self.drafts.append((end_id, body))
+        await super().save_draft(end_id, body)
+
+    async def store(self, end_id: str, body: bytes) -> bool:
+        self.stored.append((end_id, body))
+        return await super().store(end_id, body)
+
+
+@dataclass
+class Receiver:
+    """The backend's webhook endpoint (an httpx.MockTransport handler)."""
+
+    status: int = 200
+    requests: list[httpx.Request] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+    """When set, requests wait for it (a slow backend)."""
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.requests.append(request)
+        return httpx.Response(self.status)
+
+    def reports(self) -> list[dict[str, Any]]:
+        return [json.loads(r.content) for r in self.requests]
+
+
+@dataclass
+class Job:
+    """One agent job on a loopback room, run by livekit-agents' `_JobProc`."""
+
+    hub: LoopbackServer
+    agent_room: LoopbackRoom
+    customer: LoopbackRoom
+    stt: ScriptedSTT
+    llm: ScriptedLLM
+    tts: TimedTTS
+    receiver: Receiver
+    pipeline: CountingPipeline
+    proc: Any
+    outbox: SqliteOutbox
+    shutdown_calls: list[str] = field(default_factory=list)
+    deleted_rooms: list[str] = field(default_factory=list)
+    session: AgentSession | None = None
+    end: EndCall | None = None
+    agent: Agent | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    events: list[tuple[str, Any]] = field(default_factory=list)
+    attr_history: list[dict[str, str]] = field(default_factory=list)
+    attrs_seen: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ctx(self) -> JobContext:
+        return self.proc._job_ctx  # type: ignore[no-any-return]
+
+    def worker_shutdown(self, reason: str = "worker draining") -> None:
+        """What `_read_ipc_task` does on a ShutdownRequest from the worker."""
+        with contextlib.suppress(asyncio.InvalidStateError):
+            self.proc._shutdown_fut.set_result(_ShutdownInfo(user_initiated=False, reason=reason))
+
+    async def finished(self, timeout: float = 30.0) -> None:
+        assert self.task is not None
+        await asyncio.wait_for(asyncio.shield(self.task), timeout)
+
+    def agent_attrs(self) -> dict[str, str]:
+        """The agent's attributes as the server (and every other participant) sees them."""
+        try:
+            info = self.hub.get_participant(ROOM, AGENT_ID)
+        except LookupError:
+            return dict(self._last_attrs)
+        self._last_attrs = dict(info.attributes)
+        return dict(info.attributes)
+
+    _last_attrs: dict[str, str] = field(default_factory=dict)
+
+
+async def start_job(
+    tmp_path: Path,
+    *,
+    endcall_kwargs: dict[str, Any] | None = None,
+    llm_script: list[Any] | None = None,
+    tts_duration: Callable[[str], float] | float | None = None,
+    user_away_timeout: float | None = 15.0,
+    with_session_end: bool = True,
+    receiver_status: int = 200,
+    receiver_gate: asyncio.Event | None = None,
+    delivery_window: float = 5.0,
+    extra_customers: tuple[str, ...] = (),
+    agent_tools: list[Any] | None = None,
+    session_kwargs: dict[str, Any] | None = None,
+    on_started: Callable[[Job], Awaitable[None]] | None = None,
+) -> Job:
+    hub = LoopbackServer()
+    agent_room = await hub.connect(ROOM, AGENT_ID, kind=AGENT)
+    customer = await hub.connect(ROOM, CUSTOMER)
+    for identity in extra_customers:
+        await hub.connect(ROOM, identity)
+    stt = ScriptedSTT()
+    llm = ScriptedLLM(list(llm_script or []))
+    tts = TimedTTS(duration=tts_duration if tts_duration is not None else 0.2)
+    receiver = Receiver(status=receiver_status, gate=receiver_gate)
+    webhook = Webhook(
+        url="https://backend.test/session/end", secret=SECRET, in_process_window=delivery_window
+    )
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
+    pipeline = CountingPipeline(webhook, outbox, transport=httpx.MockTransport(receiver.handler))
+
+    async def entrypoint(ctx: JobContext) -> None:
+        session: AgentSession = AgentSession(
+            stt=stt,
+            llm=llm,
+            tts=tts,
+            vad=None,
+            user_away_timeout=user_away_timeout,
+            turn_handling=TURN_HANDLING,
+            **(session_kwargs or {}),
+        )
+        for name in ("close", "conversation_item_added", "speech_created", "error"):
+            session.on(name, lambda ev, name=name: job.events.append((name, ev)))
+        end = EndCall(ctx, session, pipeline=pipeline, **(endcall_kwargs or {}))
+        agent = Agent(
+            instructions="You are an interviewer.", tools=[end.tool, *(agent_tools or [])]
+        )
+        job.session, job.end, job.agent = session, end, agent
+        await session.start(agent=agent, room=ctx.room)
+        await end.start()
+        job.started.set()
+
+    proc = _JobProc(
+        lambda _p: None,
+        entrypoint,
+        EndCall.on_session_end if with_session_end else None,
+        session_end_timeout=300.0,
+        executor_type=JobExecutorType.THREAD,
+    )
+    job = Job(hub, agent_room, customer, stt, llm, tts, receiver, pipeline, proc, outbox)
+
+    def _on_attrs(changed: dict[str, str], participant: rtc.Participant) -> None:
+        if participant.identity == AGENT_ID:
+            job.attr_history.append(dict(changed))
+            job.attrs_seen.update(changed)
+
+    customer.on("participant_attributes_changed", _on_attrs)
+    proc._client = _Recorder()
+    proc._inf_client = _NoInference()
+    proc._job_proc = JobProcess(
+        executor_type=JobExecutorType.THREAD, user_arguments=None, http_proxy=None
+    )
+    proc._exit_proc_flag = asyncio.Event()
+    proc._shutdown_fut = asyncio.Future()
+    proc._entrypoint_span_context = None
+    proc._room = agent_room
+
+    # --- what _JobProc._start_job does, with the loopback room -------------------------
+    def _on_room_disconnected(*_: Any) -> None:
+        with contextlib.suppress(asyncio.InvalidStateError):
+            proc._shutdown_fut.set_result(
+                _ShutdownInfo(user_initiated=False, reason="room disconnected")
+            )
+
+    agent_room.on("disconnected", _on_room_disconnected)
+
+    def _on_ctx_shutdown(reason: str) -> None:
+        job.shutdown_calls.append(reason)
+        proc._ctx_shutdown_called = True
+        with contextlib.suppress(asyncio.InvalidStateError):
+            proc._shutdown_fut.set_result(
+                _ShutdownInfo(user_initiated=True, reason=reason or "user requested")
+            )
+
+    pb_job = agent_proto.Job(
+        id=shortuuid("AJ_"),
+        room=models.Room(name=ROOM, sid=agent_room._info.sid),
+        type=agent_proto.JobType.JT_ROOM,
+        agent_name="interview-agent",
+    )
+    info = RunningJobInfo(
+        accept_arguments=JobAcceptArguments(identity=AGENT_ID, name="", metadata=""),
+        job=pb_job,
+        url="",
+        token="",
+        worker_id="loopback",
+        fake_job=True,
+    )
+    proc._job_ctx = JobContext(
+        proc=proc._job_proc,
+        info=info,
+        room=agent_room,
+        on_connect=lambda: None,
+        on_shutdown=_on_ctx_shutdown,
+        inference_executor=proc._inf_client,
+    )
+    proc._job_ctx._connected = True
+
+    def _delete_room(room_name: str | None = None) -> asyncio.Future[Any]:
+        name = room_name or ROOM
+        job.deleted_rooms.append(name)
+
+        async def _go() -> None:
+            with contextlib.suppress(LookupError):
+                await hub.delete_room(name)
+
+        return asyncio.ensure_future(_go())
+
+    proc._job_ctx.delete_room = _delete_room  # fake jobs do not delete rooms; the hub does
+    job.task = asyncio.create_task(proc._run_job_task(), name="job_task")
+    await asyncio.wait_for(job.started.wait(), 10)
+    await hub.settle()
+    if on_started is not None:
+        await on_started(job)
+    return job
+
+
+async def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def poll() -> None:
+        while not pred():  # noqa: ASYNC110 - polling a plain predicate
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def rpc_end(
+    job: Job, payload: str, *, caller: LoopbackRoom | None = None, method: str = "end_interview"
+) -> str:
+    room = caller or job.customer
+    return await room.local_participant.perform_rpc(
+        destination_identity=AGENT_ID, method=method, payload=payload, response_timeout=5.0
+    )
+
+
+def request(rid: str, reason: str = "customer-ended-call", **extra: Any) -> str:
+    return json.dumps({"type": "end.request", "v": 1, "id": rid, "reason": reason, **extra})
+
+
+async def data_end(
+    job: Job,
+    payload: str | bytes,
+    *,
+    caller: LoopbackRoom | None = None,
+    timeout: float = 5.0,
+    method: str = "end_interview",
+) -> dict[str, Any]:
+    """Send a data-channel request and wait for the answer on `<method>.ack`."""
+    room = caller or job.customer
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+    def on_data(packet: rtc.DataPacket) -> None:
+        if packet.topic == f"{method}.ack" and not fut.done():
+            fut.set_result(json.loads(packet.data))
+
+    room.on("data_received", on_data)
+    try:
+        await room.local_participant.publish_data(
+            payload, reliable=True, destination_identities=[AGENT_ID], topic=method
+        )
+        return await asyncio.wait_for(fut, timeout)
+    finally:
+        room.off("data_received", on_data)

@@ -1,0 +1,92 @@
+"""Opt-in live test against a real LiveKit server: an in-process agent (real AgentSession with
+scripted models, EndCall) and a customer, both joined with livekit.rtc; the customer ends the
+call over RPC. Skipped unless LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET are set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from livekit import api, rtc
+from livekit.agents import Agent, AgentSession
+from livekit.agents.testing import fake_job_context
+
+from endcall import EndCall, EndState
+from endcall.outbox.sqlite import SqliteOutbox
+from endcall.pipeline import ReportPipeline
+from endcall.testing import ScriptedLLM, ScriptedSTT, TimedTTS
+from endcall.webhook import Webhook
+
+_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+pytestmark = pytest.mark.skipif(
+    not all(os.environ.get(k) for k in _ENV),
+    reason="live LiveKit test: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET to run it",
+)
+
+
+def _token(room: str, identity: str, *, agent: bool = False) -> str:
+    tok = (
+        api.AccessToken(os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"])
+        .with_identity(identity)
+        .with_grants(api.VideoGrants(room_join=True, room=room, can_update_own_metadata=True))
+    )
+    if agent:
+        tok = tok.with_kind("agent")
+    return tok.to_jwt()
+
+
+async def test_live_customer_ends_over_rpc(tmp_path: Path) -> None:
+    url = os.environ["LIVEKIT_URL"]
+    room_name = f"endcall-live-{uuid.uuid4().hex[:8]}"
+    posted: list[httpx.Request] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        posted.append(request)
+        return httpx.Response(200)
+
+    pipeline = ReportPipeline(
+        Webhook(url="https://backend.test/end", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        SqliteOutbox(tmp_path / "outbox.db"),
+        transport=httpx.MockTransport(receiver),
+    )
+    agent_room, customer = rtc.Room(), rtc.Room()
+    lkapi = api.LiveKitAPI(url, os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"])
+    try:
+        await agent_room.connect(url, _token(room_name, "agent-live", agent=True))
+        with fake_job_context(room=agent_room) as ctx:
+            session: AgentSession = AgentSession(
+                stt=ScriptedSTT(), llm=ScriptedLLM(), tts=TimedTTS(), vad=None
+            )
+            end = EndCall(ctx, session, pipeline=pipeline, delete_room=False)
+            await customer.connect(url, _token(room_name, "customer-live"))
+            await session.start(agent=Agent(instructions="test", tools=[end.tool]), room=agent_room)
+            await end.start()
+            await asyncio.sleep(1.0)  # attributes and the RPC method registration propagate
+            payload = json.dumps({"type": "end.request", "v": 1, "id": "live-1"})
+            raw = await customer.local_participant.perform_rpc(
+                destination_identity="agent-live", method="end_interview", payload=payload
+            )
+            ack = json.loads(raw)
+            assert ack["status"] == "accepted" and ack["id"] == "live-1"
+            record = await asyncio.wait_for(end.wait(), 30)
+            assert record.state is EndState.ENDED and record.reason == "customer-ended-call"
+            await asyncio.wait_for(EndCall.on_session_end(ctx), 30)
+            assert len(posted) == 1 and posted[0].headers["webhook-id"] == ack["end_id"]
+            for _ in range(50):  # attributes reach the customer one round trip later
+                agent_view = customer.remote_participants["agent-live"].attributes
+                if agent_view.get("endcall.state") == "ended":
+                    break
+                await asyncio.sleep(0.1)
+            assert agent_view.get("endcall.state") == "ended"
+    finally:
+        await customer.disconnect()
+        await agent_room.disconnect()
+        with contextlib.suppress(Exception):
+            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room_name))
+        await lkapi.aclose()
