@@ -359,6 +359,16 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_SUSPECT_RE = re.compile(r"\\u[dD][89a-fA-F]|[eE][+-]?[0-9]{3}|[0-9]{300}")
+
+
+def _may_need_tree_check(text: str) -> bool:
+    """Cheap pre-scan: the tree walk only matters when the text could hold a lone surrogate
+    escape, a number too large for a double, or more brackets than the depth limit."""
+    return _SUSPECT_RE.search(text) is not None or text.count("[") + text.count("{") > MAX_DEPTH
+
+
 def _check_tree(value: Any) -> None:
     """Reject what JSON.parse and json.loads disagree on: deep nesting, lone surrogate escapes
     (not encodable as UTF-8) and numbers too large to be finite."""
@@ -402,14 +412,15 @@ def _load(
     except UnicodeDecodeError:
         _bad("message is not valid UTF-8")
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except RecursionError:
         _bad(f"message nests deeper than {MAX_DEPTH} levels")
     except (ValueError, TypeError) as exc:
         _bad(f"message is not valid JSON: {exc}")
     if not isinstance(value, dict):
         _bad("message must be a JSON object")
-    _check_tree(value)
+    if _may_need_tree_check(text):
+        _check_tree(value)
     return value
 
 
