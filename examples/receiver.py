@@ -299,7 +299,7 @@ class Receiver:
             self._db.close()
 
 
-def create_app(receiver: Receiver, *, admin: bool = True) -> Starlette:
+def create_app(receiver: Receiver, *, admin: bool = False) -> Starlette:
     """The receiver's routes. ``admin`` adds ``POST /_fault`` (``{"down_for": N}``,
     ``{"up": true}``, ``{"gone": ID}``) for demos and tests; keep it off in production."""
 
@@ -366,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--db", default="reports.sqlite", help="SQLite file for the reports")
     parser.add_argument("--down-for", type=float, default=0.0, help="start 'down' for N seconds")
+    parser.add_argument(
+        "--admin", action="store_true", help="enable POST /_fault (demos and tests only)"
+    )
     args = parser.parse_args(argv)
     secrets = args.secret or [
         s for s in os.environ.get("ENDCALL_WEBHOOK_SECRET", "").replace(",", " ").split() if s
@@ -376,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.down_for:
         receiver.down_for(args.down_for)
     print(f"receiving reports at http://{args.host}:{args.port}{WEBHOOK_PATH} → {args.db}")
-    uvicorn.run(create_app(receiver), host=args.host, port=args.port, log_level="warning")
+    app = create_app(receiver, admin=args.admin)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import re
 import sys
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -20,7 +21,24 @@ from .webhook import SECRET_ENV, parse_secrets, validate_secret
 __all__ = ["main"]
 
 
-@click.group()
+class _Commands(click.Group):
+    """The CLI's group; `demo` is test tooling (it lives in `endcall.testing`, which loads
+    livekit-agents), so it is imported only when it is run or listed."""
+
+    _lazy: ClassVar[dict[str, tuple[str, str]]] = {"demo": ("endcall.testing.demo", "demo_command")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy:
+            module, attr = self._lazy[cmd_name]
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="endcall")
 def main() -> None:
     """endcall: end LiveKit voice-agent calls correctly; never lose the session report."""
@@ -70,7 +88,7 @@ def outbox(ctx: click.Context, target: str | None) -> None:
     """Inspect and deliver the durable outbox of session reports.
 
     Reports the agent could not deliver within its in-process window wait here until a relay
-    (this command's ``deliver``, the next agent job via ``endcall.prewarm``, or the fallback
+    (this command's "deliver", the next agent job via endcall.prewarm, or the fallback
     server) delivers them. Each row stores its webhook URL; the signing secret(s) come from
     --secret or ENDCALL_WEBHOOK_SECRET (several, comma or space separated, for rotation).
     """
@@ -219,7 +237,7 @@ def deliver_cmd(
 @click.argument("end_id")
 @click.pass_context
 def replay_cmd(ctx: click.Context, end_id: str) -> None:
-    """Make a dead or delivered report pending again (sent by the next ``deliver``)."""
+    """Make a dead or delivered report pending again (sent by the next "deliver")."""
     ob = _open(ctx)
     try:
         rec = ob.get(end_id)
@@ -273,6 +291,11 @@ def purge_cmd(ctx: click.Context, before: str, as_json: bool) -> None:
         click.echo(json.dumps({"purged": n, "before": t}))
     else:
         click.echo(f"purged {n} delivered report(s) delivered before {_ts(t)} UTC")
+
+
+from .server.command import serve  # noqa: E402 (the fallback server, issue 6)
+
+main.add_command(serve)
 
 
 if __name__ == "__main__":  # pragma: no cover

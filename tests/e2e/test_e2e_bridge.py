@@ -58,9 +58,7 @@ class Browser:
 
 
 @asynccontextmanager
-async def bridge(
-    hub: LoopbackServer, **kwargs: Any
-) -> AsyncIterator[Any]:
+async def bridge(hub: LoopbackServer, **kwargs: Any) -> AsyncIterator[Any]:
     async with serve(bridge_app(hub, **kwargs)) as base:
         url = base.replace("http://", "ws://") + BRIDGE_PATH
 
@@ -228,7 +226,9 @@ async def test_the_agent_sees_why_the_browser_left(how: str) -> None:
                 assert (await b.request("leave"))["op"] == "ok"
         p = await asyncio.wait_for(left.get(), 5)
     expected = (
-        rtc.DisconnectReason.CLIENT_INITIATED if how == "leave" else rtc.DisconnectReason.SIGNAL_CLOSE
+        rtc.DisconnectReason.CLIENT_INITIATED
+        if how == "leave"
+        else rtc.DisconnectReason.SIGNAL_CLOSE
     )
     assert (p.identity, p.disconnect_reason) == ("cand", expected)
     assert hub.list_participants("r1")[0].identity == "agent-1"
@@ -296,3 +296,25 @@ async def test_bad_requests_get_errors_and_the_socket_keeps_working() -> None:
     assert err["message"] == "not JSON"
     assert ok["op"] == "ok"
     assert bad_b64["op"] == "error" and bad_b64["code"] == 0
+
+
+async def test_text_streams_reach_the_browser() -> None:
+    hub = LoopbackServer()
+    agent = await hub.connect("r1", "agent-1", kind=AGENT)
+    async with bridge(hub) as browser, browser() as b:
+        await b.request("join", room="r1", identity="cand")
+        await b.request("register_text_stream", topic="lk.transcription")
+        await hub.settle()
+        writer = await agent.local_participant.stream_text(
+            topic="lk.transcription", attributes={"lk.segment_id": "s1"}
+        )
+        await writer.write("Hello, ")
+        await writer.write("welcome.")
+        await writer.aclose()
+        opened = await b.event("text_stream_open")
+        chunks = [(await b.event("text_stream_chunk"))["text"] for _ in range(2)]
+        closed = await b.event("text_stream_close")
+    assert (opened["topic"], opened["from"]) == ("lk.transcription", "agent-1")
+    assert opened["attributes"]["lk.segment_id"] == "s1"
+    assert "".join(chunks) == "Hello, welcome."
+    assert closed["stream_id"] == opened["stream_id"] and closed["error"] is None

@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import standardwebhooks
 from e2e_helpers import load_example, serve
+
 from endcall.webhook import signed_headers
 
 receiver_mod = load_example("receiver")
@@ -31,7 +34,7 @@ def report(end_id: str, reason: str = "customer-ended-call") -> bytes:
 
 
 @pytest.fixture
-def receiver(tmp_path: Path):  # type: ignore[no-untyped-def]
+def receiver(tmp_path: Path) -> Iterator[Any]:
     r = receiver_mod.Receiver(SECRET, tmp_path / "reports.sqlite")
     yield r
     r.close()
@@ -42,7 +45,7 @@ async def post(base: str, body: bytes, headers: dict[str, str]) -> httpx.Respons
         return await client.post(base + receiver_mod.WEBHOOK_PATH, content=body, headers=headers)
 
 
-async def test_stores_a_signed_report_once_and_dedupes_retries(receiver) -> None:  # type: ignore[no-untyped-def]
+async def test_stores_a_signed_report_once_and_dedupes_retries(receiver: Any) -> None:
     body = report("e_1")
     async with serve(receiver_mod.create_app(receiver)) as base:
         first = await post(base, body, signed_headers("e_1", body, [SECRET], int(time.time())))
@@ -60,7 +63,7 @@ async def test_stores_a_signed_report_once_and_dedupes_retries(receiver) -> None
     assert stored is not None and stored.body == body
 
 
-async def test_reference_signer_and_rotation_are_accepted(receiver, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_reference_signer_and_rotation_are_accepted(receiver: Any, tmp_path: Path) -> None:
     body = report("e_2")
     ts = int(time.time())
     from datetime import datetime, timezone
@@ -88,7 +91,7 @@ async def test_reference_signer_and_rotation_are_accepted(receiver, tmp_path: Pa
     "mutate",
     ["wrong_secret", "tampered_body", "old_timestamp", "no_signature", "other_id"],
 )
-async def test_rejects_unverifiable_reports_and_stores_nothing(receiver, mutate: str) -> None:  # type: ignore[no-untyped-def]
+async def test_rejects_unverifiable_reports_and_stores_nothing(receiver: Any, mutate: str) -> None:
     body = report("e_3")
     ts = int(time.time())
     secret = OTHER if mutate == "wrong_secret" else SECRET
@@ -108,10 +111,10 @@ async def test_rejects_unverifiable_reports_and_stores_nothing(receiver, mutate:
     assert [a["outcome"] for a in receiver.attempts()] == ["bad_signature"]
 
 
-async def test_down_mode_answers_503_with_retry_after_then_recovers(receiver) -> None:  # type: ignore[no-untyped-def]
+async def test_down_mode_answers_503_with_retry_after_then_recovers(receiver: Any) -> None:
     body = report("e_5")
     receiver.down_for(30)
-    async with serve(receiver_mod.create_app(receiver)) as base:
+    async with serve(receiver_mod.create_app(receiver, admin=True)) as base:
         down = await post(base, body, signed_headers("e_5", body, [SECRET], int(time.time())))
         async with httpx.AsyncClient() as client:
             await client.post(base + "/_fault", json={"up": True})
@@ -123,7 +126,7 @@ async def test_down_mode_answers_503_with_retry_after_then_recovers(receiver) ->
     assert stored is not None and stored.attempts == 2
 
 
-async def test_gone_answers_410_and_bad_json_400(receiver) -> None:  # type: ignore[no-untyped-def]
+async def test_gone_answers_410_and_bad_json_400(receiver: Any) -> None:
     body = report("e_6")
     receiver.mark_gone("e_6")
     garbage = b"not json"
@@ -135,7 +138,7 @@ async def test_gone_answers_410_and_bad_json_400(receiver) -> None:  # type: ign
     assert receiver.reports() == []
 
 
-async def test_a_changed_body_under_the_same_id_is_flagged(receiver) -> None:  # type: ignore[no-untyped-def]
+async def test_a_changed_body_under_the_same_id_is_flagged(receiver: Any) -> None:
     a, b = report("e_8"), report("e_8", "silence-timed-out")
     async with serve(receiver_mod.create_app(receiver)) as base:
         await post(base, a, signed_headers("e_8", a, [SECRET], int(time.time())))
@@ -143,3 +146,11 @@ async def test_a_changed_body_under_the_same_id_is_flagged(receiver) -> None:  #
     stored = receiver.report("e_8")
     assert stored is not None
     assert stored.body == a and stored.body_mismatches == 1
+
+
+async def test_the_fault_endpoint_is_off_unless_asked_for(receiver: Any) -> None:
+    async with serve(receiver_mod.create_app(receiver)) as base:
+        async with httpx.AsyncClient() as client:
+            resp = await client.post(base + "/_fault", json={"down_for": 60})
+    assert resp.status_code in (404, 405)
+    assert not receiver.is_down

@@ -25,6 +25,8 @@ Browser → bridge::
     {"op":"register_rpc","seq":5,"method":"m"}       (then the bridge may send rpc_request)
     {"op":"rpc_response","id":"<rpc_request id>","payload":"…"}
         or {"op":"rpc_response","id":…,"error":{"code":1500,"message":"…","data":"…"}}
+    {"op":"register_text_stream","seq":7,"topic":"lk.transcription"}   (then text_stream_*)
+    {"op":"unregister_text_stream","seq":8,"topic":"lk.transcription"}
     {"op":"leave","seq":6}                            (CLIENT_INITIATED, like room.disconnect())
 
 Bridge → browser (events, no ``seq``)::
@@ -33,7 +35,12 @@ Bridge → browser (events, no ``seq``)::
     {"op":"participant_disconnected","identity":"…","reason":1,"reason_name":"CLIENT_INITIATED"}
     {"op":"attributes_changed","identity":"…","changed":{…},"attributes":{…}}
     {"op":"metadata_changed","identity":"…","metadata":"…"}
-    {"op":"data_received","data_b64":"…","topic":"…","from":"identity" | null,"kind":…}
+    {"op":"data_received","data_b64":"…","topic":"…","from":"identity" | null,"kind":…,
+     "reliable":true}
+    {"op":"text_stream_open","stream_id":"…","topic":"…","from":"identity","attributes":{…},
+     "timestamp":…}
+    {"op":"text_stream_chunk","stream_id":"…","text":"…"}
+    {"op":"text_stream_close","stream_id":"…","error":null | "…","attributes":{…}}
     {"op":"rpc_request","id":"…","caller":"…","method":"…","payload":"…",
      "response_timeout_ms":…}
     {"op":"disconnected","reason":5,"reason_name":"ROOM_DELETED"}   (then the socket closes)
@@ -80,7 +87,7 @@ _KIND_NAMES = {
     "sip": rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
     "agent": rtc.ParticipantKind.PARTICIPANT_KIND_AGENT,
 }
-_REASON_NAMES = {v: k for k, v in rtc.DisconnectReason.items()}
+_REASON_NAMES: dict[int, str] = {int(v): k for k, v in rtc.DisconnectReason.items()}
 _MAX_FRAME = 64 * 1024
 
 
@@ -214,6 +221,7 @@ class _Session:
                     "topic": packet.topic or "",
                     "from": packet.participant.identity if packet.participant else None,
                     "kind": int(packet.kind),
+                    "reliable": packet.kind == rtc.DataPacketKind.KIND_RELIABLE,
                 }
             )
 
@@ -252,7 +260,11 @@ class _Session:
         if not room_name or not identity:
             raise BridgeRequestError("'room' and 'identity' must not be empty")
         room = await self.bridge.hub.connect(
-            room_name, identity, kind=kind, attributes=attributes, name=name
+            room_name,
+            identity,
+            kind=kind,  # type: ignore[arg-type]  # a checked ParticipantKind number
+            attributes=attributes,
+            name=name,
         )
         self.attach(room)
         local = room.local_participant
@@ -348,6 +360,52 @@ class _Session:
             payload = msg.get("payload", "")
             fut.set_result(payload if isinstance(payload, str) else "")
 
+    async def register_text_stream(self, msg: dict[str, Any]) -> dict[str, Any]:
+        room = self._joined()
+        topic = _str(msg, "topic")
+
+        def opened(reader: rtc.TextStreamReader, sender: str) -> None:
+            self.spawn(self.forward_text_stream(reader, sender))
+
+        try:
+            room.register_text_stream_handler(topic, opened)
+        except ValueError as e:
+            raise BridgeRequestError(str(e)) from e
+        return {}
+
+    async def unregister_text_stream(self, msg: dict[str, Any]) -> dict[str, Any]:
+        room = self._joined()
+        room.unregister_text_stream_handler(_str(msg, "topic"))
+        return {}
+
+    async def forward_text_stream(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        """Relay an incoming text stream as ``text_stream_open``/``_chunk``/``_close``."""
+        info = reader.info
+        self.push(
+            {
+                "op": "text_stream_open",
+                "stream_id": info.stream_id,
+                "topic": info.topic,
+                "from": sender,
+                "attributes": dict(info.attributes or {}),
+                "timestamp": info.timestamp,
+            }
+        )
+        error: str | None = None
+        try:
+            async for chunk in reader:
+                self.push({"op": "text_stream_chunk", "stream_id": info.stream_id, "text": chunk})
+        except rtc.StreamError as e:
+            error = e.description
+        self.push(
+            {
+                "op": "text_stream_close",
+                "stream_id": info.stream_id,
+                "error": error,
+                "attributes": dict(reader.info.attributes or {}),
+            }
+        )
+
     async def leave(self, msg: dict[str, Any]) -> dict[str, Any]:
         room = self._joined()
         self.left = True
@@ -394,6 +452,8 @@ class _Session:
             "publish_data": self.publish_data,
             "set_attributes": self.set_attributes,
             "register_rpc": self.register_rpc,
+            "register_text_stream": self.register_text_stream,
+            "unregister_text_stream": self.unregister_text_stream,
             "leave": self.leave,
         }
         handler = handlers.get(op) if isinstance(op, str) else None
@@ -420,6 +480,10 @@ class _Session:
         room = self.room
         if room is None or self.left or not room.isconnected():
             return
+        # not awaited here: the socket's handler returns now, the drop happens later
+        self.bridge._background(self._abandon(room))
+
+    async def _abandon(self, room: LoopbackRoom) -> None:
         await asyncio.sleep(self.bridge.abandon_after)
         if self.left or not room.isconnected():
             return
@@ -450,6 +514,15 @@ class LoopbackBridge:
         self.token_verifier = token_verifier
         self.abandon_after = abandon_after
         self._sessions: set[_Session] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _background(self, coro: Awaitable[None]) -> None:
+        async def run() -> None:
+            await coro
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def connections(self) -> int:

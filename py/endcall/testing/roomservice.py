@@ -1,9 +1,11 @@
 """A test double of LiveKit's RoomService API, speaking Twirp as ``livekit-api`` sends it.
 
-:class:`RoomServiceDouble` is an ASGI (Starlette) app: serve it on 127.0.0.1 with uvicorn and
-point a real ``livekit.api.LiveKitAPI`` at it, so the code under test runs the real client
-end to end. It answers ``POST /twirp/livekit.RoomService/<Method>`` for ``ListParticipants``,
-``GetParticipant``, ``UpdateParticipant``, ``SendData``, ``DeleteRoom`` and ``ListRooms``:
+:class:`RoomServiceDouble` is a plain ASGI app (no framework: it sits on the hot path of the
+fallback server's load benchmark): serve it on 127.0.0.1 with uvicorn and point a real
+``livekit.api.LiveKitAPI`` at it, so the code under test runs the real client end to end. It
+answers ``POST /twirp/livekit.RoomService/<Method>`` for ``ListParticipants``,
+``GetParticipant``, ``UpdateParticipant``, ``SendData``, ``DeleteRoom`` and ``ListRooms``
+(anything else: Twirp ``bad_route``):
 
 - bodies are ``livekit.protocol`` messages, ``application/protobuf`` (or Twirp's
   ``application/json``), answered in the same encoding;
@@ -23,6 +25,7 @@ attribute writes and data packets. Every call is recorded in :attr:`RoomServiceD
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -34,10 +37,7 @@ from google.protobuf.message import DecodeError, Message
 from livekit import rtc
 from livekit.protocol import models
 from livekit.protocol import room as proto_room
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 __all__ = [
     "MUTATING_METHODS",
@@ -163,10 +163,43 @@ class RoomServiceDouble:
         self.calls: list[TwirpCall] = []
         self._faults: list[_Fault] = []
         self._verified: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.app = Starlette(routes=[Route(PREFIX + "{method}", self._handle, methods=["POST"])])
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            raise RuntimeError(f"the RoomService double serves HTTP only, not {scope['type']!r}")
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        status, content_type, body = await self._handle(
+            scope["method"], scope["path"], headers, b"".join(chunks)
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type.encode("latin-1")),
+                    (b"content-length", str(len(body)).encode("latin-1")),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     # -- test helpers ----------------------------------------------------------------------
     def fail(
@@ -190,34 +223,38 @@ class RoomServiceDouble:
         return {c.room for c in self.calls if c.mutating and c.room is not None}
 
     # -- Twirp -----------------------------------------------------------------------------
-    async def _handle(self, request: Request) -> Response:
-        method = request.path_params["method"]
+    async def _handle(
+        self, http_method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, str, bytes]:
+        """One Twirp call: (HTTP status, Content-Type, body)."""
+        method = path[len(PREFIX) :] if path.startswith(PREFIX) else path
         message: Message | None = None
         room: str | None = None
+        content_type = ""
         try:
-            request_class = _REQUESTS.get(method)
+            request_class = _REQUESTS.get(method) if path.startswith(PREFIX) else None
             if request_class is None:
-                raise _TwirpError("bad_route", f"no handler for path {request.url.path!r}")
-            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+                raise _TwirpError("bad_route", f"no handler for path {path!r}")
+            if http_method != "POST":
+                raise _TwirpError("bad_route", f"unsupported method {http_method} (only POST)")
+            content_type = headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type not in ("application/protobuf", "application/json"):
                 raise _TwirpError("bad_route", f"unexpected Content-Type: {content_type!r}")
-            body = await request.body()
             message = self._decode(request_class, body, content_type)
             room = getattr(message, "room", None)
-            self._authorize(request, method, message)
+            self._authorize(headers.get("authorization", ""), method, message)
             self._inject_fault(method)
             if self.delay:
                 await asyncio.sleep(self.delay)
             result = await self._dispatch(method, message)
         except _TwirpError as exc:
             self.calls.append(TwirpCall(method, room, message, exc.code))
-            return JSONResponse(
-                {"code": exc.code, "msg": exc.msg}, status_code=TWIRP_STATUS[exc.code]
-            )
+            error = json.dumps({"code": exc.code, "msg": exc.msg}).encode()
+            return TWIRP_STATUS[exc.code], "application/json", error
         self.calls.append(TwirpCall(method, room, message))
         if content_type == "application/json":
-            return Response(json_format.MessageToJson(result), media_type="application/json")
-        return Response(result.SerializeToString(), media_type="application/protobuf")
+            return 200, "application/json", json_format.MessageToJson(result).encode()
+        return 200, "application/protobuf", result.SerializeToString()
 
     @staticmethod
     def _decode(request_class: type[Message], body: bytes, content_type: str) -> Message:
@@ -231,8 +268,7 @@ class RoomServiceDouble:
             raise _TwirpError("malformed", f"the request could not be decoded: {exc}") from None
         return message
 
-    def _authorize(self, request: Request, method: str, message: Message) -> None:
-        header = request.headers.get("authorization", "")
+    def _authorize(self, header: str, method: str, message: Message) -> None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise _TwirpError("unauthenticated", "invalid authorization header")
