@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-NPM_DIRS := web $(wildcard examples/web) $(wildcard tests/e2e)
+PAGE := examples/web
 
 .PHONY: test demo install system-deps lint typecheck pytest web web-test clean
 
@@ -17,7 +17,7 @@ test: install lint typecheck pytest web-test
 demo: install
 	$(BIN)/endcall demo
 
-install: $(VENV)/.installed web/node_modules/.installed system-deps
+install: $(VENV)/.installed web/node_modules/.installed $(PAGE)/dist/index.html system-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ $(VENV)/.installed: pyproject.toml
 web/node_modules/.installed: web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund
 	touch $@
+
+# The example interview page (Vite + React; `endcall` is aliased to web/src) and its
+# playwright-core driver, used by `make demo` and the browser tests.
+$(PAGE)/node_modules/.installed: $(PAGE)/package.json $(PAGE)/package-lock.json
+	cd $(PAGE) && npm ci --no-audit --no-fund
+	touch $@
+
+$(PAGE)/dist/index.html: $(PAGE)/node_modules/.installed $(shell find $(PAGE)/src web/src -type f 2>/dev/null) $(PAGE)/index.html $(PAGE)/vite.config.ts
+	cd $(PAGE) && npm run build
 
 # Debian packages the tests start themselves: Chromium for the browser tests,
 # PostgreSQL for the fleet outbox. Installed only when missing.
@@ -52,6 +61,7 @@ pytest:
 
 web-test:
 	cd web && npm run typecheck && npm run build && npm test && npm run size
+	cd $(PAGE) && npm run typecheck
 
 clean:
-	rm -rf $(VENV) web/node_modules web/dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) web/node_modules web/dist $(PAGE)/node_modules $(PAGE)/dist .pytest_cache .mypy_cache .ruff_cache

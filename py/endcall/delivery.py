@@ -20,7 +20,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -193,6 +193,8 @@ class Sender:
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
+        on_delivered: Callable[[str, int], Awaitable[None]] | None = None,
+        max_in_flight: int = 256,
     ) -> None:
         if not secrets:
             raise ValueError("at least one webhook secret is required to sign reports")
@@ -202,11 +204,15 @@ class Sender:
         self.policy = policy or RetryPolicy()
         self.timeout = timeout
         self.clock: Clock = clock or SystemClock()
+        self.on_delivered = on_delivered
+        # a bound on concurrent requests; high, because slow receivers hold their slot for up
+        # to the timeout and must not hold up the other reports
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         self._own_client = client is None
         self.client = client or httpx.AsyncClient(
             transport=transport,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=32),
         )
 
     async def send(
@@ -220,16 +226,17 @@ class Sender:
         """One attempt for ``rec``; returns the result and the next attempt time (None when
         delivered or dead). ``keep_lease``: keep owning the row that long (in-process retries);
         ``record=False``: do not write the outcome to the outbox."""
-        res = await attempt(
-            self.client,
-            rec.url,
-            rec.end_id,
-            rec.body,
-            self.secrets,
-            timeout=self.timeout if timeout is None else timeout,
-            headers=rec.headers,
-            now=self.clock.time(),
-        )
+        async with self._in_flight:
+            res = await attempt(
+                self.client,
+                rec.url,
+                rec.end_id,
+                rec.body,
+                self.secrets,
+                timeout=self.timeout if timeout is None else timeout,
+                headers=rec.headers,
+                now=self.clock.time(),
+            )
         nxt: float | None = None
         if res.outcome == "retry":
             nxt = self.policy.next_attempt_at(rec.attempts + 1, self.clock.time(), res.retry_after)
@@ -258,9 +265,12 @@ class Sender:
     ) -> None:
         assert self.outbox is not None
         if res.outcome == "delivered":
-            await asyncio.to_thread(
-                self.outbox.mark_delivered, rec.end_id, self.owner, res.status or 200
-            )
+            if self.on_delivered is not None:
+                await self.on_delivered(rec.end_id, res.status or 200)
+            else:
+                await asyncio.to_thread(
+                    self.outbox.mark_delivered, rec.end_id, self.owner, res.status or 200
+                )
         else:
             await asyncio.to_thread(
                 lambda: self.outbox.mark_failed(  # type: ignore[union-attr]

@@ -26,7 +26,9 @@ import asyncio
 import base64
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import httpx
 
@@ -97,6 +99,42 @@ class _Memory:
         )
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[T, R]):
+    """Batches concurrent writes into one transaction (one fsync): while a commit runs, new
+    requests queue up and the next commit takes them all. No added latency when idle."""
+
+    def __init__(self, fn: Callable[[list[T]], list[R] | None], max_batch: int = 256) -> None:
+        self._fn = fn
+        self._max = max_batch
+        self._queue: list[tuple[T, asyncio.Future[R | None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R | None:
+        fut: asyncio.Future[R | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, fut))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+            try:
+                results = await asyncio.to_thread(self._fn, [item for item, _ in batch])
+            except Exception as e:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for i, (_, fut) in enumerate(batch):
+                if not fut.done():
+                    fut.set_result(None if results is None else results[i])
+
+
 class ReportPipeline:
     """Drafts, durable commit and bounded in-process delivery of one agent's reports.
 
@@ -126,6 +164,7 @@ class ReportPipeline:
         self._outbox_failed = False
         self._open_lock = asyncio.Lock()
         self._memory: dict[str, _Memory] = {}
+        self._fresh: dict[str, OutboxRecord] = {}
         self._headers = dict(webhook.headers)
         self._sender = Sender(
             outbox,
@@ -136,7 +175,31 @@ class ReportPipeline:
             client=client,
             transport=transport,
             clock=self.clock,
+            on_delivered=self._mark_delivered,
         )
+        self._stores: GroupCommit[tuple[str, str, bytes], str] | None = None
+        self._delivered: GroupCommit[tuple[str, int], None] | None = None
+
+    def _batchers(
+        self, ob: Outbox
+    ) -> tuple[GroupCommit[tuple[str, str, bytes], str], GroupCommit[tuple[str, int], None]]:
+        if self._stores is None or self._delivered is None:
+            owner, lease, headers = self.owner, self.lease, self._headers
+
+            def store_many(items: list[tuple[str, str, bytes]]) -> list[str]:
+                return list(ob.store_many(items, owner=owner, lease=lease, headers=headers))
+
+            def delivered_many(items: list[tuple[str, int]]) -> None:
+                ob.mark_delivered_many(items, owner)
+
+            self._stores = GroupCommit(store_many)
+            self._delivered = GroupCommit(delivered_many)
+        return self._stores, self._delivered
+
+    async def _mark_delivered(self, end_id: str, status: int) -> None:
+        ob = self._outbox
+        if ob is not None:
+            await self._batchers(ob)[1].submit((end_id, status))
 
     async def _ob(self) -> Outbox | None:
         if self._outbox is not None or self._outbox_failed:
@@ -180,15 +243,26 @@ class ReportPipeline:
         try:
             ob = await self._ob()
             if ob is not None:
-                res = await asyncio.to_thread(
-                    ob.store,
-                    end_id,
-                    self.webhook.url,
-                    body,
-                    owner=self.owner,
-                    lease=self.lease,
-                    headers=self._headers,
-                )
+                res = await self._batchers(ob)[0].submit((end_id, self.webhook.url, body))
+                if res == "stored":  # we hold its lease: the first attempt needs no re-read
+                    now = self.clock.time()
+                    self._fresh[end_id] = OutboxRecord(
+                        end_id=end_id,
+                        status="pending",
+                        is_draft=False,
+                        url=self.webhook.url,
+                        headers=self._headers,
+                        body=body,
+                        attempts=0,
+                        next_attempt_at=now,
+                        last_error=None,
+                        last_status=None,
+                        lease_owner=self.owner,
+                        lease_expires_at=now + self.lease,
+                        created_at=now,
+                        updated_at=now,
+                        delivered_at=None,
+                    )
                 if res in ("stored", "exists"):
                     if res == "exists":
                         logger.info("endcall: report %s was already stored; kept as is", end_id)
@@ -220,9 +294,11 @@ class ReportPipeline:
         attempts = 0
         last_status: int | None = None
         last_error: str | None = None
+        known = self._fresh.pop(end_id, None)
         while True:
             try:
-                rec = await self._load(end_id)
+                rec = known if known is not None else await self._load(end_id)
+                known = None
             except Exception as e:
                 logger.error("endcall: outbox read failed for %s: %s", end_id, e)
                 return DeliveryOutcome(False, False, attempts, last_status, f"outbox: {e}")
@@ -254,6 +330,7 @@ class ReportPipeline:
                 rec.last_status, rec.last_error = res.status, res.error
                 if res.outcome == "delivered":
                     rec.status = "delivered"
+                    await self._settle_draft(end_id, res.status or 200)
                 elif res.outcome == "dead":
                     rec.status = "dead"
                 else:
@@ -263,14 +340,18 @@ class ReportPipeline:
             try:
                 ob = self._outbox
                 assert ob is not None
-                if not await asyncio.to_thread(ob.renew, end_id, self.owner, self.lease):
-                    fresh = await asyncio.to_thread(ob.get, end_id)
-                    if fresh is not None and fresh.status in ("delivered", "dead"):
+                lease_left = (rec.lease_expires_at or 0.0) - self.clock.time()
+                if rec.lease_owner == self.owner and lease_left > self.webhook.timeout + 10:
+                    fresh: OutboxRecord | None = rec  # our lease, long enough for this attempt
+                else:
+                    fresh = await asyncio.to_thread(ob.renew, end_id, self.owner, self.lease)
+                if fresh is None:
+                    again = await asyncio.to_thread(ob.get, end_id)
+                    if again is not None and again.status in ("delivered", "dead"):
                         continue
                     return DeliveryOutcome(
                         False, False, total, last_status, "another sender holds the lease"
                     )
-                fresh = await asyncio.to_thread(ob.get, end_id)
             except Exception as e:
                 logger.error("endcall: outbox failed for %s, keeping it in memory: %s", end_id, e)
                 mem = _Memory(end_id, rec.url, rec.body, self.clock.time())
@@ -278,10 +359,27 @@ class ReportPipeline:
                 self._memory[end_id] = mem
                 logger.error(unsaved_report_line(end_id, rec.url, rec.body, str(e)))
                 continue
-            if fresh is None:
-                continue
-            await self._sender.send(fresh, keep_lease=self.lease, timeout=self._timeout(deadline))
+            res, _ = await self._sender.send(
+                fresh, keep_lease=self.lease, timeout=self._timeout(deadline)
+            )
             attempts += 1
+            if res.outcome == "delivered":
+                return DeliveryOutcome(True, False, fresh.attempts + 1, res.status, None)
+            if res.outcome == "dead":
+                return DeliveryOutcome(False, True, fresh.attempts + 1, res.status, res.error)
+
+    async def _settle_draft(self, end_id: str, status: int) -> None:
+        """After an in-memory delivery, best effort: mark a crash draft left in the outbox
+        (saved before the outbox failed) delivered, so no relay ever sends it as well."""
+        ob = self._outbox
+        if ob is None:
+            return
+        try:
+            rec = await asyncio.to_thread(ob.get, end_id)
+            if rec is not None and rec.status == "draft":
+                await asyncio.to_thread(ob.mark_delivered_many, [(end_id, status)], self.owner)
+        except Exception as e:
+            logger.warning("endcall: could not settle the draft of %s: %s", end_id, e)
 
     def _timeout(self, deadline: float) -> float:
         t = self.webhook.timeout

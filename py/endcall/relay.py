@@ -75,7 +75,7 @@ class Relay:
         client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
         batch: int = 32,
-        concurrency: int = 16,
+        concurrency: int = 64,
         lease: float | None = None,
     ) -> None:
         secrets = tuple(secrets) if secrets else secrets_from_env()
@@ -88,7 +88,7 @@ class Relay:
         self.clock: Clock = clock or SystemClock()
         self.batch = batch
         self.lease = lease if lease is not None else 2 * timeout + 30.0
-        self._sem = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
         self.sender = Sender(
             outbox,
             secrets,
@@ -101,8 +101,7 @@ class Relay:
         )
 
     async def _one(self, rec: OutboxRecord, stats: RelayStats) -> None:
-        async with self._sem:
-            res, _ = await self.sender.send(rec)
+        res, _ = await self.sender.send(rec)
         if rec.is_draft:
             stats.drafts += 1
         if res.outcome == "delivered":
@@ -113,22 +112,40 @@ class Relay:
             stats.retrying += 1
 
     async def run_once(self) -> RelayStats:
-        """Deliver every row due now (one attempt each), then return."""
+        """Deliver every row due now (one attempt each), then return.
+
+        Keeps up to ``concurrency`` attempts in flight and claims more rows as slots free up,
+        so a slow receiver answer never holds up the other reports."""
         stats = RelayStats()
         seen: set[str] = set()
-        while True:
-            recs = await asyncio.to_thread(
-                self.outbox.claim, self.owner, limit=self.batch, lease=self.lease
-            )
-            again = [r for r in recs if r.end_id in seen]
-            recs = [r for r in recs if r.end_id not in seen]
-            for r in again:  # due again already (zero delay): leave it for the next pass
-                await asyncio.to_thread(self.outbox.release, r.end_id, self.owner)
-            if not recs:
-                return stats
-            stats.claimed += len(recs)
-            seen.update(r.end_id for r in recs)
-            await asyncio.gather(*(self._one(r, stats) for r in recs))
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                free = self.concurrency - len(in_flight)
+                started = 0
+                if free > 0:
+                    recs = await asyncio.to_thread(
+                        self.outbox.claim, self.owner, limit=min(self.batch, free), lease=self.lease
+                    )
+                    for r in recs:
+                        if r.end_id in seen:  # due again already (zero delay): next pass
+                            await asyncio.to_thread(self.outbox.release, r.end_id, self.owner)
+                            continue
+                        seen.add(r.end_id)
+                        in_flight.add(asyncio.create_task(self._one(r, stats)))
+                        started += 1
+                    stats.claimed += started
+                if not in_flight:
+                    return stats
+                if started and len(in_flight) < self.concurrency:
+                    continue  # there may be more due rows: claim them before waiting
+                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if t.exception() is not None:
+                        logger.error("endcall relay: attempt failed: %r", t.exception())
+        finally:
+            for t in in_flight:
+                t.cancel()
 
     async def run(
         self,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -70,8 +71,9 @@ def parse_secrets(text: str) -> tuple[str, ...]:
 def validate_secret(secret: str) -> None:
     """Raise ``ValueError`` unless ``secret`` is a usable Standard Webhooks secret."""
     raw = secret[len("whsec_") :] if secret.startswith("whsec_") else secret
+    raw = raw.rstrip("=")
     try:
-        key = base64.b64decode(raw + "==", validate=True)
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
     except (binascii.Error, ValueError) as e:
         raise ValueError("webhook secret must be 'whsec_' followed by base64") from e
     if len(key) < 16:
@@ -131,6 +133,11 @@ class Webhook:
         return _as_tuple(self.secret)
 
 
+@functools.lru_cache(maxsize=64)
+def _signer(secret: str) -> standardwebhooks.Webhook:
+    return standardwebhooks.Webhook(secret)
+
+
 def sign(end_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -> str:
     """The ``webhook-signature`` header value: one ``v1,...`` per secret, space separated.
 
@@ -145,7 +152,7 @@ def sign(end_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -> st
     sigs: list[str] = []
     for secret in secrets:
         if text is not None:
-            sigs.append(standardwebhooks.Webhook(secret).sign(end_id, ts, text))
+            sigs.append(_signer(secret).sign(end_id, ts, text))
         else:
             raw = secret[len("whsec_") :] if secret.startswith("whsec_") else secret
             key = base64.b64decode(raw + "==")

@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "outbox"))
 
-import pgcluster  # noqa: E402
-from support import Receiver, new_secret  # noqa: E402
+import pgcluster
+from support import Receiver, new_secret
 
 
 @pytest.fixture

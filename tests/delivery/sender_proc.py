@@ -22,7 +22,10 @@ async def main() -> None:
     mode = sys.argv[6] if len(sys.argv) > 6 else "normal"
     ob = SqliteOutbox(path)
     wh = Webhook(
-        url=url, secret=secret, timeout=0.5, schedule=(0, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 1),
+        url=url,
+        secret=secret,
+        timeout=0.5,
+        schedule=(0, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 1),
         in_process_window=2.0,
     )
     pipe = ReportPipeline(wh, ob)

@@ -90,8 +90,14 @@ class Receiver:
             self._seen[end_id] = nth
         action = self.plan(end_id, nth) if verified_by else Action(status=401)
         rec = Received(
-            end_id, body, headers, bool(verified_by), tuple(verified_by), nth,
-            action.status, time.time(),
+            end_id,
+            body,
+            headers,
+            bool(verified_by),
+            tuple(verified_by),
+            nth,
+            action.status,
+            time.time(),
         )
         with self._lock:
             self.requests.append(rec)
@@ -103,7 +109,11 @@ class Receiver:
 
     def start(self) -> Receiver:
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off",
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="error",
+            lifespan="off",
             timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)

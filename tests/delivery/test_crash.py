@@ -72,11 +72,14 @@ async def test_killed_sender_then_replay_loses_nothing(
     receiver.plan = plan
     SqliteOutbox(outbox_path).close()  # create the schema before the child starts
     p = spawn(str(outbox_path), receiver.url, secret, "120", f"k{round_}")
-    kill_after = rng.uniform(0.3, 2.0)
+    kill_after = rng.uniform(0.2, 1.2)
     await asyncio.sleep(kill_after)
     p.send_signal(sig)
     out, _ = await asyncio.to_thread(p.communicate, timeout=30)
     stored = [line.split()[1] for line in out.splitlines() if line.startswith("STORED")]
+    assert "DONE" not in out, "the sender finished before it was killed"
+    assert p.returncode == -sig
+    print(f"seed={seed} killed after {kill_after:.2f}s with {len(stored)} stored")
     ob = SqliteOutbox(outbox_path)
     # restart: a relay on the same host takes over (the dead pid releases its leases)
     await relay_until_done(ob, secret)

@@ -7,8 +7,10 @@ every attempt.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,8 +41,12 @@ def pipe_for(
     clock: FakeClock | None = None,
 ) -> ReportPipeline:
     wh = Webhook(
-        url=receiver_url, secret=secret, timeout=timeout, schedule=schedule,
-        in_process_window=window, jitter=0.0,
+        url=receiver_url,
+        secret=secret,
+        timeout=timeout,
+        schedule=schedule,
+        in_process_window=window,
+        jitter=0.0,
     )
     return ReportPipeline(wh, outbox, clock=clock)
 
@@ -92,8 +98,13 @@ async def test_retry_after_is_honoured(receiver: Receiver, secret: str, outbox_p
 
     def plan(e: str, n: int) -> Action:
         times.append(clock.time())
-        return Action(429, headers={"retry-after": "40"}) if n == 1 else Action(503, headers={
-            "retry-after": "100"}) if n == 2 else Action()
+        return (
+            Action(429, headers={"retry-after": "40"})
+            if n == 1
+            else Action(503, headers={"retry-after": "100"})
+            if n == 2
+            else Action()
+        )
 
     receiver.plan = plan
     ob = SqliteOutbox(outbox_path, clock=clock.time)
@@ -163,7 +174,6 @@ async def test_connection_refused_then_relay_delivers(secret: str, outbox_path: 
             await relay.run_once()
             if ob.counts()["delivered"] == 2:
                 break
-            import asyncio
 
             await asyncio.sleep(0.1)
         await relay.aclose()
@@ -177,9 +187,7 @@ async def test_receiver_down_two_minutes_then_up(secret: str, outbox_path: Path)
     t0 = clock.time()
     receiver = Receiver([secret])  # not started: connection refused while "down"
     ob = SqliteOutbox(outbox_path, clock=clock.time)
-    pipe = pipe_for(
-        receiver.url, secret, ob, schedule=(0, 5, 30, 120, 600), window=60, clock=clock
-    )
+    pipe = pipe_for(receiver.url, secret, ob, schedule=(0, 5, 30, 120, 600), window=60, clock=clock)
     sent = await run_reports(pipe, ["down"])
     out = await pipe.deliver("down")  # tries at t0, t0+5, t0+35; next would be t0+155
     assert not out.delivered and out.attempts == 3
@@ -223,13 +231,11 @@ async def test_signatures_for_rotated_secrets(outbox_path: Path) -> None:
         receiver.stop()
 
 
-async def test_read_only_outbox_keeps_report_in_memory_and_logs_it(
-    receiver: Receiver,
-    secret: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+@pytest.fixture
+def read_only_target(tmp_path: Path) -> Iterator[Path]:
+    """A path on a read-only location: a read-only tmpfs mount when root can mount one (root
+    ignores permission bits), else a read-only pseudo filesystem (/proc); a mode 0500
+    directory for other users."""
     import os
     import subprocess
 
@@ -237,41 +243,43 @@ async def test_read_only_outbox_keeps_report_in_memory_and_logs_it(
     ro.mkdir()
     mounted = False
     if os.geteuid() == 0:
-        mounted = (
-            subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
-                capture_output=True,
-            ).returncode
-            == 0
-        )
-        # root ignores permission bits: without a read-only mount use a read-only pseudo fs
+        cmd = ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)]
+        mounted = subprocess.run(cmd, capture_output=True).returncode == 0
         target = ro / "outbox.sqlite3" if mounted else Path("/proc/endcall/outbox.sqlite3")
     else:
         ro.chmod(0o500)
         target = ro / "outbox.sqlite3"
-    monkeypatch.setenv("ENDCALL_OUTBOX", str(target))
-    try:
-        receiver.plan = lambda e, n: Action(503) if n == 1 else Action()
-        wh = Webhook(url=receiver.url, secret=secret, schedule=FAST, jitter=0)
-        pipe = ReportPipeline(wh)  # default outbox: $ENDCALL_OUTBOX, on the read-only path
-        body = body_for("ro-1")
-        with caplog.at_level(logging.ERROR, logger="endcall.report"):
-            await pipe.save_draft("ro-1", body_for("ro-1", complete=False))  # never raises
-            assert await pipe.store("ro-1", body) is False
-        lines = [r.getMessage() for r in caplog.records if "endcall_unsaved_report" in r.getMessage()]
-        assert len(lines) == 1 and "\n" not in lines[0]
-        logged = json.loads(lines[0])["endcall_unsaved_report"]
-        assert logged["end_id"] == "ro-1" and logged["body"].encode() == body
-        out = await pipe.deliver("ro-1")
-        assert out.delivered and out.attempts == 2
-        await pipe.aclose()
-        receiver.assert_invariants({"ro-1": body})
-        assert not target.exists()
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(ro)], check=False)
-        else:
-            ro.chmod(0o700)
+    yield target
+    if mounted:
+        subprocess.run(["umount", str(ro)], check=False)
+    else:
+        ro.chmod(0o700)
+
+
+async def test_read_only_outbox_keeps_report_in_memory_and_logs_it(
+    receiver: Receiver,
+    secret: str,
+    read_only_target: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("ENDCALL_OUTBOX", str(read_only_target))
+    receiver.plan = lambda e, n: Action(503) if n == 1 else Action()
+    wh = Webhook(url=receiver.url, secret=secret, schedule=FAST, jitter=0)
+    pipe = ReportPipeline(wh)  # default outbox: $ENDCALL_OUTBOX, on the read-only path
+    body = body_for("ro-1")
+    with caplog.at_level(logging.ERROR, logger="endcall.report"):
+        await pipe.save_draft("ro-1", body_for("ro-1", complete=False))  # never raises
+        assert await pipe.store("ro-1", body) is False
+    lines = [r.getMessage() for r in caplog.records if "endcall_unsaved_report" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    logged = json.loads(lines[0])["endcall_unsaved_report"]
+    assert logged["end_id"] == "ro-1" and logged["body"].encode() == body
+    out = await pipe.deliver("ro-1")
+    assert out.delivered and out.attempts == 2
+    await pipe.aclose()
+    receiver.assert_invariants({"ro-1": body})
+    assert not await asyncio.to_thread(read_only_target.exists)
 
 
 async def test_unknown_end_id_is_reported_not_raised(secret: str, outbox_path: Path) -> None:
@@ -280,3 +288,22 @@ async def test_unknown_end_id_is_reported_not_raised(secret: str, outbox_path: P
     out = await pipe.deliver("never-stored")
     assert not out.delivered and out.attempts == 0 and "unknown" in (out.last_error or "")
     await pipe.aclose()
+
+
+async def test_relay_slow_answer_does_not_hold_up_others(
+    receiver: Receiver, secret: str, outbox_path: Path
+) -> None:
+    receiver.plan = lambda e, n: Action(200, delay=1.5) if e == "slow" else Action(200)
+    ob = SqliteOutbox(outbox_path)
+    bodies = {e: body_for(e) for e in ["slow"] + [f"f{i}" for i in range(40)]}
+    for e, b in bodies.items():
+        ob.store(e, receiver.url, b, owner="elsewhere:1:x", lease=0)
+    relay = Relay(ob, [secret], timeout=5, batch=8, concurrency=8)
+    stats = await relay.run_once()
+    await relay.aclose()
+    assert stats.delivered == 41
+    receiver.assert_invariants(bodies)
+    acc = receiver.accepted()
+    slow_done = acc["slow"][0].at + 1.5  # `at` is the arrival; the answer came 1.5 s later
+    assert all(acc[f"f{i}"][0].at < slow_done for i in range(40))
+    ob.close()

@@ -10,10 +10,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pgcluster  # noqa: E402
+import pgcluster
 
-from endcall.outbox import SqliteOutbox  # noqa: E402
-from endcall.outbox.base import SqlOutbox  # noqa: E402
+from endcall.outbox import SqliteOutbox
+from endcall.outbox.base import SqlOutbox
 
 
 class Clock:

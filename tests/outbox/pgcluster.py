@@ -32,8 +32,7 @@ def _bin(name: str) -> str:
     if cands:
         return cands[-1]
     raise PgUnavailable(
-        f"{name} not found: install Debian's postgresql package "
-        "(apt-get install -y postgresql)"
+        f"{name} not found: install Debian's postgresql package (apt-get install -y postgresql)"
     )
 
 

@@ -92,7 +92,12 @@ def test_claim_respects_due_time_and_lease(outbox: SqlOutbox, clock: object) -> 
     assert outbox.claim("r2", limit=10, lease=60) == []  # r1 holds it
     # r1 fails; retry in 30 s; lease dropped
     assert outbox.mark_failed(
-        "e1", "r1", dead=False, next_attempt_at=clock.now + 30, status_code=500, error="HTTP 500"  # type: ignore[attr-defined]
+        "e1",
+        "r1",
+        dead=False,
+        next_attempt_at=clock.now + 30,
+        status_code=500,
+        error="HTTP 500",  # type: ignore[attr-defined]
     )
     assert outbox.claim("r2", limit=10, lease=60) == []
     clock.now += 30  # type: ignore[attr-defined]
@@ -101,7 +106,12 @@ def test_claim_respects_due_time_and_lease(outbox: SqlOutbox, clock: object) -> 
     assert got[0].last_status == 500 and got[0].last_error == "HTTP 500"
     # a sender whose lease was lost cannot record a failure over the new owner
     assert not outbox.mark_failed(
-        "e1", "r1", dead=True, next_attempt_at=clock.now, status_code=500, error="x"  # type: ignore[attr-defined]
+        "e1",
+        "r1",
+        dead=True,
+        next_attempt_at=clock.now,
+        status_code=500,
+        error="x",  # type: ignore[attr-defined]
     )
     # lease expiry hands it to someone else
     clock.now += 61  # type: ignore[attr-defined]
@@ -135,7 +145,7 @@ def test_claim_limit_and_order(outbox: SqlOutbox, clock: object) -> None:
 
 def test_dead_rows_stay_listed_and_can_be_replayed(outbox: SqlOutbox, clock: object) -> None:
     outbox.store("e1", URL, b"x", owner=ME, lease=0)
-    [rec] = outbox.claim("r", limit=1, lease=60)
+    assert len(outbox.claim("r", limit=1, lease=60)) == 1
     outbox.mark_failed("e1", "r", dead=True, next_attempt_at=0, status_code=410, error="gone")
     assert [r.end_id for r in outbox.records("dead")] == ["e1"]
     assert outbox.claim("r", limit=1, lease=60) == []

@@ -161,10 +161,26 @@ class Outbox(Protocol):
         stays (its body may have been sent already)."""
         ...
 
+    def store_many(
+        self,
+        items: Sequence[tuple[str, str, bytes]],
+        *,
+        owner: str,
+        lease: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[StoreResult]:
+        """`store` for several ``(end_id, url, body)`` in one transaction (group commit)."""
+        ...
+
+    def mark_delivered_many(self, items: Sequence[tuple[str, int]], owner: str) -> None:
+        """`mark_delivered` for several ``(end_id, status_code)`` in one transaction."""
+        ...
+
     def get(self, end_id: str) -> OutboxRecord | None: ...
 
-    def renew(self, end_id: str, owner: str, lease: float) -> bool:
-        """Take/extend the lease for an attempt (status ``delivering``) if free or ours."""
+    def renew(self, end_id: str, owner: str, lease: float) -> OutboxRecord | None:
+        """Take/extend the lease for an attempt (status ``delivering``) if free, ours or
+        expired; returns the updated row, or None (someone else holds it, or not sendable)."""
         ...
 
     def claim(self, owner: str, *, limit: int, lease: float) -> list[OutboxRecord]:
@@ -336,33 +352,49 @@ class SqlOutbox(ABC):
         lease: float,
         headers: Mapping[str, str] | None = None,
     ) -> StoreResult:
-        now = self._clock()
-        p = {
-            "id": end_id,
-            "url": url,
-            "h": json.dumps(dict(headers or {})),
-            "b": body,
-            "now": now,
-            "o": owner,
-            "exp": now + lease,
-        }
-        with self._t() as tx:
-            before = self._get(tx, end_id)
-            if before is not None and before.status != "draft":
-                return "taken" if before.is_draft else "exists"
-            tx.run(
-                f"INSERT INTO {TABLE} (end_id, status, is_draft, url, headers, body, attempts,"
-                " next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at)"
-                " VALUES (:id, 'pending', 0, :url, :h, :b, 0, :now, :o, :exp, :now, :now)"
-                " ON CONFLICT (end_id) DO UPDATE SET status = 'pending', is_draft = 0,"
-                " url = :url, headers = :h, body = :b, attempts = 0, next_attempt_at = :now,"
-                " lease_owner = :o, lease_expires_at = :exp, updated_at = :now"
-                f" WHERE {TABLE}.status = 'draft'",
-                p,
-            )
-        return "stored"
+        return self.store_many([(end_id, url, body)], owner=owner, lease=lease, headers=headers)[0]
 
-    def renew(self, end_id: str, owner: str, lease: float) -> bool:
+    def store_many(
+        self,
+        items: Sequence[tuple[str, str, bytes]],
+        *,
+        owner: str,
+        lease: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[StoreResult]:
+        now = self._clock()
+        h = json.dumps(dict(headers or {}))
+        out: list[StoreResult] = []
+        with self._t() as tx:
+            for end_id, url, body in items:
+                before = tx.run(
+                    f"SELECT status, is_draft FROM {TABLE} WHERE end_id = :id", {"id": end_id}
+                )
+                if before and before[0][0] != "draft":
+                    out.append("taken" if before[0][1] else "exists")
+                    continue
+                tx.run(
+                    f"INSERT INTO {TABLE} (end_id, status, is_draft, url, headers, body, attempts,"
+                    " next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at)"
+                    " VALUES (:id, 'pending', 0, :url, :h, :b, 0, :now, :o, :exp, :now, :now)"
+                    " ON CONFLICT (end_id) DO UPDATE SET status = 'pending', is_draft = 0,"
+                    " url = :url, headers = :h, body = :b, attempts = 0, next_attempt_at = :now,"
+                    " lease_owner = :o, lease_expires_at = :exp, updated_at = :now"
+                    f" WHERE {TABLE}.status = 'draft'",
+                    {
+                        "id": end_id,
+                        "url": url,
+                        "h": h,
+                        "b": body,
+                        "now": now,
+                        "o": owner,
+                        "exp": now + lease,
+                    },
+                )
+                out.append("stored")
+        return out
+
+    def renew(self, end_id: str, owner: str, lease: float) -> OutboxRecord | None:
         now = self._clock()
         with self._t() as tx:
             rows = tx.run(
@@ -370,10 +402,10 @@ class SqlOutbox(ABC):
                 " lease_expires_at = :exp, updated_at = :now"
                 " WHERE end_id = :id AND status IN ('pending', 'delivering')"
                 " AND (lease_owner IS NULL OR lease_owner = :o OR lease_expires_at <= :now)"
-                " RETURNING end_id",
+                f" RETURNING {_COLS}",
                 {"id": end_id, "o": owner, "exp": now + lease, "now": now},
             )
-        return bool(rows)
+        return _row(rows[0]) if rows else None
 
     def _dead_owners(self, tx: Tx, now: float) -> list[str]:
         rows = tx.run(
@@ -418,15 +450,19 @@ class SqlOutbox(ABC):
         return out
 
     def mark_delivered(self, end_id: str, owner: str, status_code: int) -> None:
+        self.mark_delivered_many([(end_id, status_code)], owner)
+
+    def mark_delivered_many(self, items: Sequence[tuple[str, int]], owner: str) -> None:
         now = self._clock()
         with self._t() as tx:
-            tx.run(
-                f"UPDATE {TABLE} SET status = 'delivered', attempts = attempts + 1,"
-                " last_status = :s, last_error = NULL, lease_owner = NULL,"
-                " lease_expires_at = NULL, delivered_at = :now, updated_at = :now"
-                " WHERE end_id = :id AND status <> 'delivered'",
-                {"id": end_id, "s": status_code, "now": now},
-            )
+            for end_id, status_code in items:
+                tx.run(
+                    f"UPDATE {TABLE} SET status = 'delivered', attempts = attempts + 1,"
+                    " last_status = :s, last_error = NULL, lease_owner = NULL,"
+                    " lease_expires_at = NULL, delivered_at = :now, updated_at = :now"
+                    " WHERE end_id = :id AND status <> 'delivered'",
+                    {"id": end_id, "s": status_code, "now": now},
+                )
 
     def mark_failed(
         self,
