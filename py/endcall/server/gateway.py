@@ -1,9 +1,11 @@
 """The fallback server's only door to LiveKit: RoomService calls through ``livekit.api``.
 
 Every call goes through livekit-api's own ``RoomService`` client (the class behind
-``LiveKitAPI.room``: Twirp, protobuf bodies, region failover) on an aiohttp session whose
-timeout bounds each call. One change: the access token for a given grant is minted once and
-reused for a few minutes instead of on every call (``AccessToken.to_jwt`` dominated the
+``LiveKitAPI.room``: Twirp, protobuf bodies, region failover) on one shared aiohttp session
+(keep-alive connections) whose timeout bounds each call. One change: the access token a call
+needs (LiveKit wants one per room: ``roomAdmin`` + ``room``) is minted with pyjwt, with the same
+claims as livekit-api's ``AccessToken.to_jwt`` but without its costly dataclass round trip, and
+reused for a few minutes instead of being minted on every call (token minting dominated the
 server's CPU under load). Errors are sorted into three kinds the end flow understands:
 :class:`NotFound` (the room or participant does not exist), :class:`LiveKitUnavailable`
 (transport failure, timeout or a 5xx: retry later) and :class:`LiveKitError` (any other
@@ -13,12 +15,14 @@ refusal, e.g. bad API credentials).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
+import jwt
 from livekit import api
 from livekit.api.room_service import RoomService
 from livekit.protocol import models
@@ -41,28 +45,53 @@ class NotFound(LiveKitError):
     """The room or the participant does not exist."""
 
 
+def _lower_camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+_VIDEO_FIELDS = tuple((f.name, _lower_camel(f.name)) for f in dataclasses.fields(api.VideoGrants))
+
+
+def _video_claim(grants: api.VideoGrants) -> dict[str, Any]:
+    """The ``video`` claim livekit-api writes for ``grants`` (None and "" left out)."""
+    claim: dict[str, Any] = {}
+    for name, key in _VIDEO_FIELDS:
+        value = getattr(grants, name)
+        if value is not None and value != "":
+            claim[key] = list(value) if isinstance(value, list) else value
+    return claim
+
+
 class _RoomService(RoomService):
-    """livekit-api's RoomService, reusing each grant's token for ``TOKEN_REUSE`` seconds
-    (livekit-api mints tokens valid for 6 hours)."""
+    """livekit-api's RoomService, minting each grant's token once and reusing it for
+    ``TOKEN_REUSE`` seconds (it is valid for ``TOKEN_TTL``)."""
 
     TOKEN_REUSE = 300.0
+    TOKEN_TTL = 600
     MAX_TOKENS = 4096
 
     def __init__(self, session: aiohttp.ClientSession, url: str, key: str, secret: str) -> None:
         super().__init__(session, url, key, secret)
         self._headers: OrderedDict[str, tuple[float, dict[str, str]]] = OrderedDict()
 
+    def _mint(self, grants: api.VideoGrants | None) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {"video": _video_claim(grants)} if grants is not None else {}
+        claims.update(sub="", iss=self.api_key, nbf=now, exp=now + self.TOKEN_TTL)
+        return jwt.encode(claims, self.api_secret, algorithm="HS256")
+
     def _auth_header(
         self, grants: api.VideoGrants | None, sip: api.SIPGrants | None = None
     ) -> dict[str, str]:
-        if sip is not None:
+        if sip is not None or self._token:
             return super()._auth_header(grants, sip)
-        key = repr(grants)
+        key = repr(grants)  # a dataclass: every field, in order
         now = time.monotonic()
         cached = self._headers.get(key)
         if cached is not None and cached[0] > now:
             return dict(cached[1])
-        header = super()._auth_header(grants, sip)
+        header = {"authorization": f"Bearer {self._mint(grants)}"}
         self._headers[key] = (now + self.TOKEN_REUSE, header)
         self._headers.move_to_end(key)
         while len(self._headers) > self.MAX_TOKENS:

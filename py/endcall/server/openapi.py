@@ -119,7 +119,10 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                         },
                         "400": _error("Malformed request (protocol code in `code`)."),
                         "401": _error("Missing, invalid or expired token.", "WWW-Authenticate"),
-                        "403": _error("Token for another room or identity, or a reason only the server side may send."),
+                        "403": _error(
+                            "Token for another room or identity, "
+                            "or a reason only the server side may send."
+                        ),
                         "413": _error(f"Body over {MAX_BODY_BYTES} bytes."),
                         "415": _error("Content-Type is not application/json or text/plain."),
                         "429": _error("Rate limited (per identity, per address).", "Retry-After"),
