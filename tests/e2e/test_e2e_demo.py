@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from endcall.cli import main
-from endcall.testing.demo import SCENARIOS, ScenarioResult, format_table, run_demo
 from endcall.testing.browser import browser_unavailable
+from endcall.testing.demo import SCENARIOS, ScenarioResult, format_table, run_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "examples" / "web"
