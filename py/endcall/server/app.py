@@ -8,12 +8,16 @@ per-address rate limit (429) → Content-Type (415) → size (413) → body (400
 → per-identity rate limit (429) → idempotency (same id, same answer) → the end flow
 (:mod:`endcall.server.flow`; 502 with Retry-After when LiveKit cannot be reached).
 
+With ``ENDCALL_OUTBOX`` (and ``ENDCALL_WEBHOOK_SECRET``) the app also runs a relay for the
+agents' outbox while it is up, so reports a killed job left behind are still delivered.
+
 The app can be mounted in another Starlette/FastAPI app (``Mount("/endcall", app)``); the
 LiveKit client is created on first use, and closed by this app's lifespan when it runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -27,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..relay import BackgroundRelay
 from .auth import authenticate
 from .errors import HTTP_CODES, HttpError, error_response
 from .flow import Answer, EndFlow
@@ -44,6 +49,16 @@ logger = logging.getLogger("endcall.server")
 
 def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def _start_relay(settings: Settings) -> BackgroundRelay | None:
+    """With ``settings.relay_outbox``, deliver the reports agents left in that outbox (a killed
+    job, a receiver that was down) from a background thread for as long as the app runs."""
+    if not settings.relay_outbox:
+        return None
+    relay = BackgroundRelay(settings.relay_outbox, settings.relay_secrets, poll=settings.relay_poll)
+    logger.info("endcall: relaying leftover reports from %s", settings.relay_outbox)
+    return relay.start()
 
 
 def create_app(
@@ -146,9 +161,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        relay = _start_relay(settings)
+        app.state.relay = relay
         try:
             yield
         finally:
+            if relay is not None:
+                await asyncio.to_thread(relay.stop)
             await lk.aclose()
 
     middleware = []

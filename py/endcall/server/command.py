@@ -60,6 +60,12 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     default=None,
     help="Trust X-Forwarded-For from these proxy IPs (uvicorn's option), for per-address limits.",
 )
+@click.option(
+    "--outbox",
+    default=None,
+    help="Also deliver leftover reports from this outbox (SQLite path or postgresql:// DSN; "
+    "env ENDCALL_OUTBOX; signing secrets from ENDCALL_WEBHOOK_SECRET).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str,
@@ -74,6 +80,7 @@ def serve(
     rate_limit_identity: Any,
     rate_limit_address: Any,
     forwarded_allow_ips: str | None,
+    outbox: str | None,
     log_level: str,
 ) -> None:
     """Run the fallback end server (POST /v1/end, GET /healthz, GET /openapi.json)."""
@@ -89,6 +96,11 @@ def serve(
         "ack_timeout": ack_timeout,
         "escalation": escalation,
     }
+    if outbox is not None:
+        from ..relay import secrets_from_env
+
+        overrides["relay_outbox"] = outbox
+        overrides["relay_secrets"] = secrets_from_env()
     if allowed_origins is not None:
         overrides["allowed_origins"] = parse_origins(allowed_origins)
     disabled: dict[str, None] = {}

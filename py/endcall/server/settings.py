@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..protocol import DEFAULT_METHOD
+from ..webhook import SECRET_ENV, parse_secrets
 
 __all__ = ["Escalation", "RateLimit", "Settings"]
 
@@ -111,6 +112,12 @@ class Settings:
     retry_after: int = 2
     idempotency_ttl: float = 600.0
     idempotency_max_entries: int = 10_000
+    relay_outbox: str | None = None
+    """Outbox (SQLite path or ``postgresql://`` DSN) whose leftover reports this server
+    delivers in the background (``ENDCALL_OUTBOX``); needs ``relay_secrets``."""
+    relay_secrets: tuple[str, ...] = ()
+    """Webhook signing secrets for the relay (``ENDCALL_WEBHOOK_SECRET``)."""
+    relay_poll: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.livekit_url:
@@ -135,6 +142,12 @@ class Settings:
             raise ValueError("ENDCALL_RETRY_AFTER must be >= 1")
         if self.idempotency_max_entries < 1:
             raise ValueError("the idempotency cache needs at least one entry")
+        if self.relay_outbox and not self.relay_secrets:
+            raise ValueError(
+                "ENDCALL_OUTBOX is set but ENDCALL_WEBHOOK_SECRET is not: the relay cannot sign"
+            )
+        if not math.isfinite(self.relay_poll) or self.relay_poll <= 0:
+            raise ValueError("ENDCALL_RELAY_POLL must be a positive number of seconds")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -160,10 +173,14 @@ class Settings:
             "ENDCALL_LIVEKIT_TIMEOUT": "livekit_timeout",
             "ENDCALL_POLL_INTERVAL": "poll_interval",
             "ENDCALL_IDEMPOTENCY_TTL": "idempotency_ttl",
+            "ENDCALL_RELAY_POLL": "relay_poll",
         }
         for var, name in floats.items():
             if env.get(var):
                 values[name] = _float(var, env[var])
+        if env.get("ENDCALL_OUTBOX"):
+            values["relay_outbox"] = env["ENDCALL_OUTBOX"].strip()
+            values["relay_secrets"] = parse_secrets(env.get(SECRET_ENV, ""))
         if env.get("ENDCALL_RETRY_AFTER"):
             values["retry_after"] = int(_float("ENDCALL_RETRY_AFTER", env["ENDCALL_RETRY_AFTER"]))
         both = env.get("ENDCALL_RATE_LIMIT")
