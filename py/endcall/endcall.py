@@ -20,20 +20,41 @@ before it starts, so ack latency never includes the drain):
 4. `session.shutdown()` and a wait for its `close` event (bounded by `close_timeout`);
 5. the report is built (`ctx.make_session_report()`), stored (`pipeline.store`: durable before
    any send), attributes `ended` + `report=stored`;
-6. `ctx.shutdown(reason)` (exactly once), the room is deleted (`delete_room=True`), and
-   delivery starts (`pipeline.deliver`, bounded by the webhook's `in_process_window`).
+6. `ctx.shutdown(reason)` (exactly once) and delivery starts (`pipeline.deliver`, bounded by
+   the webhook's `in_process_window`);
+7. with `delete_room=True` (default) the room is deleted once the in-process delivery has
+   finished (delivered, or given up) or `delete_room_after` seconds (default 5) have passed
+   since step 5, whichever comes first, and `endcall.report` (`delivered`, or `stored`) has
+   been written — so the customer's page can show the report as delivered, and is then
+   disconnected too. A backend that fails the first attempt is retried 5 s later (the
+   default schedule): the bound is then, in effect, "after the first attempt".
+
+The customer leaving without a request (`customer-disconnected`) is tentative for
+`disconnect_grace` seconds (default 3): a tab being closed sends LiveKit's leave *before* its
+`sendBeacon` end request reaches the agent through the fallback server. An end request arriving
+within the grace (any channel) is accepted with its own reason, initiator, request id and meta;
+any other trigger (room deleted, worker shutdown, a timer, an error…) ends at once as usual;
+when the grace runs out, `customer-disconnected` is accepted with LiveKit's DisconnectReason;
+a customer who dropped without leaving (so the session is still running) and rejoins within
+the grace simply goes on.
+Meanwhile the state stays `active`, and RoomIO may already have closed the session
+(`close_on_disconnect`): that close does not decide the reason; the report is built after it
+is decided.
 
 Where the work runs (see `endcall.lifecycle` for the job's own sequence and its bounds):
 
 - an end EndCall starts (a request, the tool, a timer, `end()`) runs steps 1-6 before the job
-  starts shutting down: the job shutdown is step 6 itself;
+  starts shutting down: the job shutdown is step 6 itself; step 7 then runs while the job
+  runs `on_session_end`;
 - an end that starts outside (worker shutdown, room deleted, the session closed by an error or
   by user code) runs them while the job runs `session.aclose()` (bounded at 60 s);
 - `EndCall.on_session_end` (pass it to `rtc_session(on_session_end=...)`; the job gives it up
-  to `session_end_timeout`, 300 s by default) waits for the end path and for the in-process
-  delivery, and sets `endcall.report=delivered` while the participant is still connected;
+  to `session_end_timeout`, 300 s by default) waits for the end path, the room deletion and
+  the in-process delivery, and sets `endcall.report=delivered` while the participant is still
+  connected;
 - without it, a job shutdown callback waits for them with what is left of the ~10 s before
-  the supervisor kills the process.
+  the supervisor kills the process; the job has already disconnected the agent from the room
+  by then, so the deletion does not wait for the delivery.
 
 What is not delivered in process stays in the outbox for a relay.
 """
@@ -41,6 +62,7 @@ What is not delivered in process stays in the outbox for a relay.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import weakref
@@ -92,6 +114,10 @@ Allow = Callable[[str, EndRequest], bool]
 #: the job's shutdown callbacks get ~10 s before the process is killed; keep a margin
 SHUTDOWN_CALLBACK_BUDGET = 8.0
 CHECKPOINT_INTERVAL = 30.0
+#: how long after a report's `endcall.report` update the writes may take before the room goes
+ATTRIBUTE_SETTLE = 1.0
+#: bound of the RoomService DeleteRoom call itself
+DELETE_ROOM_TIMEOUT = 5.0
 #: repeated requests update `endcall.request_id` at most this often (seconds)
 REQUEST_ID_COALESCE = 0.02
 
@@ -130,7 +156,13 @@ class EndCall:
         transcript_flush_timeout: how long a pending user transcript may take to be final.
         close_timeout: bound of the wait for the session's `close` after `shutdown()`.
         interrupt_on_customer_end: interrupt the agent's speech when the customer ends.
-        delete_room: delete the room once the report is stored, so everyone is disconnected.
+        delete_room: delete the room at the end, after the report's delivery (bounded by
+            `delete_room_after`), so every page disconnects.
+        delete_room_after: the longest the room deletion waits, after the report is stored,
+            for the in-process delivery and the `endcall.report` attribute (0: at once).
+        disconnect_grace: seconds a customer leaving without a request stays tentative,
+            waiting for an end request that explains it (a tab-close beacon through the
+            fallback server); 0 ends with `customer-disconnected` at once.
         allow: custom authorization for RPC/data requests (default: only the customer).
         checkpoint_interval: seconds between crash-draft checkpoints (at most 30).
     """
@@ -152,6 +184,8 @@ class EndCall:
         close_timeout: float = 5.0,
         interrupt_on_customer_end: bool = True,
         delete_room: bool = True,
+        delete_room_after: float = 5.0,
+        disconnect_grace: float = 3.0,
         allow: Allow | None = None,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
     ) -> None:
@@ -161,6 +195,8 @@ class EndCall:
             ("drain_timeout", drain_timeout),
             ("transcript_flush_timeout", transcript_flush_timeout),
             ("close_timeout", close_timeout),
+            ("delete_room_after", delete_room_after),
+            ("disconnect_grace", disconnect_grace),
         ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -182,9 +218,18 @@ class EndCall:
         self._close_timeout = close_timeout
         self._interrupt_on_customer_end = interrupt_on_customer_end
         self._delete_room = delete_room
+        self._delete_room_after = delete_room_after
+        self._grace = disconnect_grace
+        self._grace_handle: asyncio.TimerHandle | None = None
+        self._room_gone = asyncio.Event()
         self._allow = allow
         self._checkpoint_interval = max(1.0, min(checkpoint_interval, CHECKPOINT_INTERVAL))
-        drain_ms = round((drain_timeout + transcript_flush_timeout + close_timeout) * 1000)
+        # the ack's promise: the agent is gone (session closed, report stored, room deleted
+        # when it deletes it) at most this long after the ack
+        bound = drain_timeout + transcript_flush_timeout + close_timeout
+        if delete_room:
+            bound += delete_room_after + ATTRIBUTE_SETTLE
+        drain_ms = round(bound * 1000)
         self._machine = EndMachine(drain_ms=drain_ms)
         self._max_duration = (
             MaxDurationTimer(max_duration, self._on_max_duration) if max_duration else None
@@ -410,6 +455,7 @@ class EndCall:
                     }
                 )
             self._stop_timers()
+            self._cancel_grace()
             self._end_task = asyncio.get_running_loop().create_task(
                 self._end_path(trigger, plan), name="endcall_end_path"
             )
@@ -444,6 +490,45 @@ class EndCall:
             )
         except Exception:
             logger.exception("endcall: failed to submit %s", reason)
+
+    def _customer_left(
+        self, identity: str | None, channel: Channel, disconnect_reason: str | None
+    ) -> None:
+        """The customer left without a request: tentative for `disconnect_grace` seconds."""
+        trigger = Trigger(
+            reason=EndReason.CUSTOMER_DISCONNECTED.value,
+            initiator=Initiator(kind="customer", identity=identity),
+            channel=channel,
+            disconnect_reason=disconnect_reason,
+        )
+        if self._grace <= 0:
+            self._submit_safely(trigger)
+            return
+        if not self._machine.hold(trigger):
+            return  # already holding one (its details were completed) or not active
+        logger.info(
+            "endcall: the customer left (%s); waiting %.1fs for an end request explaining it",
+            disconnect_reason or channel,
+            self._grace,
+        )
+        self._grace_handle = asyncio.get_running_loop().call_later(self._grace, self._grace_over)
+
+    def _grace_over(self) -> None:
+        self._grace_handle = None
+        held = self._machine.take_held()
+        if held is not None and self._machine.state is EndState.ACTIVE:
+            self._submit_safely(held)
+
+    def _cancel_grace(self) -> None:
+        if self._grace_handle is not None:
+            self._grace_handle.cancel()
+            self._grace_handle = None
+
+    def _submit_safely(self, trigger: Trigger) -> None:
+        try:
+            self._submit(trigger, None)
+        except Exception:
+            logger.exception("endcall: failed to submit %s", trigger.reason)
 
     # ------------------------------------------------------------------ triggers
 
@@ -500,6 +585,16 @@ class EndCall:
         return self._customer
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        held = self._machine.held
+        if (
+            held is not None
+            and held.initiator.identity == participant.identity
+            and not self._session_closing()
+        ):
+            # the customer dropped (no leave: RoomIO kept the session) and is back in time
+            self._machine.take_held()
+            self._cancel_grace()
+            logger.info("endcall: the customer %s is back; the call goes on", participant.identity)
         # RoomIO links the customer in its own handler/task; look again a moment later
         loop = asyncio.get_running_loop()
         loop.call_soon(self._refresh_customer)
@@ -527,13 +622,7 @@ class EndCall:
         if code == rtc.DisconnectReason.ROOM_DELETED:
             self._trigger(EndReason.ROOM_DELETED.value, "server", "room", disconnect_reason=name)
         else:
-            self._trigger(
-                EndReason.CUSTOMER_DISCONNECTED.value,
-                "customer",
-                "disconnect",
-                identity=customer,
-                disconnect_reason=name,
-            )
+            self._customer_left(customer, "disconnect", name)
 
     def _on_room_disconnected(self, reason: Any = None) -> None:
         try:
@@ -541,6 +630,7 @@ class EndCall:
         except Exception:
             name = str(reason)
         self._room_disconnect = name
+        self._room_gone.set()
         if self._machine.state is not EndState.ACTIVE:
             return
         if reason == rtc.DisconnectReason.ROOM_DELETED:
@@ -585,12 +675,9 @@ class EndCall:
                 EndReason.AGENT_ERROR.value, "system", "session", error=_describe_error(error)
             )
         elif value == "participant_disconnected":
-            self._trigger(
-                EndReason.CUSTOMER_DISCONNECTED.value,
-                "customer",
-                "session",
-                identity=self._customer,
-            )
+            # RoomIO closed the session because the customer left: that is no end request,
+            # and it may still come (the grace); the close itself decides nothing more
+            self._customer_left(self._customer, "session", None)
         elif value == "job_shutdown" or (
             self._job_shutdown is not None and self._job_shutdown.from_worker
         ):
@@ -862,19 +949,45 @@ class EndCall:
             logger.exception("endcall: ctx.shutdown failed")
 
     def _request_room_deletion(self) -> None:
-        async def _delete() -> None:
-            # let `endcall.state=ended` reach the others before the room goes away
-            if self._attrs is not None:
-                await self._attrs.wait_idle(1.0)
-            try:
-                fut = self._ctx.delete_room()
-            except Exception as e:
-                logger.warning("endcall: could not delete the room: %s", e)
-                return
-            if isinstance(fut, asyncio.Future):
-                fut.add_done_callback(_log_future_error)
+        self._room_task = asyncio.get_running_loop().create_task(
+            self._delete_room_when_reported(), name="endcall_delete"
+        )
 
-        self._room_task = asyncio.get_running_loop().create_task(_delete(), name="endcall_delete")
+    async def _delete_room_when_reported(self) -> None:
+        """Delete the room once the delivery finished (or `delete_room_after` passed, or the
+        agent already left the room) and `endcall.report` was written, so the page can show
+        the report delivered first."""
+        deadline = time.monotonic() + self._delete_room_after
+        task = self._delivery_task
+        if task is not None and not task.done() and not self._room_gone.is_set():
+            # the pipeline does not report single attempts: its `deliver` returns after the
+            # first one when that succeeds (or is final); a retry waits for the bound
+            gone = asyncio.ensure_future(self._room_gone.wait())
+            try:
+                await asyncio.wait(
+                    {task, gone},
+                    timeout=self._delete_room_after,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                gone.cancel()
+        if self._attrs is not None and not self._room_gone.is_set():
+            # let `endcall.state=ended` / `endcall.report` reach the others first
+            await self._attrs.wait_idle(max(deadline - time.monotonic(), ATTRIBUTE_SETTLE))
+        try:
+            fut = self._ctx.delete_room()
+        except Exception as e:
+            logger.warning("endcall: could not delete the room: %s", e)
+            return
+        if inspect.isawaitable(fut):
+            # the job cancels its pending tasks (this call among them) when it exits: wait
+            fut = asyncio.ensure_future(fut)
+            if not await settle(fut, DELETE_ROOM_TIMEOUT, cancel=False):
+                logger.warning(
+                    "endcall: deleting the room takes longer than %.0fs", DELETE_ROOM_TIMEOUT
+                )
+            elif not fut.cancelled() and fut.exception() is not None:
+                logger.warning("endcall: deleting the room failed: %s", fut.exception())
 
     async def _deliver(self) -> Any:
         try:
@@ -914,6 +1027,11 @@ class EndCall:
         if not await settle(self._done, left(bound), cancel=False):
             logger.error("endcall: the end path did not finish in time")
             return
+        room_task = self._room_task
+        if room_task is not None:
+            room_bound = self._delete_room_after + ATTRIBUTE_SETTLE + DELETE_ROOM_TIMEOUT + 1.0
+            if not await settle(room_task, left(room_bound), cancel=False):
+                logger.warning("endcall: the room deletion did not finish in time")
         task = self._delivery_task
         if task is not None:
             window = float(getattr(self._webhook, "in_process_window", 60.0))
@@ -965,8 +1083,3 @@ def _describe_error(error: Any) -> str | None:
     kind = getattr(error, "type", None) or type(error).__name__
     detail = inner if inner is not None else error
     return f"{kind}: {detail}"[:1000]
-
-
-def _log_future_error(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        logger.warning("endcall: deleting the room failed: %s", fut.exception())

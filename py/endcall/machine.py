@@ -6,6 +6,12 @@ code closing the session) becomes a `Trigger` submitted to `EndMachine.submit`. 
 accepted sets the reason; later ones get `already_ending` / `already_ended` acks and change
 nothing. A request id always gets exactly the same ack back (idempotency), as long as it is
 within the last `max_remembered` ids.
+
+A trigger can also be *held* (`hold`): a tentative end, such as the customer leaving without a
+request, that only counts if nothing else arrives within a grace window. While one is held
+the machine stays `active`; any trigger submitted meanwhile is accepted as usual and replaces
+it (keeping its LiveKit disconnect reason when the winner has none); `take_held()` hands it
+back for submission once the grace is over.
 """
 
 from __future__ import annotations
@@ -141,6 +147,7 @@ class EndMachine:
         self._record = EndRecord(
             end_id=end_id or new_end_id(), state=EndState.ACTIVE, drain_ms=drain_ms
         )
+        self._held: Trigger | None = None
 
     @property
     def record(self) -> EndRecord:
@@ -154,6 +161,34 @@ class EndMachine:
     def end_id(self) -> str:
         return self._record.end_id
 
+    @property
+    def held(self) -> Trigger | None:
+        """The tentative trigger being held, if any (the state is then still `active`)."""
+        return self._held
+
+    def hold(self, trigger: Trigger) -> bool:
+        """Hold a tentative trigger instead of accepting it. True if it is now held; False
+        when the machine is not `active` or another trigger is already held (then only the
+        held trigger's unset `disconnect_reason` / `error` are filled from this one)."""
+        if self._record.state is not EndState.ACTIVE:
+            return False
+        held = self._held
+        if held is not None:
+            self._held = replace(
+                held,
+                disconnect_reason=held.disconnect_reason or trigger.disconnect_reason,
+                error=held.error or trigger.error,
+            )
+            return False
+        self._held = trigger
+        return True
+
+    def take_held(self) -> Trigger | None:
+        """Stop holding and return the held trigger (None if there is none: something else
+        was accepted meanwhile, or nothing was held)."""
+        held, self._held = self._held, None
+        return held
+
     def submit(self, trigger: Trigger) -> Verdict:
         """Decide on a trigger. Never raises for a valid trigger; pure bookkeeping."""
         rid = trigger.request_id if trigger.request_id is not None else new_request_id()
@@ -165,6 +200,9 @@ class EndMachine:
         status: AckStatus
         if rec.state is EndState.ACTIVE:
             now = self._clock()
+            held, self._held = self._held, None
+            if held is not None and trigger.disconnect_reason is None:
+                trigger = replace(trigger, disconnect_reason=held.disconnect_reason)
             self._record = replace(
                 rec,
                 state=EndState.ENDING,

@@ -258,3 +258,31 @@ def test_channel_ack_template_is_byte_identical_to_encode_ack(
     assert channels._encode_ack(ack) == encode_ack(ack)
     other = EndAck(id="zz", status=ack.status, end_id="e_abc", reason=reason, drain_ms=drain_ms)
     assert channels._encode_ack(other) == encode_ack(other)  # from the cached template
+
+
+def test_a_held_trigger_waits_and_any_other_trigger_replaces_it() -> None:
+    m = EndMachine(drain_ms=5, clock=lambda: 100.0)
+    left = trig("customer-disconnected", None, disconnect_reason="CLIENT_INITIATED", at=90.0)
+    assert m.hold(left)
+    assert m.state is EndState.ACTIVE and m.held == left
+    # a second tentative one only completes the first
+    assert not m.hold(trig("customer-disconnected", None, error="x"))
+    assert m.held is not None and m.held.error == "x"
+    v = m.submit(trig("customer-tab-closed", "b1", meta={"m": 1}))
+    assert v.accepted and v.ack.reason == "customer-tab-closed" and v.ack.drain_ms == 5
+    rec = m.record
+    assert (rec.reason, rec.request_id, rec.meta) == ("customer-tab-closed", "b1", {"m": 1})
+    assert rec.disconnect_reason == "CLIENT_INITIATED"  # kept from the leave
+    assert m.take_held() is None and m.held is None
+    assert not m.hold(left)  # not active any more
+
+
+def test_a_held_trigger_is_accepted_when_taken_back() -> None:
+    m = EndMachine(drain_ms=0, clock=lambda: 100.0)
+    left = trig("customer-disconnected", None, disconnect_reason="CLIENT_INITIATED", at=90.0)
+    assert m.hold(left)
+    held = m.take_held()
+    assert held == left and m.held is None
+    v = m.submit(held)
+    assert v.accepted and m.record.requested_at == 90.0 and m.record.acked_at == 100.0
+    assert m.record.disconnect_reason == "CLIENT_INITIATED"

@@ -3,7 +3,11 @@
 Whatever the interleaving: one reason (one of the two), one `ctx.shutdown()`, one report stored
 and delivered, the state machine `ended`, and every ack of the session naming that reason and
 `end_id`. The deterministic test runs every unordered pair back to back; the hypothesis test
-explores orders and delays (examples kept modest: each one is a whole agent job)."""
+explores orders and delays (examples kept modest: each one is a whole agent job).
+
+The customer leaving ("leave") is only tentative for the disconnect grace (longer than every
+delay here): whichever order, a trigger that can still happen after the leave wins over it —
+above all the tab-close beacon arriving through the fallback server after the leave."""
 
 from __future__ import annotations
 
@@ -50,6 +54,16 @@ async def _server(job: Job) -> None:
             request("race-srv", "server-ended-call").encode(),
             destination_identities=[AGENT_ID],
             topic="end_interview",
+        )
+
+
+async def _beacon(job: Job) -> None:
+    # what the fallback server does with a tab-close beacon: the attribute, then server data
+    body = request("race-beacon", "customer-tab-closed", initiator="cand-1")
+    with contextlib.suppress(LookupError):
+        await job.hub.update_participant(ROOM, AGENT_ID, attributes={"endcall.request": body})
+        await job.hub.send_data(
+            ROOM, body.encode(), destination_identities=[AGENT_ID], topic="end_interview"
         )
 
 
@@ -108,6 +122,7 @@ TRIGGERS: dict[str, tuple[Fire, set[str]]] = {
     "rpc": (_rpc, {"customer-ended-call"}),
     "data": (_data, {"customer-ended-call"}),
     "server": (_server, {"server-ended-call"}),
+    "beacon": (_beacon, {"customer-tab-closed"}),
     "tool": (_tool, {"assistant-ended-call"}),
     "api": (_api, {"server-ended-call"}),
     "max_duration": (_max_duration, {"exceeded-max-duration"}),
@@ -126,7 +141,12 @@ async def race(tmp: Path, first: str, second: str, delay: float) -> None:
 
     job = await start_job(
         tmp,
-        endcall_kwargs={"goodbye": "Goodbye!", "drain_timeout": 2.0},
+        endcall_kwargs={
+            "goodbye": "Goodbye!",
+            "drain_timeout": 2.0,
+            "disconnect_grace": GRACE,
+            "delete_room_after": 1.0,
+        },
         session_kwargs={
             "conn_options": SessionConnectOptions(
                 llm_conn_options=APIConnectOptions(max_retry=0), max_unrecoverable_errors=0
@@ -145,12 +165,21 @@ async def race(tmp: Path, first: str, second: str, delay: float) -> None:
     rec = job.end.record
     assert rec.state is EndState.ENDED
     assert rec.reason in reasons_a | reasons_b, (first, second, rec.reason)
+    other = {first, second} - {"leave"}
+    if "leave" in (first, second) and other <= BEATS_LEAVE:
+        assert delay < GRACE
+        assert rec.reason in TRIGGERS[other.pop()][1], (first, second, rec.reason)
     assert job.shutdown_calls == [rec.reason], (first, second, job.shutdown_calls)
     assert len(job.pipeline.stored) == 1
     assert [r.headers["webhook-id"] for r in job.receiver.requests] == [rec.end_id]
     assert json.loads(job.receiver.requests[0].content)["ended_reason"] == rec.reason
     for ack in acks.pop(id(job), []):
         assert ack["end_id"] == rec.end_id and ack["reason"] == rec.reason
+
+
+#: triggers that still happen after the customer left, so they always beat the tentative leave
+BEATS_LEAVE = {"server", "beacon", "api", "max_duration", "silence", "room_deleted", "worker"}
+GRACE = 0.6
 
 
 PAIRS = list(itertools.combinations(TRIGGERS, 2))

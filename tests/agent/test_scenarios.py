@@ -101,7 +101,8 @@ async def test_customer_rpc_end_interrupts_speech_and_acks_before_drain(tmp_path
         "status": "accepted",
         "end_id": job.end.end_id if job.end else None,
         "reason": "customer-ended-call",
-        "drain_ms": 17000,
+        # drain 10 + transcript flush 2 + close 5 + room deletion after the report 5 + 1
+        "drain_ms": 23000,
     }
     await job.finished()
     doc = check_ended(job, "customer-ended-call", kind="customer", identity=CUSTOMER)
@@ -113,6 +114,8 @@ async def test_customer_rpc_end_interrupts_speech_and_acks_before_drain(tmp_path
     assert GOODBYE not in json.dumps(said)
     assert doc["end"]["drain_s"] < 4.0
     assert job.deleted_rooms == [ROOM]
+    # the room went away after the delivery: the customer's page saw the report delivered
+    assert job.attrs_seen["endcall.report"] == "delivered"
 
 
 async def test_customer_data_end(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from endcall.testing.demo import CANDIDATE_ANSWERS, SCENARIOS, Scenario, start_interview_agent
 from endcall.testing.browser import BrowserDriver, browser_unavailable
+from endcall.testing.demo import CANDIDATE_ANSWERS, SCENARIOS, Scenario, start_interview_agent
 from endcall.testing.stack import LocalStack, examples_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,13 +160,6 @@ async def test_click_end_acks_disconnects_and_delivers_one_verified_report(
         shutil.copyfile(shot, readme_shot)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known race: on pagehide livekit-client (and the loopback double) sends a leave, "
-    "which reaches the agent before the beacon's request; EndCall then ends with "
-    "customer-disconnected at once. Needs a short grace window in EndCall for a request "
-    "explaining a CLIENT_INITIATED leave.",
-)
 async def test_closing_the_tab_reports_the_beacons_reason(
     stack: LocalStack, browser: BrowserDriver
 ) -> None:

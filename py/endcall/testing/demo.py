@@ -205,7 +205,6 @@ async def start_interview_agent(stack: Any, room: str, scenario: Scenario) -> Ag
         options: dict[str, Any] = {
             "webhook": webhook,
             "outbox": SqliteOutbox(stack.outbox_path),
-            "delete_room": False,
         }
         if scenario.max_duration is not None:
             options["max_duration"] = scenario.max_duration
