@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -159,27 +160,24 @@ def build_report(
     """The final `session.ended` body, serialized once."""
     section = session_section(ctx, session)
     add_flushed_transcripts(section, flushed_transcripts)
-    job = _job_fields(ctx)
     assert record.reason is not None and record.initiator is not None
-    ended_at = record.requested_at or time.time()
-    doc = SessionEnded(
-        end_id=record.end_id,
-        ended_reason=record.reason,
-        initiator=record.initiator,
-        room_name=room_name,
-        room_sid=job["room_sid"],
-        job_id=job["job_id"],
-        agent_name=job["agent_name"],
-        started_at=round(started_at, 3),
-        ended_at=round(max(ended_at, started_at), 3),
-        complete=True,
-        request_id=record.request_id,
-        meta=json_safe(record.meta) if record.meta is not None else None,
-        session=section,
-        usage=usage_summary(session),
-        end=dict(json_safe(end_section)),
+    return _encode(
+        ctx,
+        session,
+        SessionEnded(
+            end_id=record.end_id,
+            ended_reason=record.reason,
+            initiator=record.initiator,
+            room_name=room_name,
+            started_at=started_at,
+            ended_at=record.requested_at or time.time(),
+            complete=True,
+            request_id=record.request_id,
+            meta=json_safe(record.meta) if record.meta is not None else None,
+            session=section,
+            end=dict(json_safe(end_section)),
+        ),
     )
-    return encode_report(doc)
 
 
 def build_draft(
@@ -191,21 +189,37 @@ def build_draft(
     started_at: float,
 ) -> bytes:
     """The crash draft: the transcript so far as a `complete: false` `agent-crashed` report."""
-    job = _job_fields(ctx)
     now = time.time()
-    doc = SessionEnded(
-        end_id=end_id,
-        ended_reason=EndReason.AGENT_CRASHED.value,
-        initiator=Initiator(kind="system", identity=None),
-        room_name=room_name,
-        room_sid=job["room_sid"],
-        job_id=job["job_id"],
-        agent_name=job["agent_name"],
-        started_at=round(started_at, 3),
-        ended_at=round(max(now, started_at), 3),
-        complete=False,
-        session=session_section(ctx, session, full=False),
-        usage=usage_summary(session),
-        end={"channel": None, "checkpoint_at": round(now, 3)},
+    return _encode(
+        ctx,
+        session,
+        SessionEnded(
+            end_id=end_id,
+            ended_reason=EndReason.AGENT_CRASHED.value,
+            initiator=Initiator(kind="system", identity=None),
+            room_name=room_name,
+            started_at=started_at,
+            ended_at=now,
+            complete=False,
+            session=session_section(ctx, session, full=False),
+            end={"channel": None, "checkpoint_at": round(now, 3)},
+        ),
     )
-    return encode_report(doc)
+
+
+def _encode(ctx: Any, session: Any, doc: SessionEnded) -> bytes:
+    """Serialize `doc` with what every report carries: the job's identifiers (from `ctx`),
+    the session's usage, and its times rounded to the millisecond (never ending before it
+    started)."""
+    job = _job_fields(ctx)
+    return encode_report(
+        dataclasses.replace(
+            doc,
+            room_sid=job["room_sid"],
+            job_id=job["job_id"],
+            agent_name=job["agent_name"],
+            started_at=round(doc.started_at, 3),
+            ended_at=round(max(doc.ended_at, doc.started_at), 3),
+            usage=usage_summary(session),
+        )
+    )

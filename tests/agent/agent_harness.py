@@ -1,11 +1,10 @@
 """Test harness: a real AgentSession + EndCall inside livekit-agents' own job shutdown sequence.
 
-`Job` drives `livekit.agents.ipc.job_proc_lazy_main._JobProc` — the code that runs a job in a
-worker's job process — with a `LoopbackRoom` instead of a real one: the entrypoint task, the
-shutdown future resolved by `ctx.shutdown()`, the room's `disconnected` event or a worker
-ShutdownRequest (`Job.worker_shutdown()`), and the real `_shutdown_job` sequence (15 s for the
-entrypoint, `session.aclose()`, `on_session_end`, ShuttingDown, `room.disconnect()`, shutdown
-callbacks). Only the IPC client is a recorder.
+`Job` runs the agent with `endcall.testing.agentjob.LoopbackJob`: livekit-agents'
+`_JobProc` on a `LoopbackRoom` (the entrypoint task; the shutdown future resolved by
+`ctx.shutdown()`, the room's `disconnected` event or a worker ShutdownRequest,
+`Job.worker_shutdown()`; the real `_shutdown_job` sequence: 15 s for the entrypoint,
+`session.aclose()`, `on_session_end`, ShuttingDown, `room.disconnect()`, shutdown callbacks).
 
 The report goes through the real `ReportPipeline` (SQLite outbox in a temp dir) to an
 `httpx.MockTransport` receiver that records every POST.
@@ -14,7 +13,6 @@ The report goes through the real `ReportPipeline` (SQLite outbox in a temp dir) 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,16 +22,12 @@ from typing import Any
 import httpx
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, JobContext
-from livekit.agents.ipc.job_proc_lazy_main import _JobProc, _ShutdownInfo
-from livekit.agents.job import JobAcceptArguments, JobExecutorType, JobProcess, RunningJobInfo
-from livekit.agents.utils import shortuuid
-from livekit.protocol import agent as agent_proto
-from livekit.protocol import models
 
 from endcall import EndCall
 from endcall.outbox.sqlite import SqliteOutbox
 from endcall.pipeline import ReportPipeline
 from endcall.testing import LoopbackRoom, LoopbackServer, ScriptedLLM, ScriptedSTT, TimedTTS
+from endcall.testing.agentjob import LoopbackJob
 from endcall.webhook import Webhook
 
 AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
@@ -46,19 +40,6 @@ TURN_HANDLING: Any = {
     "endpointing": {"min_delay": 0.05, "max_delay": 0.5},
     "preemptive_generation": {"enabled": False},
 }
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    async def send(self, msg: Any) -> None:
-        self.sent.append(msg)
-
-
-class _NoInference:
-    async def do_inference(self, method: str, data: bytes) -> bytes | None:
-        raise NotImplementedError
 
 
 class CountingPipeline(ReportPipeline):
@@ -99,7 +80,7 @@ class Receiver:
 
 @dataclass
 class Job:
-    """One agent job on a loopback room, run by livekit-agents' `_JobProc`."""
+    """One agent job on a loopback room, run by livekit-agents' `_JobProc` (`LoopbackJob`)."""
 
     hub: LoopbackServer
     agent_room: LoopbackRoom
@@ -109,31 +90,39 @@ class Job:
     tts: TimedTTS
     receiver: Receiver
     pipeline: CountingPipeline
-    proc: Any
     outbox: SqliteOutbox
-    shutdown_calls: list[str] = field(default_factory=list)
-    deleted_rooms: list[str] = field(default_factory=list)
+    runner: LoopbackJob = field(init=False)
     session: AgentSession | None = None
     end: EndCall | None = None
     agent: Agent | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
     events: list[tuple[str, Any]] = field(default_factory=list)
     attr_history: list[dict[str, str]] = field(default_factory=list)
     attrs_seen: dict[str, str] = field(default_factory=dict)
 
     @property
     def ctx(self) -> JobContext:
-        return self.proc._job_ctx  # type: ignore[no-any-return]
+        return self.runner.ctx
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self.runner.task
+
+    @property
+    def shutdown_calls(self) -> list[str]:
+        """The reasons `ctx.shutdown()` was called with, in order."""
+        return self.runner.shutdown_reasons
+
+    @property
+    def deleted_rooms(self) -> list[str]:
+        return self.runner.deleted_rooms
 
     def worker_shutdown(self, reason: str = "worker draining") -> None:
         """What `_read_ipc_task` does on a ShutdownRequest from the worker."""
-        with contextlib.suppress(asyncio.InvalidStateError):
-            self.proc._shutdown_fut.set_result(_ShutdownInfo(user_initiated=False, reason=reason))
+        self.runner.worker_shutdown(reason)
 
     async def finished(self, timeout: float = 30.0) -> None:
-        assert self.task is not None
-        await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        await self.runner.finished(timeout)
 
     def agent_attrs(self) -> dict[str, str]:
         """The agent's attributes as the server (and every other participant) sees them."""
@@ -199,14 +188,7 @@ async def start_job(
         await end.start()
         job.started.set()
 
-    proc = _JobProc(
-        lambda _p: None,
-        entrypoint,
-        EndCall.on_session_end if with_session_end else None,
-        session_end_timeout=300.0,
-        executor_type=JobExecutorType.THREAD,
-    )
-    job = Job(hub, agent_room, customer, stt, llm, tts, receiver, pipeline, proc, outbox)
+    job = Job(hub, agent_room, customer, stt, llm, tts, receiver, pipeline, outbox)
 
     def _on_attrs(changed: dict[str, str], participant: rtc.Participant) -> None:
         if participant.identity == AGENT_ID:
@@ -214,69 +196,14 @@ async def start_job(
             job.attrs_seen.update(changed)
 
     customer.on("participant_attributes_changed", _on_attrs)
-    proc._client = _Recorder()
-    proc._inf_client = _NoInference()
-    proc._job_proc = JobProcess(
-        executor_type=JobExecutorType.THREAD, user_arguments=None, http_proxy=None
-    )
-    proc._exit_proc_flag = asyncio.Event()
-    proc._shutdown_fut = asyncio.Future()
-    proc._entrypoint_span_context = None
-    proc._room = agent_room
-
-    # --- what _JobProc._start_job does, with the loopback room -------------------------
-    def _on_room_disconnected(*_: Any) -> None:
-        with contextlib.suppress(asyncio.InvalidStateError):
-            proc._shutdown_fut.set_result(
-                _ShutdownInfo(user_initiated=False, reason="room disconnected")
-            )
-
-    agent_room.on("disconnected", _on_room_disconnected)
-
-    def _on_ctx_shutdown(reason: str) -> None:
-        job.shutdown_calls.append(reason)
-        proc._ctx_shutdown_called = True
-        with contextlib.suppress(asyncio.InvalidStateError):
-            proc._shutdown_fut.set_result(
-                _ShutdownInfo(user_initiated=True, reason=reason or "user requested")
-            )
-
-    pb_job = agent_proto.Job(
-        id=shortuuid("AJ_"),
-        room=models.Room(name=ROOM, sid=agent_room._info.sid),
-        type=agent_proto.JobType.JT_ROOM,
-        agent_name="interview-agent",
-    )
-    info = RunningJobInfo(
-        accept_arguments=JobAcceptArguments(identity=AGENT_ID, name="", metadata=""),
-        job=pb_job,
-        url="",
-        token="",
-        worker_id="loopback",
-        fake_job=True,
-    )
-    proc._job_ctx = JobContext(
-        proc=proc._job_proc,
-        info=info,
+    job.runner = await LoopbackJob.start(
+        hub,
+        ROOM,
+        entrypoint,
         room=agent_room,
-        on_connect=lambda: None,
-        on_shutdown=_on_ctx_shutdown,
-        inference_executor=proc._inf_client,
+        agent_name="interview-agent",
+        on_session_end=EndCall.on_session_end if with_session_end else None,
     )
-    proc._job_ctx._connected = True
-
-    def _delete_room(room_name: str | None = None) -> asyncio.Future[Any]:
-        name = room_name or ROOM
-        job.deleted_rooms.append(name)
-
-        async def _go() -> None:
-            with contextlib.suppress(LookupError):
-                await hub.delete_room(name)
-
-        return asyncio.ensure_future(_go())
-
-    proc._job_ctx.delete_room = _delete_room  # fake jobs do not delete rooms; the hub does
-    job.task = asyncio.create_task(proc._run_job_task(), name="job_task")
     await asyncio.wait_for(job.started.wait(), 10)
     await hub.settle()
     if on_started is not None:

@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Self, TypeVar, cast
 
 from livekit import rtc
 
@@ -33,6 +33,7 @@ _EOS = object()
 _DISCONNECT_ERROR = "room disconnected"
 
 _C = TypeVar("_C", str, bytes)
+_I = TypeVar("_I", rtc.TextStreamInfo, rtc.ByteStreamInfo)
 
 
 class _Chunks(Generic[_C]):
@@ -71,59 +72,46 @@ class _Chunks(Generic[_C]):
             self.queue.put_nowait(_EOS)
 
 
-class LoopbackTextStreamReader(rtc.TextStreamReader):
+class _FedReader(Generic[_C, _I]):
+    """What both loopback readers are: the stream's info and a chunk queue fed in process."""
+
+    _kind: type[_C]
+
+    def __init__(self, info: _I) -> None:
+        # deliberately not calling the FFI-bound constructor of the SDK's reader
+        self._info: _I = info
+        self._chunks: _Chunks[_C] = _Chunks()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> _C:
+        return await self._chunks.next(self._kind)
+
+    @property
+    def info(self) -> _I:
+        return self._info
+
+    def close(self) -> None:
+        self._chunks.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def _signal_disconnect(self) -> None:
+        self._chunks.finish(_DISCONNECT_ERROR)
+
+
+class LoopbackTextStreamReader(_FedReader[str, rtc.TextStreamInfo], rtc.TextStreamReader):
     """A ``rtc.TextStreamReader`` fed in process: iterate it or ``await read_all()``."""
 
-    def __init__(self, info: rtc.TextStreamInfo) -> None:
-        # deliberately not calling the FFI-bound base constructor
-        self._info = info
-        self._chunks = _Chunks[str]()
-
-    def __aiter__(self) -> LoopbackTextStreamReader:
-        return self
-
-    async def __anext__(self) -> str:
-        return await self._chunks.next(str)
-
-    @property
-    def info(self) -> rtc.TextStreamInfo:
-        return self._info
-
-    def close(self) -> None:
-        self._chunks.close()
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def _signal_disconnect(self) -> None:
-        self._chunks.finish(_DISCONNECT_ERROR)
+    _kind = str
 
 
-class LoopbackByteStreamReader(rtc.ByteStreamReader):
+class LoopbackByteStreamReader(_FedReader[bytes, rtc.ByteStreamInfo], rtc.ByteStreamReader):
     """A ``rtc.ByteStreamReader`` fed in process: iterate it for ``bytes`` chunks."""
 
-    def __init__(self, info: rtc.ByteStreamInfo) -> None:
-        self._info = info
-        self._chunks = _Chunks[bytes]()
-
-    def __aiter__(self) -> LoopbackByteStreamReader:
-        return self
-
-    async def __anext__(self) -> bytes:
-        return await self._chunks.next(bytes)
-
-    @property
-    def info(self) -> rtc.ByteStreamInfo:
-        return self._info
-
-    def close(self) -> None:
-        self._chunks.close()
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def _signal_disconnect(self) -> None:
-        self._chunks.finish(_DISCONNECT_ERROR)
+    _kind = bytes
 
 
 LoopbackStreamReader = LoopbackTextStreamReader | LoopbackByteStreamReader
@@ -133,15 +121,54 @@ OpenReaders = Callable[
 """``(info, sender_identity, destinations) -> readers``: opens the stream at the recipients."""
 
 
-def _finish_readers(readers: list[LoopbackStreamReader], attributes: dict[str, str] | None) -> None:
-    for reader in readers:
-        if attributes:
-            reader.info.attributes = {**(reader.info.attributes or {}), **attributes}
-        reader._chunks.finish()
+class _FedWriter(Generic[_C, _I]):
+    """What both loopback writers do: open the recipients' readers with the header, push
+    each chunk to them, finish them at close (the SDK writer's FFI calls, in process)."""
+
+    _info: _I
+    _sender_identity: str
+    _write_lock: asyncio.Lock
+    _closed: bool
+    _writer_handle: int | None
+    _reader_kind: type[_FedReader[_C, _I]]
+
+    def _feed(self, open_readers: OpenReaders, destinations: list[str] | None) -> None:
+        self._info.timestamp = int(time.time() * 1000)
+        self._open_readers = open_readers
+        self._destinations = list(destinations) if destinations else None
+        self._readers: list[LoopbackStreamReader] = []
+
+    async def _opened(self) -> Self:
+        """Open the stream at its recipients; returns the writer."""
+        await self._send_header()
+        return self
+
+    async def _send_header(self) -> None:
+        self._writer_handle = 0
+        self._readers = self._open_readers(self._info, self._sender_identity, self._destinations)
+
+    async def _push(self, chunk: _C) -> None:
+        async with self._write_lock:
+            if self._closed:
+                raise RuntimeError("Cannot write after stream is closed")
+            for reader in self._readers:
+                if isinstance(reader, self._reader_kind):
+                    cast("_FedReader[_C, _I]", reader)._chunks.push(chunk)
+
+    async def aclose(self, *, reason: str = "", attributes: dict[str, str] | None = None) -> None:
+        if self._closed:
+            raise RuntimeError("Stream already closed")
+        self._closed = True
+        for reader in self._readers:
+            if attributes:
+                reader.info.attributes = {**(reader.info.attributes or {}), **attributes}
+            reader._chunks.finish()
 
 
-class LoopbackTextStreamWriter(rtc.TextStreamWriter):
+class LoopbackTextStreamWriter(_FedWriter[str, rtc.TextStreamInfo], rtc.TextStreamWriter):
     """A ``rtc.TextStreamWriter`` whose chunks go to the loopback recipients' readers."""
+
+    _reader_kind = LoopbackTextStreamReader
 
     def __init__(
         self,
@@ -166,32 +193,16 @@ class LoopbackTextStreamWriter(rtc.TextStreamWriter):
             destination_identities=destination_identities,
             sender_identity=sender_identity,
         )
-        self._info.timestamp = int(time.time() * 1000)
-        self._open_readers = open_readers
-        self._destinations = list(destination_identities) if destination_identities else None
-        self._readers: list[LoopbackStreamReader] = []
-
-    async def _send_header(self) -> None:
-        self._writer_handle = 0
-        self._readers = self._open_readers(self._info, self._sender_identity, self._destinations)
+        self._feed(open_readers, destination_identities)
 
     async def write(self, text: str) -> None:
-        async with self._write_lock:
-            if self._closed:
-                raise RuntimeError("Cannot write after stream is closed")
-            for reader in self._readers:
-                if isinstance(reader, LoopbackTextStreamReader):
-                    reader._chunks.push(text)
-
-    async def aclose(self, *, reason: str = "", attributes: dict[str, str] | None = None) -> None:
-        if self._closed:
-            raise RuntimeError("Stream already closed")
-        self._closed = True
-        _finish_readers(self._readers, attributes)
+        await self._push(text)
 
 
-class LoopbackByteStreamWriter(rtc.ByteStreamWriter):
+class LoopbackByteStreamWriter(_FedWriter[bytes, rtc.ByteStreamInfo], rtc.ByteStreamWriter):
     """A ``rtc.ByteStreamWriter`` whose chunks go to the loopback recipients' readers."""
+
+    _reader_kind = LoopbackByteStreamReader
 
     def __init__(
         self,
@@ -216,25 +227,7 @@ class LoopbackByteStreamWriter(rtc.ByteStreamWriter):
             mime_type=mime_type,
             destination_identities=destination_identities,
         )
-        self._info.timestamp = int(time.time() * 1000)
-        self._open_readers = open_readers
-        self._destinations = list(destination_identities) if destination_identities else None
-        self._readers: list[LoopbackStreamReader] = []
-
-    async def _send_header(self) -> None:
-        self._writer_handle = 0
-        self._readers = self._open_readers(self._info, self._sender_identity, self._destinations)
+        self._feed(open_readers, destination_identities)
 
     async def write(self, data: bytes) -> None:
-        async with self._write_lock:
-            if self._closed:
-                raise RuntimeError("Cannot write after stream is closed")
-            for reader in self._readers:
-                if isinstance(reader, LoopbackByteStreamReader):
-                    reader._chunks.push(bytes(data))
-
-    async def aclose(self, *, reason: str = "", attributes: dict[str, str] | None = None) -> None:
-        if self._closed:
-            raise RuntimeError("Stream already closed")
-        self._closed = True
-        _finish_readers(self._readers, attributes)
+        await self._push(bytes(data))

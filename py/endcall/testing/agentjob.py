@@ -61,10 +61,14 @@ class LoopbackJob:
     room_name: str
     agent_identity: str
     room: LoopbackRoom
+    """The agent's connection (``ctx.room``)."""
     proc: Any
+    """The ``_JobProc`` running the job."""
     task: asyncio.Task[None] | None = None
     shutdown_reasons: list[str] = field(default_factory=list)
+    """The reason of every ``ctx.shutdown(reason)`` call, in order."""
     deleted_rooms: list[str] = field(default_factory=list)
+    """The room of every ``ctx.delete_room()`` call, in order."""
     _partitioned: bool = False
 
     @property
@@ -84,11 +88,32 @@ class LoopbackJob:
         agent_name: str = "",
         delete_room: DeleteRoom | None = None,
         session_end_timeout: float = 300.0,
+        room: LoopbackRoom | None = None,
     ) -> LoopbackJob:
-        """Connect the agent (kind AGENT) to ``room_name`` and run ``entrypoint`` as a job."""
-        room = await hub.connect(
-            room_name, agent_identity, kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-        )
+        """Connect the agent (kind AGENT) to ``room_name`` and run ``entrypoint`` as a job.
+
+        ``entrypoint`` and ``on_session_end`` are what a worker is given
+        (``WorkerOptions(entrypoint_fnc=..., session_end_fnc=...)``); ``session_end_timeout``
+        bounds ``on_session_end`` as in the real runner. ``agent_name`` is the job's dispatch
+        name. ``delete_room(name)`` serves ``ctx.delete_room()`` (default: delete the room on
+        ``hub``; a missing room is ignored); every call is also recorded in
+        :attr:`deleted_rooms`, and every ``ctx.shutdown(reason)`` in :attr:`shutdown_reasons`.
+
+        ``room``: the agent's connection, made beforehand with ``hub.connect(room_name,
+        identity, kind=PARTICIPANT_KIND_AGENT)`` — for example so that other participants
+        are in the room before the entrypoint runs. Its identity replaces ``agent_identity``.
+        By default the job connects ``agent_identity`` itself.
+
+        The entrypoint starts running once the caller next yields to the event loop.
+        """
+        if room is None:
+            room = await hub.connect(
+                room_name, agent_identity, kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            )
+        elif room.name != room_name:
+            raise ValueError(f"room is connected to {room.name!r}, not {room_name!r}")
+        else:
+            agent_identity = room.local_participant.identity
         proc = _JobProc(
             lambda _p: None,
             entrypoint,

@@ -272,9 +272,7 @@ class LoopbackLocalParticipant(rtc.LocalParticipant):
         total_size: int | None = None,
         sender_identity: str | None = None,
     ) -> rtc.TextStreamWriter:
-        if not self._lb_room.isconnected():
-            raise rtc.StreamError("the room isn't connected")
-        writer = LoopbackTextStreamWriter(
+        return await LoopbackTextStreamWriter(
             self,
             topic=topic,
             attributes=attributes,
@@ -284,9 +282,7 @@ class LoopbackLocalParticipant(rtc.LocalParticipant):
             destination_identities=destination_identities,
             sender_identity=sender_identity,
             open_readers=self._open_readers,
-        )
-        await writer._send_header()
-        return writer
+        )._opened()
 
     async def send_text(
         self,
@@ -320,9 +316,7 @@ class LoopbackLocalParticipant(rtc.LocalParticipant):
         destination_identities: list[str] | None = None,
         topic: str = "",
     ) -> rtc.ByteStreamWriter:
-        if not self._lb_room.isconnected():
-            raise rtc.StreamError("the room isn't connected")
-        writer = LoopbackByteStreamWriter(
+        return await LoopbackByteStreamWriter(
             self,
             name=name,
             topic=topic,
@@ -332,9 +326,7 @@ class LoopbackLocalParticipant(rtc.LocalParticipant):
             mime_type=mime_type,
             destination_identities=destination_identities,
             open_readers=self._open_readers,
-        )
-        await writer._send_header()
-        return writer
+        )._opened()
 
     async def send_bytes(
         self,
@@ -392,6 +384,10 @@ class LoopbackLocalParticipant(rtc.LocalParticipant):
         sender_identity: str,
         destinations: list[str] | None,
     ) -> list[LoopbackStreamReader]:
+        """Open a stream at its recipients (a writer's header); raises ``rtc.StreamError``
+        when this room is not connected, as the SDK's ``stream_text``/``stream_bytes`` do."""
+        if not self._lb_room.isconnected():
+            raise rtc.StreamError("the room isn't connected")
         return self._lb_room._hub._open_streams(self._lb_room, info, sender_identity, destinations)
 
     def __repr__(self) -> str:

@@ -81,7 +81,21 @@ def _as_turn(item: str | ToolCall | Turn) -> Turn:
     return Turn(text=item)
 
 
-class ScriptedLLM(llm.LLM[Any]):
+class _PluginNames:
+    """The model and provider names the doubles report (in metrics and usage)."""
+
+    _model_name = "scripted"
+
+    @property
+    def model(self) -> str:
+        return self._model_name
+
+    @property
+    def provider(self) -> str:
+        return "endcall.testing"
+
+
+class ScriptedLLM(_PluginNames, llm.LLM[Any]):
     """An LLM that answers each ``chat()`` call with the next script item.
 
     ``script`` items: a string (reply text), a :class:`ToolCall`, a :class:`Turn`, or a
@@ -103,14 +117,6 @@ class ScriptedLLM(llm.LLM[Any]):
         self._script: list[ScriptItem] = list(script)
         self._default = default
         self.calls: list[llm.ChatContext] = []
-
-    @property
-    def model(self) -> str:
-        return "scripted"
-
-    @property
-    def provider(self) -> str:
-        return "endcall.testing"
 
     def add(self, *items: ScriptItem) -> None:
         """Append items to the script."""
@@ -212,7 +218,7 @@ class _ScriptedLLMStream(llm.LLMStream):
         )
 
 
-class TimedTTS(tts.TTS[Any]):
+class TimedTTS(_PluginNames, tts.TTS[Any]):
     """A TTS producing silent PCM whose duration follows the text.
 
     The length of each synthesized request is ``duration`` when given (a fixed number of
@@ -224,6 +230,8 @@ class TimedTTS(tts.TTS[Any]):
     session's audio output plays frames in real time. ``requests`` records every text
     synthesized. Non-streaming: the session wraps it in a sentence ``StreamAdapter``.
     """
+
+    _model_name = "timed"
 
     def __init__(
         self,
@@ -243,14 +251,6 @@ class TimedTTS(tts.TTS[Any]):
         self._seconds_per_char = seconds_per_char
         self._min_duration = min_duration
         self.requests: list[str] = []
-
-    @property
-    def model(self) -> str:
-        return "timed"
-
-    @property
-    def provider(self) -> str:
-        return "endcall.testing"
 
     def duration_of(self, text: str) -> float:
         """Seconds of audio synthesized for ``text``."""
@@ -284,7 +284,7 @@ class _TimedChunkedStream(tts.ChunkedStream):
         output_emitter.flush()
 
 
-class ScriptedSTT(stt.STT[Any]):
+class ScriptedSTT(_PluginNames, stt.STT[Any]):
     """A streaming STT fed with text.
 
     ``stt.say(text)`` delivers START_OF_SPEECH, an interim and a FINAL_TRANSCRIPT, and
@@ -306,14 +306,6 @@ class ScriptedSTT(stt.STT[Any]):
         self._language = LanguageCode(language)
         self._streams: list[_ScriptedRecognizeStream] = []
         self._pending: list[tuple[str, bool]] = []
-
-    @property
-    def model(self) -> str:
-        return "scripted"
-
-    @property
-    def provider(self) -> str:
-        return "endcall.testing"
 
     def say(self, text: str, *, final: bool = True) -> None:
         """The user says ``text`` (``final=False`` sends only the start and an interim)."""
