@@ -397,20 +397,25 @@ def _load(
     raw: str | bytes | bytearray | memoryview, limit: int = MAX_MESSAGE_BYTES
 ) -> dict[str, Any]:
     if isinstance(raw, str):
+        if len(raw) > limit:  # every character is at least one UTF-8 byte
+            _bad(f"message is over {limit} bytes; the limit is {limit}")
         try:
-            data = raw.encode("utf-8")
+            size = len(raw.encode("utf-8"))
         except UnicodeEncodeError:
             _bad("message is not valid UTF-8 (lone surrogate)")
+        if size > limit:
+            _bad(f"message is {size} bytes; the limit is {limit}")
+        text = raw
     elif isinstance(raw, (bytes, bytearray, memoryview)):
         data = bytes(raw)
+        if len(data) > limit:
+            _bad(f"message is {len(data)} bytes; the limit is {limit}")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            _bad("message is not valid UTF-8")
     else:
         _bad(f"message must be str or bytes, not {type(raw).__name__}")
-    if len(data) > limit:
-        _bad(f"message is {len(data)} bytes; the limit is {limit}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        _bad("message is not valid UTF-8")
     try:
         value = _DECODER.decode(text)
     except RecursionError:
@@ -504,7 +509,7 @@ def parse_request(raw: str | bytes, *, origin: Origin) -> EndRequest:
     rid = _request_id_hint(obj)
     v = _version(obj, rid)
     _type(obj, "end.request", rid)
-    request_id = _id(obj.get("id"), "id", rid)
+    request_id = rid if rid is not None else _id(obj.get("id"), "id", rid)
     reason_value = obj.get("reason")
     reason = DEFAULT_REASON if reason_value is None else _reason(reason_value, rid)
     if origin == "client" and not reason.startswith(CLIENT_REASON_PREFIX):
@@ -533,7 +538,7 @@ def parse_ack(raw: str | bytes) -> EndAck:
     rid = _request_id_hint(obj)
     v = _version(obj, rid)
     _type(obj, "end.ack", rid)
-    request_id = _id(obj.get("id"), "id", rid)
+    request_id = rid if rid is not None else _id(obj.get("id"), "id", rid)
     status = obj.get("status")
     if status not in ACK_STATUSES:
         _bad("status must be one of " + ", ".join(ACK_STATUSES), rid)
