@@ -293,17 +293,19 @@ async def test_unknown_end_id_is_reported_not_raised(secret: str, outbox_path: P
 async def test_relay_slow_answer_does_not_hold_up_others(
     receiver: Receiver, secret: str, outbox_path: Path
 ) -> None:
-    receiver.plan = lambda e, n: Action(200, delay=1.5) if e == "slow" else Action(200)
+    # the slow answer takes long enough that only a relay that sends the others meanwhile can
+    # finish them before it, however loaded the machine is
+    receiver.plan = lambda e, n: Action(200, delay=6.0) if e == "slow" else Action(200)
     ob = SqliteOutbox(outbox_path)
     bodies = {e: body_for(e) for e in ["slow"] + [f"f{i}" for i in range(40)]}
     for e, b in bodies.items():
         ob.store(e, receiver.url, b, owner="elsewhere:1:x", lease=0)
-    relay = Relay(ob, [secret], timeout=5, batch=8, concurrency=8)
+    relay = Relay(ob, [secret], timeout=15, batch=8, concurrency=8)
     stats = await relay.run_once()
     await relay.aclose()
     assert stats.delivered == 41
     receiver.assert_invariants(bodies)
     acc = receiver.accepted()
-    slow_done = acc["slow"][0].at + 1.5  # `at` is the arrival; the answer came 1.5 s later
+    slow_done = acc["slow"][0].at + 6.0  # `at` is the arrival; the answer came 6 s later
     assert all(acc[f"f{i}"][0].at < slow_done for i in range(40))
     ob.close()

@@ -45,7 +45,7 @@ async def test_group_commit_batches_and_propagates_errors() -> None:
 
     def many(items: list[int]) -> list[int]:
         calls.append(items)
-        if 13 in items:
+        if any(i >= 100 for i in items):
             raise OSError("disk full")
         return [i * 2 for i in items]
 
@@ -53,8 +53,11 @@ async def test_group_commit_batches_and_propagates_errors() -> None:
     res = await asyncio.gather(*(gc.submit(i) for i in range(10)), return_exceptions=True)
     assert res == [i * 2 for i in range(10)]
     assert len(calls) < 10  # batched
-    res = await asyncio.gather(gc.submit(13), gc.submit(14), return_exceptions=True)
+    # a failed batch fails every waiter in it; later batches are unaffected
+    res = await asyncio.gather(*(gc.submit(100 + i) for i in range(5)), return_exceptions=True)
     assert all(isinstance(r, OSError) for r in res)
+    assert len(calls[-1]) > 1  # the waiters queued behind the first one shared a batch
+    assert await gc.submit(7) == 14
 
 
 class FailingStores:

@@ -56,6 +56,54 @@ def test_final_report_supersedes_draft_in_place(outbox: SqlOutbox, clock: object
     assert outbox.counts()["draft"] == 0
 
 
+def test_write_many_stores_and_marks_in_one_batch(outbox: SqlOutbox, clock: object) -> None:
+    """The group-commit write: each store gets the answer a lone store would get."""
+    relay = "relay-host:1:r"
+    assert outbox.store("old", URL, b"old", owner=ME, lease=30) == "stored"
+    assert outbox.store("sent", URL, b"sent", owner=ME, lease=30) == "stored"
+    assert outbox.save_draft("d", URL, b"draft", owner=ME, lease=30)
+    assert outbox.save_draft("taken", URL, b"draft-t", owner="gone-host:1:x", lease=0)
+    assert [r.end_id for r in outbox.claim(relay, limit=10, lease=30)] == ["taken"]
+    res = outbox.write_many(
+        [
+            ("new", URL, b"new"),
+            ("d", URL, b"final-d"),
+            ("old", URL, b"changed"),
+            ("taken", URL, b"final-t"),
+            ("new", URL, b"again"),
+        ],
+        [("sent", 204), ("missing", 200)],
+        owner=ME,
+        lease=30,
+        headers={"X-A": "1"},
+    )
+    assert res == ["stored", "stored", "exists", "taken", "exists"]
+    got = {e: outbox.get(e) for e in ("new", "d", "old", "taken", "sent")}
+    assert all(r is not None for r in got.values())
+    new, d, old, taken, sent = (got[e] for e in ("new", "d", "old", "taken", "sent"))
+    assert new is not None and new.body == b"new" and new.status == "pending"
+    assert new.lease_owner == ME and dict(new.headers) == {"X-A": "1"}
+    assert d is not None and d.body == b"final-d" and not d.is_draft and d.status == "pending"
+    assert old is not None and old.body == b"old"
+    assert taken is not None and taken.body == b"draft-t" and taken.lease_owner == relay
+    assert sent is not None and sent.status == "delivered" and sent.last_status == 204
+    assert sent.attempts == 1 and sent.lease_owner is None
+    assert outbox.get("missing") is None
+    # marking again changes nothing (already delivered)
+    outbox.mark_delivered_many([("sent", 200)], ME)
+    again = outbox.get("sent")
+    assert again is not None and again.attempts == 1 and again.last_status == 204
+
+
+def test_write_many_large_batch_is_chunked(outbox: SqlOutbox) -> None:
+    items = [(f"b{i}", URL, b"x" * i) for i in range(450)]
+    assert outbox.write_many(items, [], owner=ME, lease=30) == ["stored"] * 450
+    outbox.write_many([], [(f"b{i}", 200) for i in range(450)], owner=ME, lease=30)
+    assert outbox.counts()["delivered"] == 450
+    rec = outbox.get("b449")
+    assert rec is not None and rec.body == b"x" * 449
+
+
 def test_live_draft_is_not_claimed_but_expired_one_is(outbox: SqlOutbox, clock: object) -> None:
     other = "some-other-host:123:x"
     outbox.save_draft("e1", URL, b"draft", owner=other, lease=30)

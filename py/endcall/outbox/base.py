@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import platformdirs
 
@@ -41,6 +41,7 @@ OUTBOX_ENV = "ENDCALL_OUTBOX"
 TABLE = "endcall_outbox"
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 
 def default_outbox_path() -> Path:
@@ -362,36 +363,98 @@ class SqlOutbox(ABC):
         lease: float,
         headers: Mapping[str, str] | None = None,
     ) -> list[StoreResult]:
+        return self.write_many(items, (), owner=owner, lease=lease, headers=headers)
+
+    def write_many(
+        self,
+        stores: Sequence[tuple[str, str, bytes]],
+        delivered: Sequence[tuple[str, int]],
+        *,
+        owner: str,
+        lease: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[StoreResult]:
+        """`store_many` and `mark_delivered_many` in one transaction: one durable commit (one
+        fsync with SQLite) for a sender's new reports and its finished deliveries together.
+        Returns the store results.
+
+        A batch costs a constant number of statements (one multi-row upsert, one update per
+        distinct status code), not a few per report: each statement is a round trip into the
+        database and, from a worker thread, a fight for the GIL with the event loop."""
         now = self._clock()
         h = json.dumps(dict(headers or {}))
         out: list[StoreResult] = []
         with self._t() as tx:
-            for end_id, url, body in items:
-                before = tx.run(
-                    f"SELECT status, is_draft FROM {TABLE} WHERE end_id = :id", {"id": end_id}
+            if stores:
+                out = self._store_rows(tx, stores, h, owner, now, now + lease)
+            by_code: dict[int, list[str]] = {}
+            for end_id, code in delivered:
+                by_code.setdefault(code, []).append(end_id)
+            for code, ids in by_code.items():
+                for part in _chunks(ids):
+                    sql_in, params = _in_list(part)
+                    tx.run(
+                        f"UPDATE {TABLE} SET status = 'delivered', attempts = attempts + 1,"
+                        " last_status = :s, last_error = NULL, lease_owner = NULL,"
+                        " lease_expires_at = NULL, delivered_at = :now, updated_at = :now"
+                        f" WHERE end_id IN {sql_in} AND status <> 'delivered'",
+                        {"s": code, "now": now, **params},
+                    )
+        return out
+
+    def _store_rows(
+        self,
+        tx: Tx,
+        items: Sequence[tuple[str, str, bytes]],
+        h: str,
+        owner: str,
+        now: float,
+        exp: float,
+    ) -> list[StoreResult]:
+        """Insert final reports (replacing drafts) with one upsert per chunk; an end_id already
+        final is left as it was: ``"taken"`` if it was a draft a relay took, else ``"exists"``
+        (also for a repeat of an end_id within the batch)."""
+        first: dict[str, int] = {}
+        for i, (end_id, _, _) in enumerate(items):
+            first.setdefault(end_id, i)
+        stored: set[str] = set()
+        order = list(first.values())
+        for part in _chunks(order, 100):
+            params: dict[str, Any] = {"h": h, "now": now, "o": owner, "exp": exp}
+            values = []
+            for j, i in enumerate(part):
+                end_id, url, body = items[i]
+                params[f"i{j}"], params[f"u{j}"], params[f"b{j}"] = end_id, url, body
+                values.append(
+                    f"(:i{j}, 'pending', 0, :u{j}, :h, :b{j}, 0, :now, :o, :exp, :now, :now)"
                 )
-                if before and before[0][0] != "draft":
-                    out.append("taken" if before[0][1] else "exists")
-                    continue
-                tx.run(
-                    f"INSERT INTO {TABLE} (end_id, status, is_draft, url, headers, body, attempts,"
-                    " next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at)"
-                    " VALUES (:id, 'pending', 0, :url, :h, :b, 0, :now, :o, :exp, :now, :now)"
-                    " ON CONFLICT (end_id) DO UPDATE SET status = 'pending', is_draft = 0,"
-                    " url = :url, headers = :h, body = :b, attempts = 0, next_attempt_at = :now,"
-                    " lease_owner = :o, lease_expires_at = :exp, updated_at = :now"
-                    f" WHERE {TABLE}.status = 'draft'",
-                    {
-                        "id": end_id,
-                        "url": url,
-                        "h": h,
-                        "b": body,
-                        "now": now,
-                        "o": owner,
-                        "exp": now + lease,
-                    },
-                )
+            rows = tx.run(
+                f"INSERT INTO {TABLE} (end_id, status, is_draft, url, headers, body, attempts,"
+                " next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at)"
+                f" VALUES {', '.join(values)}"
+                " ON CONFLICT (end_id) DO UPDATE SET status = 'pending', is_draft = 0,"
+                " url = excluded.url, headers = excluded.headers, body = excluded.body,"
+                " attempts = 0, next_attempt_at = excluded.next_attempt_at,"
+                " lease_owner = excluded.lease_owner,"
+                " lease_expires_at = excluded.lease_expires_at, updated_at = excluded.updated_at"
+                f" WHERE {TABLE}.status = 'draft' RETURNING end_id",
+                params,
+            )
+            stored.update(r[0] for r in rows)
+        kept = [e for e in first if e not in stored]
+        was_draft: dict[str, bool] = {}
+        for ids in _chunks(kept):  # rare: final reports that were already there
+            sql_in, params = _in_list(ids)
+            rows = tx.run(f"SELECT end_id, is_draft FROM {TABLE} WHERE end_id IN {sql_in}", params)
+            was_draft.update((r[0], bool(r[1])) for r in rows)
+        out: list[StoreResult] = []
+        for i, (end_id, _, _) in enumerate(items):
+            if end_id in stored and first[end_id] == i:
                 out.append("stored")
+            elif end_id in stored:
+                out.append("exists")
+            else:
+                out.append("taken" if was_draft.get(end_id) else "exists")
         return out
 
     def renew(self, end_id: str, owner: str, lease: float) -> OutboxRecord | None:
@@ -453,16 +516,7 @@ class SqlOutbox(ABC):
         self.mark_delivered_many([(end_id, status_code)], owner)
 
     def mark_delivered_many(self, items: Sequence[tuple[str, int]], owner: str) -> None:
-        now = self._clock()
-        with self._t() as tx:
-            for end_id, status_code in items:
-                tx.run(
-                    f"UPDATE {TABLE} SET status = 'delivered', attempts = attempts + 1,"
-                    " last_status = :s, last_error = NULL, lease_owner = NULL,"
-                    " lease_expires_at = NULL, delivered_at = :now, updated_at = :now"
-                    " WHERE end_id = :id AND status <> 'delivered'",
-                    {"id": end_id, "s": status_code, "now": now},
-                )
+        self.write_many((), items, owner=owner, lease=0.0)
 
     def mark_failed(
         self,
@@ -548,6 +602,18 @@ class SqlOutbox(ABC):
                 {"t": delivered_before},
             )
         return len(rows)
+
+
+def _chunks(xs: Sequence[T], size: int = 200) -> Iterator[Sequence[T]]:
+    """Slices of at most ``size`` (keeps statements under the bound-parameter limits)."""
+    for i in range(0, len(xs), size):
+        yield xs[i : i + size]
+
+
+def _in_list(ids: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """``"(:i0, :i1, ...)"`` and its parameters, for ``end_id IN ...``."""
+    params = {f"i{j}": end_id for j, end_id in enumerate(ids)}
+    return "(" + ", ".join(":" + k for k in params) + ")", params
 
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
