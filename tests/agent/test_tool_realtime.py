@@ -32,7 +32,7 @@ class FakeRealtime(llm.RealtimeModel):
         )
 
     def session(self, *, turn_detection_disabled: bool = False) -> Any:
-        raise NotImplementedError
+        raise NotImplementedError("a stand-in realtime model: the tests drive its session directly")
 
     async def aclose(self) -> None:
         return None
