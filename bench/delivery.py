@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,18 @@ def receiver_main(port: int, fail: float, slow: float, slow_delay: float) -> Non
 
 
 # --------------------------------------------------------------------------- senders
+async def paced(start: int, n: int, rate: float) -> AsyncIterator[int]:
+    """Session numbers start..n-1, one every 1/rate seconds (the simulated session ends)."""
+    t0 = time.monotonic()
+    for k, i in enumerate(range(start, n)):
+        await asyncio.sleep(max(0.0, t0 + k / rate - time.monotonic()))
+        yield i
+
+
+def final_body(i: int) -> bytes:
+    return json.dumps({"end_id": f"s{i}", "complete": True, "ended_at": time.time()}).encode()
+
+
 async def naive_sender(url: str, start: int, n: int, rate: float) -> None:
     import logging
 
@@ -147,10 +160,8 @@ async def naive_sender(url: str, start: int, n: int, rate: float) -> None:
         except Exception as e:
             log.debug("report %s failed: %s", i, e)
 
-    t0 = time.monotonic()
-    for k, i in enumerate(range(start, n)):
-        await asyncio.sleep(max(0.0, t0 + k / rate - time.monotonic()))
-        body = json.dumps({"end_id": f"s{i}", "complete": True, "ended_at": time.time()}).encode()
+    async for i in paced(start, n, rate):
+        body = final_body(i)
         print("END", i, flush=True)
         t = asyncio.create_task(post(i, body))
         tasks.add(t)
@@ -193,12 +204,10 @@ async def kit_sender(url: str, outbox: str, start: int, n: int, rate: float) -> 
         if await pipe.store(f"s{i}", body):
             await pipe.deliver(f"s{i}")
 
-    t0 = time.monotonic()
-    for k, i in enumerate(range(start, n)):
-        await asyncio.sleep(max(0.0, t0 + k / rate - time.monotonic()))
+    async for i in paced(start, n, rate):
         if i + LIVE < n:  # session i + LIVE starts: its first crash checkpoint
             await pipe.save_draft(f"s{i + LIVE}", draft(i + LIVE))
-        body = json.dumps({"end_id": f"s{i}", "complete": True, "ended_at": time.time()}).encode()
+        body = final_body(i)
         print("END", i, flush=True)
         t = asyncio.create_task(end(i, body))
         tasks.add(t)
