@@ -213,7 +213,7 @@ async def test_unreachable_agent_escalates_over_rest_and_still_reports(
         qs = markers()
         await page.answer(0, qs[0])
         await browser.wait_text(page.tab, "transcript", qs[1], 30)
-        run.job.partition()
+        await run.job.partition()
         await browser.click(page.tab, "end-button")
         await browser.wait_text(page.tab, "ack", "Acknowledged via REST", 30)
         outcome = await page.outcome()

@@ -1,7 +1,8 @@
-"""`endcall demo`: its command line, its table, and two scenarios run for real.
+"""`endcall demo`: its command line, its table, and two scenarios on the loopback double.
 
-The scenario run uses the same stack and browser as the demo (``run_demo``); the other
-browser tests are in test_e2e_browser.py.
+The scenario run uses the same stack and browser as the demo (``run_demo(loopback=True)``);
+every scenario on the real livekit-server is in test_e2e_real.py, the other loopback browser
+tests in test_e2e_browser.py.
 """
 
 from __future__ import annotations
@@ -44,10 +45,15 @@ def test_table_and_json_rows_have_the_documented_fields() -> None:
         delivered=True,
         attempts=1,
         verified=True,
+        server="livekit-server 1.13.5",
     )
-    failed = ScenarioResult("silence", error="TimeoutError: …")
-    table = format_table([ok, failed]).splitlines()
+    failed = ScenarioResult("silence", error="TimeoutError: …", server="livekit-server 1.13.5")
+    lines = format_table([ok, failed]).splitlines()
+    # the table says which server the scenarios ran on
+    assert lines[0] == "server: livekit-server 1.13.5" and lines[1] == ""
+    table = lines[2:]
     row = ok.row()
+    assert row["server"] == "livekit-server 1.13.5"
     assert table[0].split() == [
         "scenario", "channel", "ack", "ms", "ended_reason", "delivered", "attempts", "verified"
     ]  # fmt: skip
@@ -73,7 +79,7 @@ def test_table_and_json_rows_have_the_documented_fields() -> None:
 async def test_demo_scenarios_deliver_verified_reports(tmp_path: Path) -> None:
     chosen = [s for s in SCENARIOS if s.name in ("candidate-ends", "rpc-disabled")]
     lines: list[str] = []
-    results = await run_demo(chosen, output_dir=tmp_path, progress=lines.append)
+    results = await run_demo(chosen, output_dir=tmp_path, progress=lines.append, loopback=True)
     shots = {r.scenario: r.screenshot for r in results}
     on_disk = {p.name for p in (tmp_path / "screenshots").iterdir()}
     by_name = {r.scenario: r for r in results}
@@ -89,4 +95,6 @@ async def test_demo_scenarios_deliver_verified_reports(tmp_path: Path) -> None:
     # page keeps whichever of data / REST acknowledged first
     assert by_name["rpc-disabled"].report_channel == "data"
     assert by_name["rpc-disabled"].channel in ("data", "rest (agent: data)")
-    assert len(lines) == 4 and lines[1].startswith("[1/2] candidate-ends: ok")
+    assert lines[0] == "server: loopback"
+    assert len(lines) == 5 and lines[2].startswith("[1/2] candidate-ends: ok")
+    assert all(r.server == "loopback" for r in results)
