@@ -115,8 +115,10 @@ async def run_interview(
 ) -> tuple[AgentSession[Any], EndCall]:
     """Start the interview on `ctx.room`; returns the session and its `EndCall`."""
     models = models or inference_models()
-    # the session marks the candidate "away" after this much silence; endcall's
-    # silence_timeout counts from there
+    # the session's own "away" state (nobody spoke for this long; the agent's speech counts).
+    # endcall's silence_timeout does not use it: it counts seconds without the candidate's
+    # speech by itself. Kept below silence_timeout, else endcall warns that the call ends
+    # before the candidate is ever marked away.
     away = 15.0 if silence_timeout is None else min(15.0, silence_timeout / 2)
     session: AgentSession[Any] = AgentSession(
         stt=models.stt,

@@ -101,7 +101,8 @@ from .protocol import (
     is_valid_reason,
 )
 from .report import build_draft, build_report
-from .timers import MaxDurationTimer, SilenceWatcher
+from .silence import SilenceWatcher, silence_conflicts, user_away_timeout
+from .timers import MaxDurationTimer
 from .tool import GoodbyePlan, capture_turn, make_end_tool, wait_speech, wait_turn
 
 __all__ = ["Allow", "EndCall", "ReportSink"]
@@ -148,7 +149,9 @@ class EndCall:
         pipeline: a ready `ReportPipeline` (or anything with its methods), instead of
             `webhook` + `outbox`.
         max_duration: seconds after `start()` before the call ends (`exceeded-max-duration`).
-        silence_timeout: seconds the customer may stay silent/away (`silence-timed-out`).
+        silence_timeout: seconds without customer speech, from `start()` or the end of the
+            customer's last speech, before the call ends (`silence-timed-out`); independent
+            of the session's `user_away_timeout` (see `endcall.silence`).
         goodbye: the words said before an agent or timer end; None lets the LLM phrase it
             (tool) or says nothing (timers).
         method: RPC method and data topic (`end_interview`).
@@ -322,6 +325,12 @@ class EndCall:
         if self._max_duration is not None:
             self._max_duration.start()
         if self._silence is not None:
+            for conflict in silence_conflicts(
+                self._silence.seconds,
+                max_duration=self._max_duration.seconds if self._max_duration else None,
+                away_after=user_away_timeout(self._session),
+            ):
+                logger.warning("endcall: %s", conflict)
             self._silence.start()
         self._checkpoint_task = asyncio.create_task(self._checkpoints(), name="endcall_drafts")
         if getattr(self._session, "_started", True) is False:

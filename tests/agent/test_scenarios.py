@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,33 @@ async def test_speech_resets_the_silence_timeout(tmp_path: Path) -> None:
         job.stt.say("still here")
     assert job.end is not None and job.end.state is EndState.ACTIVE
     await job.finished()
+    check_ended(job, "silence-timed-out", kind="system")
+
+
+@pytest.mark.parametrize("away", [None, 5.0])
+async def test_a_short_silence_timeout_is_honoured_whatever_the_away_timeout(
+    tmp_path: Path, away: float | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "endcall")
+    job = await start_job(tmp_path, user_away_timeout=away, endcall_kwargs={"silence_timeout": 0.6})
+    t0 = time.monotonic()
+    await job.finished()
+    took = time.monotonic() - t0
+    assert 0.5 <= took < 3.0, took  # it used to wait for the 5 s away flip, or forever
+    check_ended(job, "silence-timed-out", kind="system")
+    conflict = [r for r in caplog.records if "away handling never runs" in r.getMessage()]
+    assert len(conflict) == (1 if away is not None else 0)
+
+
+async def test_customer_speech_restarts_the_count(tmp_path: Path) -> None:
+    job = await start_job(tmp_path, user_away_timeout=None, endcall_kwargs={"silence_timeout": 0.8})
+    for _ in range(3):
+        await asyncio.sleep(0.5)
+        job.stt.say("still here")
+    assert job.end is not None and job.end.state is EndState.ACTIVE
+    t0 = time.monotonic()
+    await job.finished()
+    assert time.monotonic() - t0 >= 0.3
     check_ended(job, "silence-timed-out", kind="system")
 
 
