@@ -66,7 +66,7 @@ import inspect
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from livekit import rtc
@@ -103,7 +103,16 @@ from .protocol import (
 from .report import build_draft, build_report
 from .silence import SilenceWatcher, silence_conflicts, user_away_timeout
 from .timers import MaxDurationTimer
-from .tool import GoodbyePlan, capture_turn, make_end_tool, wait_speech, wait_turn
+from .tool import (
+    END_CALL_DESCRIPTION,
+    END_CALL_NAME,
+    GoodbyePlan,
+    Goodbyes,
+    capture_turn,
+    make_end_tool,
+    wait_speech,
+    wait_turn,
+)
 
 __all__ = ["Allow", "EndCall", "ReportSink"]
 
@@ -153,7 +162,11 @@ class EndCall:
             customer's last speech, before the call ends (`silence-timed-out`); independent
             of the session's `user_away_timeout` (see `endcall.silence`).
         goodbye: the words said before an agent or timer end; None lets the LLM phrase it
-            (tool) or says nothing (timers).
+            (tool) or says nothing (timers). A mapping gives one per reason
+            (`{"exceeded-max-duration": "Our time is up…", "*": "Goodbye!"}`; `"*"`: the
+            reasons it does not name).
+        tool_name, tool_description: the end tool's name (`end_call`) and description, as
+            the agent's prompt refers to it.
         method: RPC method and data topic (`end_interview`).
         drain_timeout: bound of the drain (goodbye playout, running tool calls).
         transcript_flush_timeout: how long a pending user transcript may take to be final.
@@ -180,7 +193,9 @@ class EndCall:
         pipeline: ReportSink | None = None,
         max_duration: float | None = None,
         silence_timeout: float | None = None,
-        goodbye: str | None = None,
+        goodbye: str | Mapping[str, str] | None = None,
+        tool_name: str = END_CALL_NAME,
+        tool_description: str = END_CALL_DESCRIPTION,
         method: str = DEFAULT_METHOD,
         drain_timeout: float = 10.0,
         transcript_flush_timeout: float = 2.0,
@@ -214,7 +229,8 @@ class EndCall:
             pipeline = ReportPipeline(webhook, outbox)
         self._pipe: ReportSink = pipeline
         self._webhook = webhook if webhook is not None else getattr(pipeline, "webhook", None)
-        self._goodbye = goodbye
+        self._goodbye = Goodbyes(goodbye)
+        self._tool_name = tool_name
         self._method = method
         self._drain_timeout = drain_timeout
         self._flush_timeout = transcript_flush_timeout
@@ -240,7 +256,7 @@ class EndCall:
         self._silence = (
             SilenceWatcher(session, silence_timeout, self._on_silence) if silence_timeout else None
         )
-        self._tool: Any = make_end_tool(self._on_tool)
+        self._tool: Any = make_end_tool(self._on_tool, name=tool_name, description=tool_description)
         self._attrs: AttributeWriter | None = None
         self._channels: Channels | None = None
         self._started = False
@@ -272,7 +288,8 @@ class EndCall:
 
     @property
     def tool(self) -> Any:
-        """The `end_call` function tool for the LLM (add it to the agent's tools)."""
+        """The end function tool for the LLM (`end_call`, or `tool_name`); add it to the
+        agent's tools."""
         return self._tool
 
     @property
@@ -348,7 +365,8 @@ class EndCall:
         """End the session from code; the same path as every channel. Returns the ack.
 
         `initiator` is an `Initiator` or just its kind (default: the reason's usual kind).
-        `goodbye=True` says the configured goodbye first, a string says that string.
+        `goodbye=True` says the configured goodbye (for this reason) first, a string says
+        that string.
         """
         reason = str(reason)
         if not is_valid_reason(reason):
@@ -361,7 +379,7 @@ class EndCall:
             who = initiator
         else:
             who = Initiator(kind=initiator)
-        say = goodbye if isinstance(goodbye, str) else (self._goodbye if goodbye else None)
+        say = goodbye if isinstance(goodbye, str) else (self._goodbye(reason) if goodbye else None)
         trigger = Trigger(
             reason=reason, initiator=who, channel="api", request_id=request_id, meta=meta
         )
@@ -547,7 +565,8 @@ class EndCall:
             if turn.reply_fut is not None:
                 turn.reply_fut.cancel()
             return None
-        say = None if turn.auto_reply else self._goodbye
+        goodbye = self._goodbye(EndReason.ASSISTANT_ENDED_CALL.value)
+        say = None if turn.auto_reply else goodbye
         identity = None
         try:
             identity = self._ctx.room.local_participant.identity or None
@@ -561,28 +580,22 @@ class EndCall:
             plan=GoodbyePlan(turn=turn, say=say),
         )
         if turn.auto_reply:
-            if self._goodbye:
-                return f'Say exactly this goodbye to the user, nothing else: "{self._goodbye}"'
+            if goodbye:
+                return f'Say exactly this goodbye to the user, nothing else: "{goodbye}"'
             return "say goodbye to the user"
-        if self._goodbye:
+        if goodbye:
             return None
         return "say goodbye to the user"
 
     def _on_max_duration(self) -> None:
-        self._trigger(
-            EndReason.EXCEEDED_MAX_DURATION.value,
-            "system",
-            "timer",
-            plan=GoodbyePlan(say=self._goodbye) if self._goodbye else None,
-        )
+        self._on_timer(EndReason.EXCEEDED_MAX_DURATION.value)
 
     def _on_silence(self) -> None:
-        self._trigger(
-            EndReason.SILENCE_TIMED_OUT.value,
-            "system",
-            "timer",
-            plan=GoodbyePlan(say=self._goodbye) if self._goodbye else None,
-        )
+        self._on_timer(EndReason.SILENCE_TIMED_OUT.value)
+
+    def _on_timer(self, reason: str) -> None:
+        say = self._goodbye(reason)
+        self._trigger(reason, "system", "timer", plan=GoodbyePlan(say=say) if say else None)
 
     def _refresh_customer(self) -> str | None:
         try:
@@ -836,7 +849,7 @@ class EndCall:
             for t in list(_RunningTasks.get(self._session, {}).values())
             if not t.exe_task.done()
             and t.exe_task is not me
-            and getattr(t.ctx.function_call, "name", "") != "end_call"
+            and getattr(t.ctx.function_call, "name", "") != self._tool_name
         ]
         if tasks:
             await asyncio.wait(tasks)

@@ -28,7 +28,9 @@ from livekit.agents import APIConnectionError, APIConnectOptions
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from endcall import EndState
+from endcall.protocol import Initiator
 from endcall.testing import ToolCall, Turn
+from endcall.tool import Goodbyes, make_end_tool
 
 GOODBYE = "Thank you for your time. Goodbye!"
 
@@ -217,6 +219,62 @@ async def test_programmatic_end(tmp_path: Path) -> None:
     doc = check_ended(job, "server-ended-call", kind="server")
     assert doc["meta"] == {"by": "test"}
     assert history(doc, "assistant")[-1]["content"][0] == GOODBYE
+
+
+GOODBYES = {"exceeded-max-duration": "Our time is up. Thank you!", "*": GOODBYE}
+INTERVIEW_TOOL = "Call end_interview when the candidate has answered every question."
+
+
+async def test_the_end_tool_takes_the_teams_name_and_description(tmp_path: Path) -> None:
+    job = await start_job(
+        tmp_path,
+        endcall_kwargs={
+            "goodbye": GOODBYES,
+            "tool_name": "end_interview",
+            "tool_description": INTERVIEW_TOOL,
+        },
+        llm_script=[Turn(text="That was all.", tool_calls=[ToolCall("end_interview")])],
+    )
+    assert job.end is not None
+    info = job.end.tool.info
+    assert (info.name, info.description) == ("end_interview", INTERVIEW_TOOL)
+    job.stt.say("I am done.")
+    await job.finished()
+    doc = check_ended(job, "assistant-ended-call", kind="agent", identity=AGENT_ID)
+    assert [m["content"][0] for m in history(doc, "assistant")][-2:] == ["That was all.", GOODBYE]
+
+
+async def test_goodbye_per_reason(tmp_path: Path) -> None:
+    job = await start_job(tmp_path, endcall_kwargs={"max_duration": 0.5, "goodbye": GOODBYES})
+    await job.finished()
+    doc = check_ended(job, "exceeded-max-duration", kind="system")
+    assert history(doc, "assistant")[-1]["content"][0] == "Our time is up. Thank you!"
+
+
+async def test_end_from_code_with_initiator_and_the_reasons_goodbye(tmp_path: Path) -> None:
+    goodbyes = {"exceeded-max-duration": "Our time is up. Thank you!"}
+    job = await start_job(tmp_path, endcall_kwargs={"goodbye": goodbyes})
+    assert job.end is not None
+    who = Initiator(kind="server", identity="scheduler")
+    ack = await job.end.end("exceeded-max-duration", initiator=who, goodbye=True)
+    assert ack.status == "accepted"
+    await job.finished()
+    doc = check_ended(job, "exceeded-max-duration", kind="server", identity="scheduler")
+    assert history(doc, "assistant")[-1]["content"][0] == "Our time is up. Thank you!"
+
+
+def test_bad_goodbyes_and_tool_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="not a reason"):
+        Goodbyes({"Time Up": "bye"})
+    with pytest.raises(TypeError):
+        Goodbyes({"*": 3})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="tool_name"):
+        make_end_tool(lambda ctx: None, name="end interview")
+    with pytest.raises(ValueError, match="tool_description"):
+        make_end_tool(lambda ctx: None, description=" ")
+    g = Goodbyes({"silence-timed-out": "Are you there? Goodbye."})
+    assert g("silence-timed-out") == "Are you there? Goodbye." and g("agent-error") is None
+    assert Goodbyes("Bye")("anything") == "Bye" and Goodbyes(None)("x") is None
 
 
 # ------------------------------------------------------------------ timers
