@@ -71,6 +71,7 @@ from typing import Any, Protocol
 
 from livekit import rtc
 
+from .annotations import Annotations
 from .attributes import AttributeWriter
 from .channels import Channels
 from .lifecycle import JobShutdown, watch_job_shutdown
@@ -181,6 +182,9 @@ class EndCall:
             fallback server); 0 ends with `customer-disconnected` at once.
         allow: custom authorization for RPC/data requests (default: only the customer).
         checkpoint_interval: seconds between crash-draft checkpoints (at most 30).
+        report_meta: the job's own fields for the report's `annotations` (e.g. a test id
+            from the job metadata); JSON values, at most 4,096 bytes (`ValueError`). Add
+            more later with `annotate()`.
     """
 
     def __init__(
@@ -206,6 +210,7 @@ class EndCall:
         disconnect_grace: float = 3.0,
         allow: Allow | None = None,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
+        report_meta: Mapping[str, Any] | None = None,
     ) -> None:
         if pipeline is None and webhook is None:
             raise ValueError("EndCall needs a webhook (or a pipeline) for the session report")
@@ -230,6 +235,7 @@ class EndCall:
         self._pipe: ReportSink = pipeline
         self._webhook = webhook if webhook is not None else getattr(pipeline, "webhook", None)
         self._goodbye = Goodbyes(goodbye)
+        self._annotations = Annotations(report_meta)
         self._tool_name = tool_name
         self._method = method
         self._drain_timeout = drain_timeout
@@ -384,6 +390,17 @@ class EndCall:
             reason=reason, initiator=who, channel="api", request_id=request_id, meta=meta
         )
         return self._submit(trigger, GoodbyePlan(say=say) if say else None).ack
+
+    def annotate(self, **fields: Any) -> bool:
+        """Add the job's own fields to the report's `annotations` (a later value for a key
+        wins). Raises `ValueError` for non-JSON values or over 4,096 bytes in all. Returns
+        False (and changes nothing) once the report is built: too late for it."""
+        if self._report is not None:
+            logger.warning("endcall: annotate(%s) after the report was built; ignored", fields)
+            return False
+        self._annotations.update(fields)
+        self._schedule_draft()
+        return True
 
     async def wait(self) -> EndRecord:
         """Wait until the report is stored and the job shutdown is requested."""
@@ -776,6 +793,7 @@ class EndCall:
                     session=self._session,
                     room_name=self._room_name(),
                     started_at=self._started_at,
+                    annotations=self._annotations.snapshot(),
                 )
                 await self._pipe.save_draft(self.end_id, body)
             except Exception:
@@ -946,6 +964,7 @@ class EndCall:
                 started_at=self._started_at,
                 end_section=self._end_section(drain_s, shutdown_s),
                 flushed_transcripts=list(self._uncommitted),
+                annotations=self._annotations.snapshot(),
             )
         except Exception as e:
             logger.exception("endcall: could not build the full report; sending a minimal one")
@@ -959,6 +978,7 @@ class EndCall:
                     **self._end_section(drain_s, shutdown_s),
                     "report_error": f"{type(e).__name__}: {e}",
                 },
+                annotations=self._annotations.snapshot(),
             )
 
     def _request_job_shutdown(self, reason: str) -> None:

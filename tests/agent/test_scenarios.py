@@ -27,9 +27,9 @@ from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
-from endcall import EndState
-from endcall.protocol import Initiator
-from endcall.testing import ToolCall, Turn
+from endcall import EndCall, EndState
+from endcall.protocol import Initiator, parse_report
+from endcall.testing import ToolCall, Turn, request_end
 from endcall.tool import Goodbyes, make_end_tool
 
 GOODBYE = "Thank you for your time. Goodbye!"
@@ -275,6 +275,28 @@ def test_bad_goodbyes_and_tool_names_are_refused() -> None:
     g = Goodbyes({"silence-timed-out": "Are you there? Goodbye."})
     assert g("silence-timed-out") == "Are you there? Goodbye." and g("agent-error") is None
     assert Goodbyes("Bye")("anything") == "Bye" and Goodbyes(None)("x") is None
+
+
+async def test_report_meta_and_annotate_reach_the_report_and_its_draft(tmp_path: Path) -> None:
+    job = await start_job(tmp_path, endcall_kwargs={"report_meta": {"test_id": "t-1"}})
+    assert job.end is not None
+    assert job.end.annotate(company_id="c-7", test_id="t-2") is True
+    with pytest.raises(ValueError, match="not a JSON value"):
+        job.end.annotate(when=object())
+    with pytest.raises(ValueError, match="not a JSON value"):
+        job.end.annotate(score=float("nan"))
+    with pytest.raises(ValueError, match="the limit is 4096"):
+        job.end.annotate(notes="x" * 4096)
+    await wait_until(lambda: any(b"c-7" in body for _, body in job.pipeline.drafts), timeout=5.0)
+    ack = await request_end(job.customer)
+    assert ack.status == "accepted"
+    await job.finished()
+    doc = check_ended(job, "customer-ended-call", kind="customer")
+    assert doc["annotations"] == {"test_id": "t-2", "company_id": "c-7"}
+    assert parse_report(job.pipeline.stored[0][1]).annotations == doc["annotations"]
+    assert job.end.annotate(late=True) is False  # the report is built: too late
+    with pytest.raises(ValueError, match="the limit is 4096"):
+        EndCall(job.runner.ctx, job.session, pipeline=job.pipeline, report_meta={"k": "x" * 5000})
 
 
 # ------------------------------------------------------------------ timers
