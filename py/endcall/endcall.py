@@ -74,6 +74,7 @@ from livekit import rtc
 from .annotations import Annotations
 from .attributes import AttributeWriter
 from .channels import Channels
+from .journal import Journal
 from .lifecycle import JobShutdown, watch_job_shutdown
 from .machine import (
     Channel,
@@ -256,6 +257,7 @@ class EndCall:
             bound += delete_room_after + ATTRIBUTE_SETTLE
         drain_ms = round(bound * 1000)
         self._machine = EndMachine(drain_ms=drain_ms)
+        self._journal = Journal(self._machine.end_id, self._room_name)
         self._max_duration = (
             MaxDurationTimer(max_duration, self._on_max_duration) if max_duration else None
         )
@@ -481,12 +483,8 @@ class EndCall:
         ack = verdict.ack
         if verdict.accepted:
             rec = self._machine.record
-            logger.info(
-                "endcall: ending (%s) by %s over %s, request %s",
-                rec.reason,
-                trigger.initiator.kind,
-                trigger.channel,
-                trigger.request_id,
+            self._journal.ending(
+                rec.reason, trigger.initiator.kind, trigger.channel, trigger.request_id
             )
             if self._attrs is not None:
                 self._attrs.update(
@@ -932,6 +930,10 @@ class EndCall:
             body = self._build_report(drain_s, shutdown_s)
             self._report = body
             self._stored = await self._pipe.store(self.end_id, body)
+            if self._stored:
+                self._journal.stored(getattr(self._pipe, "outbox", None))
+            else:
+                self._journal.not_stored()
         except Exception:
             logger.exception("endcall: the report could not be handed over")
         finally:
@@ -1040,6 +1042,7 @@ class EndCall:
             self._end_info["delivery_error"] = str(e)
         self._delivery = outcome
         delivered = bool(getattr(outcome, "delivered", False))
+        await self._log_delivery(outcome, delivered)
         if self._attrs is not None:
             if delivered:
                 if self._ctx.room.isconnected():
@@ -1048,6 +1051,24 @@ class EndCall:
                 if self._ctx.room.isconnected():
                     self._attrs.update({ATTR_REPORT: "failed"})
         return outcome
+
+    async def _log_delivery(self, outcome: Any, delivered: bool) -> None:
+        attempts = getattr(outcome, "attempts", 0)
+        status = getattr(outcome, "last_status", None)
+        error = getattr(outcome, "last_error", None)
+        if delivered:
+            self._journal.delivered(attempts, status)
+        elif getattr(outcome, "dead", False):
+            self._journal.dead(attempts, status, error)
+        elif self._stored:
+            outbox = getattr(self._pipe, "outbox", None)
+            next_at = None
+            try:
+                row = await asyncio.to_thread(outbox.get, self.end_id) if outbox else None
+                next_at = getattr(row, "next_attempt_at", None)
+            except Exception as e:
+                logger.debug("endcall: could not read the outbox row: %s", e)
+            self._journal.left_pending(outbox, next_at, error)
 
     async def _finish_for_job(self, *, deadline: float | None) -> None:
         """Wait for the end path and delivery; `deadline` is a `time.monotonic()` bound."""

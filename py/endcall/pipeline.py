@@ -220,6 +220,11 @@ class ReportPipeline:
         )
         self._writes: GroupCommit[_Write, object] | None = None
 
+    @property
+    def outbox(self) -> Outbox | None:
+        """The outbox reports are stored in (None until first opened, or if it failed)."""
+        return self._outbox
+
     def _writer(self, ob: Outbox) -> GroupCommit[_Write, object]:
         """One group-commit queue for final reports and delivered marks: concurrent session
         ends and finished deliveries share one durable transaction (one fsync)."""
