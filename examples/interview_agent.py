@@ -195,7 +195,9 @@ async def run_interview(
     return session, end
 
 
-#: pass to `rtc_session(on_session_end=...)`: finishes the report's delivery (up to 300 s)
+#: pass to `rtc_session(on_session_end=...)`: finishes the report's in-process delivery (the
+#: webhook's `in_process_window`, 60 s by default, plus one request timeout; livekit-agents gives
+#: this hook up to `session_end_timeout`, 300 s by default). The rest is left to a relay.
 on_session_end = EndCall.on_session_end
 
 server = AgentServer()
