@@ -11,14 +11,37 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PAGE := examples/web
 
-.PHONY: test demo install system-deps lint typecheck pytest web web-test clean
+.PHONY: test demo install system-deps lint typecheck pytest web web-test clean livekit-server
+
+# livekit-server, built from the Go module proxy at a pinned tag (no prebuilt binary), into a
+# git-ignored tools folder; built once, rebuilt only when missing.
+LIVEKIT_SERVER_VERSION := v1.13.5
+LIVEKIT_SERVER_FALLBACK := v1.13.4
+TOOLS := .tools
+LIVEKIT_SERVER := $(TOOLS)/bin/livekit-server
+# real-server runs happen inside a network namespace made for the run (scripts/in-netns)
+IN_NETNS := scripts/in-netns
 
 test: install lint typecheck pytest web-test
 
 demo: install
-	$(BIN)/endcall demo
+	$(IN_NETNS) $(BIN)/endcall demo
 
-install: $(VENV)/.installed web/node_modules/.installed $(PAGE)/dist/index.html system-deps
+install: $(VENV)/.installed web/node_modules/.installed $(PAGE)/dist/index.html system-deps $(LIVEKIT_SERVER)
+
+livekit-server: $(LIVEKIT_SERVER)
+
+$(LIVEKIT_SERVER):
+	@command -v go >/dev/null 2>&1 || { echo "Go is needed to build livekit-server (go 1.26)"; exit 1; }
+	@mkdir -p $(TOOLS)/bin $(TOOLS)/gobuild
+	@for tag in $(LIVEKIT_SERVER_VERSION) $(LIVEKIT_SERVER_FALLBACK); do \
+	  echo "building livekit-server $$tag with go install (CGO_ENABLED=0; a few minutes the first time) ..."; \
+	  if CGO_ENABLED=0 GOBIN=$(CURDIR)/$(TOOLS)/gobuild go install github.com/livekit/livekit-server/cmd/server@$$tag; then \
+	    mv $(TOOLS)/gobuild/server $@ && echo "built $@ ($$tag)" && exit 0; \
+	  fi; \
+	  echo "livekit-server $$tag did not build from the Go module proxy"; \
+	done; \
+	echo "no livekit-server tag built: see the go errors above"; exit 1
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,11 +62,14 @@ $(PAGE)/node_modules/.installed: $(PAGE)/package.json $(PAGE)/package-lock.json
 $(PAGE)/dist/index.html: $(PAGE)/node_modules/.installed $(shell find $(PAGE)/src web/src -type f 2>/dev/null) $(PAGE)/index.html $(PAGE)/vite.config.ts
 	cd $(PAGE) && npm run build
 
-# Debian packages the tests start themselves: Chromium for the browser tests,
-# PostgreSQL for the fleet outbox. Installed only when missing.
+# Debian packages the tests start themselves: Chromium for the browser tests, PostgreSQL for
+# the fleet outbox, iproute2 for the test network namespace, espeak-ng for the candidate's fake
+# microphone. Installed only when missing.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -57,12 +83,14 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
+# the whole suite runs inside one network namespace: the real-LiveKit tests need its test
+# address, and everything else is happy on its loopback
 pytest:
-	$(BIN)/pytest -q
+	$(IN_NETNS) $(BIN)/pytest -q
 
 web-test:
 	cd web && npm run typecheck && npm run build && npm test && npm run size
 	cd $(PAGE) && npm run typecheck
 
 clean:
-	rm -rf $(VENV) web/node_modules web/dist $(PAGE)/node_modules $(PAGE)/dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) web/node_modules web/dist $(PAGE)/node_modules $(PAGE)/dist .pytest_cache .mypy_cache .ruff_cache

@@ -22,20 +22,26 @@ Models come from LiveKit Inference model strings (override with `INTERVIEW_STT`,
 interview, with `ended_reason` (`customer-ended-call`, `assistant-ended-call`,
 `exceeded-max-duration`, …), the transcript and the usage — see `examples/receiver.py`.
 
-The demo imports this file and runs the same agent with scripted models
-(`scripted_models()` + `run_interview(ctx, models=...)`) on the loopback.
+The demo and the tests run this same file as a real worker with scripted models:
+`INTERVIEW_MODELS=scripted python examples/interview_agent.py start` (see `run_scripted`: the
+candidate's typed answers arrive as `demo.answer` data packets, and the job's dispatch metadata
+carries the scenario's settings). In that mode the worker also suits a small test machine:
+health server on 127.0.0.1 on a free port, never reported full, one idle process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli
 
 from endcall import EndCall, Webhook
+from endcall.protocol import DEFAULT_METHOD
 
 GREETING = "Hello, and thank you for joining this interview."
 QUESTIONS = (
@@ -195,20 +201,93 @@ async def run_interview(
     return session, end
 
 
+@dataclass(frozen=True)
+class ScriptedSettings:
+    """What a demo/test scenario changes, from the job's dispatch metadata
+    (`{"scenario": {"agent_ends": true, "max_duration": 12, ...}}`)."""
+
+    agent_ends: bool = False
+    max_duration: float | None = MAX_DURATION
+    silence_timeout: float | None = SILENCE_TIMEOUT
+    rpc_disabled: bool = False
+
+    @classmethod
+    def from_metadata(cls, metadata: str | None) -> ScriptedSettings:
+        try:
+            doc = json.loads(metadata or "{}")
+        except ValueError:
+            doc = {}
+        raw = doc.get("scenario") if isinstance(doc, dict) else None
+        if not isinstance(raw, dict):
+            return cls()
+        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        return cls(**known)
+
+
+def listen_for_typed_answers(room: rtc.Room, stt: Any) -> None:
+    """The demo page's answer box stands in for speech: `demo.answer` packets feed the
+    scripted STT, as if the candidate had said them."""
+
+    def on_data(packet: rtc.DataPacket) -> None:
+        if packet.topic != "demo.answer":
+            return
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            text = json.loads(packet.data)["text"]
+            if isinstance(text, str) and text.strip():
+                stt.say(text.strip())
+
+    room.on("data_received", on_data)
+
+
+async def run_scripted(
+    ctx: JobContext,
+    settings: ScriptedSettings,
+    **options: Any,
+) -> tuple[AgentSession[Any], EndCall]:
+    """The interview with scripted models, as the demo and the tests run it."""
+    models = scripted_models(agent_ends=settings.agent_ends)
+    listen_for_typed_answers(ctx.room, models.stt)
+    session, end = await run_interview(
+        ctx,
+        models=models,
+        max_duration=settings.max_duration,
+        silence_timeout=settings.silence_timeout,
+        **options,
+    )
+    if settings.rpc_disabled:
+        ctx.room.local_participant.unregister_rpc_method(DEFAULT_METHOD)
+    # lets a test harness find this job's process (to stop or kill it)
+    await ctx.room.local_participant.set_attributes({"demo.pid": str(os.getpid())})
+    return session, end
+
+
+def scripted_mode() -> bool:
+    return os.environ.get("INTERVIEW_MODELS") == "scripted"
+
+
 #: pass to `rtc_session(on_session_end=...)`: finishes the report's in-process delivery (the
 #: webhook's `in_process_window`, 60 s by default, plus one request timeout; livekit-agents gives
 #: this hook up to `session_end_timeout`, 300 s by default). The rest is left to a relay.
 on_session_end = EndCall.on_session_end
 
-server = AgentServer()
+server = (
+    # a small test machine: health server on loopback, a free port, never "full", one idle
+    # process kept warm
+    AgentServer(host="127.0.0.1", port=0, load_fnc=lambda: 0.0, num_idle_processes=1)
+    if scripted_mode()
+    else AgentServer()
+)
 
 
 async def run_job(ctx: JobContext, *, models: Models | None = None) -> None:
-    """The job: its settings from the job's metadata, then the interview."""
+    """The job: its settings from the job's metadata, then the interview (scripted when
+    `INTERVIEW_MODELS=scripted` and no models are given)."""
     settings = job_settings(ctx.job.metadata)
-    await run_interview(
-        ctx, models=models, webhook=settings.webhook, report_meta=settings.report_meta
-    )
+    options: dict[str, Any] = {"webhook": settings.webhook, "report_meta": settings.report_meta}
+    if models is None and scripted_mode():
+        await run_scripted(ctx, ScriptedSettings.from_metadata(ctx.job.metadata), **options)
+    else:
+        await run_interview(ctx, models=models, **options)
 
 
 @server.rtc_session(agent_name="interview-agent", on_session_end=on_session_end)

@@ -37,6 +37,11 @@ any other trigger (room deleted, worker shutdown, a timer, an error…) ends at 
 when the grace runs out, `customer-disconnected` is accepted with LiveKit's DisconnectReason;
 a customer who dropped without leaving (so the session is still running) and rejoins within
 the grace simply goes on.
+The room being deleted and the worker shutting the job down are tentative for
+`shutdown_grace` seconds (default 1) in the same way, when nothing else is held: the fallback
+server deletes the room *because* the agent did not acknowledge a customer's request in time
+(a blocked event loop, a stopped process), and that request, already on its way, explains the
+end better than the deletion it caused.
 Meanwhile the state stays `active`, and RoomIO may already have closed the session
 (`close_on_disconnect`): that close does not decide the reason; the report is built after it
 is decided.
@@ -181,6 +186,8 @@ class EndCall:
         disconnect_grace: seconds a customer leaving without a request stays tentative,
             waiting for an end request that explains it (a tab-close beacon through the
             fallback server); 0 ends with `customer-disconnected` at once.
+        shutdown_grace: likewise for the room being deleted and the worker shutting the job
+            down (`room-deleted`, `worker-shutdown`); 0 ends at once.
         allow: custom authorization for RPC/data requests (default: only the customer).
         checkpoint_interval: seconds between crash-draft checkpoints (at most 30).
         report_meta: the job's own fields for the report's `annotations` (e.g. a test id
@@ -209,6 +216,7 @@ class EndCall:
         delete_room: bool = True,
         delete_room_after: float = 5.0,
         disconnect_grace: float = 3.0,
+        shutdown_grace: float = 1.0,
         allow: Allow | None = None,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
         report_meta: Mapping[str, Any] | None = None,
@@ -221,6 +229,7 @@ class EndCall:
             ("close_timeout", close_timeout),
             ("delete_room_after", delete_room_after),
             ("disconnect_grace", disconnect_grace),
+            ("shutdown_grace", shutdown_grace),
         ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -246,7 +255,9 @@ class EndCall:
         self._delete_room = delete_room
         self._delete_room_after = delete_room_after
         self._grace = disconnect_grace
+        self._shutdown_grace = shutdown_grace
         self._grace_handle: asyncio.TimerHandle | None = None
+        self._grace_settled = asyncio.Event()
         self._room_gone = asyncio.Event()
         self._allow = allow
         self._checkpoint_interval = max(1.0, min(checkpoint_interval, CHECKPOINT_INTERVAL))
@@ -543,28 +554,57 @@ class EndCall:
             channel=channel,
             disconnect_reason=disconnect_reason,
         )
-        if self._grace <= 0:
+        if self._tentative(trigger, self._grace):
+            logger.info(
+                "endcall: the customer left (%s); waiting %.1fs for an end request explaining it",
+                disconnect_reason or channel,
+                self._grace,
+            )
+
+    def _tentative(self, trigger: Trigger, grace: float) -> bool:
+        """Hold ``trigger`` for ``grace`` seconds (an end request arriving meanwhile wins);
+        True when it is now held. With no grace it is submitted at once."""
+        if grace <= 0:
             self._submit_safely(trigger)
-            return
+            return False
         if not self._machine.hold(trigger):
-            return  # already holding one (its details were completed) or not active
-        logger.info(
-            "endcall: the customer left (%s); waiting %.1fs for an end request explaining it",
-            disconnect_reason or channel,
-            self._grace,
+            return False  # already holding one (its details were completed) or not active
+        self._grace_settled.clear()
+        self._grace_handle = asyncio.get_running_loop().call_later(grace, self._grace_over)
+        return True
+
+    def _system_end(
+        self, reason: str, kind: InitiatorKind, channel: Channel, disconnect_reason: str | None
+    ) -> None:
+        """The room was deleted or the worker shuts the job down: tentative for
+        `shutdown_grace` when nothing else is held, else at once (as any other trigger)."""
+        trigger = Trigger(
+            reason=reason,
+            initiator=Initiator(kind=kind, identity=None),
+            channel=channel,
+            disconnect_reason=disconnect_reason,
         )
-        self._grace_handle = asyncio.get_running_loop().call_later(self._grace, self._grace_over)
+        if self._machine.held is not None:
+            self._submit_safely(trigger)
+        elif self._tentative(trigger, self._shutdown_grace):
+            logger.info(
+                "endcall: %s; waiting %.1fs for an end request already on its way",
+                reason,
+                self._shutdown_grace,
+            )
 
     def _grace_over(self) -> None:
         self._grace_handle = None
         held = self._machine.take_held()
         if held is not None and self._machine.state is EndState.ACTIVE:
             self._submit_safely(held)
+        self._grace_settled.set()
 
     def _cancel_grace(self) -> None:
         if self._grace_handle is not None:
             self._grace_handle.cancel()
             self._grace_handle = None
+        self._grace_settled.set()
 
     def _submit_safely(self, trigger: Trigger) -> None:
         try:
@@ -657,7 +697,7 @@ class EndCall:
             logger.info("endcall: the customer left (%s); close_on_disconnect=False", name)
             return
         if code == rtc.DisconnectReason.ROOM_DELETED:
-            self._trigger(EndReason.ROOM_DELETED.value, "server", "room", disconnect_reason=name)
+            self._system_end(EndReason.ROOM_DELETED.value, "server", "room", name)
         else:
             self._customer_left(customer, "disconnect", name)
 
@@ -671,7 +711,7 @@ class EndCall:
         if self._machine.state is not EndState.ACTIVE:
             return
         if reason == rtc.DisconnectReason.ROOM_DELETED:
-            self._trigger(EndReason.ROOM_DELETED.value, "server", "room", disconnect_reason=name)
+            self._system_end(EndReason.ROOM_DELETED.value, "server", "room", name)
         else:
             self._trigger(
                 EndReason.AGENT_ERROR.value,
@@ -690,11 +730,13 @@ class EndCall:
             if not self._shutdown_requested:
                 self._trigger(EndReason.SERVER_ENDED_CALL.value, "server", "job")
         elif info.room_disconnected:
-            self._on_room_disconnected(None)
+            if self._machine.held is None:
+                # (when one is held, the room's own event already said why; its grace decides)
+                self._on_room_disconnected(None)
         elif info.crashed:
             self._trigger(EndReason.AGENT_ERROR.value, "system", "job", error="job crashed")
         else:
-            self._trigger(EndReason.WORKER_SHUTDOWN.value, "system", "job")
+            self._system_end(EndReason.WORKER_SHUTDOWN.value, "system", "job", None)
 
     def _on_session_close(self, ev: Any) -> None:
         reason = getattr(ev, "reason", None)
@@ -711,6 +753,10 @@ class EndCall:
             self._trigger(
                 EndReason.AGENT_ERROR.value, "system", "session", error=_describe_error(error)
             )
+        elif self._machine.held is not None and value != "participant_disconnected":
+            # a tentative end (the room deleted, the worker shutting down, the customer gone)
+            # is waiting out its grace; this close is its consequence and decides nothing
+            return
         elif value == "participant_disconnected":
             # RoomIO closed the session because the customer left: that is no end request,
             # and it may still come (the grace); the close itself decides nothing more
@@ -718,7 +764,7 @@ class EndCall:
         elif value == "job_shutdown" or (
             self._job_shutdown is not None and self._job_shutdown.from_worker
         ):
-            self._trigger(EndReason.WORKER_SHUTDOWN.value, "system", "session")
+            self._system_end(EndReason.WORKER_SHUTDOWN.value, "system", "session", None)
         else:
             # user code closed the session (session.shutdown()/aclose(), ctx.shutdown())
             self._trigger(EndReason.SERVER_ENDED_CALL.value, "server", "session")
@@ -1080,6 +1126,10 @@ class EndCall:
 
         if self._done is None:
             return
+        if self._machine.held is not None and self._machine.state is EndState.ACTIVE:
+            # a tentative end (a grace) is still waiting for a request: let it run out
+            bound = max(self._grace, self._shutdown_grace) + 0.5
+            await settle(self._grace_settled.wait(), left(bound))
         if self._machine.state is EndState.ACTIVE:
             info = self._job_shutdown
             if info is not None and info.from_worker:

@@ -5,7 +5,11 @@
    fallback server (the server channel). A request within the grace wins with its own reason,
    request id and meta; without one, `customer-disconnected` (with LiveKit's DisconnectReason)
    is accepted when the grace runs out; other triggers end at once.
-2. With `delete_room=True` the room is deleted after the first delivery attempt (bounded by
+2. The room being deleted and the worker shutting the job down are tentative for
+   `shutdown_grace`: the fallback server deletes the room because the agent did not ack a
+   request in time (a blocked loop, a stopped process), and that request, already queued,
+   explains the end; without one, `room-deleted` / `worker-shutdown` when the grace is over.
+3. With `delete_room=True` the room is deleted after the first delivery attempt (bounded by
    `delete_room_after`), once `endcall.report` was written, so the page sees it first.
 """
 
@@ -136,6 +140,64 @@ async def test_worker_shutdown_during_the_grace_ends_at_once(tmp_path: Path) -> 
     assert time.monotonic() - t0 < 15.0
     doc = check_ended(job, "worker-shutdown", kind="system", attrs=False)
     assert doc["end"]["disconnect_reason"] == "CLIENT_INITIATED"
+
+
+# ------------------------------------------------------------------ shutdown grace
+
+
+async def test_a_request_queued_behind_the_room_deletion_wins(tmp_path: Path) -> None:
+    job = await start_job(tmp_path, endcall_kwargs={"shutdown_grace": 2.0})
+    job.stt.say("my last answer", final=True)
+    await asyncio.sleep(0.1)
+    await job.hub.delete_room(ROOM)
+    await asyncio.sleep(0.2)
+    assert job.end is not None and job.end.state is EndState.ACTIVE  # tentative only
+    # the candidate's request, written by the fallback server before it deleted the room, is
+    # only read now (what a stopped agent process sees when it runs again): the SDK delivers
+    # the queued attribute update
+    body = request("late1", initiator=CUSTOMER)
+    job.agent_room.emit(
+        "participant_attributes_changed",
+        {"endcall.request": body},
+        job.agent_room.local_participant,
+    )
+    await job.finished()
+    doc = check_ended(job, "customer-ended-call", kind="customer", identity=CUSTOMER, attrs=False)
+    assert doc["request_id"] == "late1"
+    assert doc["end"]["disconnect_reason"] == "ROOM_DELETED"
+    users = [m["content"][0] for m in history(doc, "user")]
+    assert users == ["my last answer"]
+
+
+async def test_without_a_request_the_deletion_ends_the_call_after_the_grace(
+    tmp_path: Path,
+) -> None:
+    job = await start_job(tmp_path, endcall_kwargs={"shutdown_grace": 1.0})
+    t0 = time.monotonic()
+    await job.hub.delete_room(ROOM)
+    await job.finished()
+    assert time.monotonic() - t0 >= 0.9
+    doc = check_ended(job, "room-deleted", kind="server", attrs=False)
+    assert doc["end"]["disconnect_reason"] == "ROOM_DELETED"
+
+
+async def test_a_request_after_a_worker_shutdown_wins_within_the_grace(tmp_path: Path) -> None:
+    job = await start_job(tmp_path, endcall_kwargs={"shutdown_grace": 2.0})
+    job.worker_shutdown("worker draining")
+    await asyncio.sleep(0.2)
+    assert job.end is not None and job.end.state is EndState.ACTIVE
+    await rpc_end(job, request("w1"))
+    await job.finished()
+    doc = check_ended(job, "customer-ended-call", kind="customer", identity=CUSTOMER)
+    assert doc["request_id"] == "w1"
+
+
+async def test_shutdown_grace_zero_ends_at_once(tmp_path: Path) -> None:
+    job = await start_job(tmp_path, endcall_kwargs={"shutdown_grace": 0})
+    job.worker_shutdown("worker draining")
+    await wait_until(lambda: job.end is not None and job.end.state is not EndState.ACTIVE, 0.5)
+    await job.finished()
+    check_ended(job, "worker-shutdown", kind="system", attrs=False)
 
 
 # ------------------------------------------------------------------ room deletion

@@ -22,18 +22,24 @@ READS = [
     re.compile(r"[\"']" + NAME + r"[\"']\s+in\s+(?:os\.environ|env)\b"),
     re.compile(r"_ENV\s*=\s*[\"']" + NAME + r"[\"']"),
     re.compile(r"(?:process|import\.meta)\.env\.(\w+)"),
-    # the kit's own prefixes, wherever they are spelled (e.g. a table of variables to read)
-    re.compile(r"[\"']((?:ENDCALL|LIVEKIT)_[A-Z0-9_]+)[\"']"),
 ]
+#: the kit's own prefixes, wherever they are spelled (e.g. a table of variables to read),
+#: unless the file defines a constant of that name (a name in `__all__`)
+PREFIXED = re.compile(r"[\"']((?:ENDCALL|LIVEKIT)_[A-Z0-9_]+)[\"']")
 
 
 def variables_read() -> dict[str, str]:
     found: dict[str, str] = {}
     for path in SOURCES:
         text = path.read_text()
-        for pattern in READS:
-            for name in pattern.findall(text):
-                found.setdefault(name, str(path.relative_to(ROOT)))
+        names = [name for pattern in READS for name in pattern.findall(text)]
+        names += [
+            name
+            for name in PREFIXED.findall(text)
+            if not re.search(rf"^{name}\s*(?::[^=\n]*)?=", text, re.M)
+        ]
+        for name in names:
+            found.setdefault(name, str(path.relative_to(ROOT)))
     return found
 
 

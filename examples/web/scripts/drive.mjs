@@ -17,6 +17,8 @@ import { dirname } from "node:path";
 import { chromium } from "playwright-core";
 
 const executablePath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+// FAKE_AUDIO: a WAV file the fake microphone plays (real-server runs publish it over WebRTC)
+const fakeAudio = process.env.FAKE_AUDIO;
 const browser = await chromium.launch({
   executablePath,
   args: [
@@ -26,6 +28,10 @@ const browser = await chromium.launch({
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    ...(fakeAudio ? [`--use-file-for-fake-audio-capture=${fakeAudio}%noloop`] : []),
   ],
 });
 const context = await browser.newContext({ viewport: { width: 900, height: 760 } });

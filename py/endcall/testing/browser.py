@@ -41,9 +41,13 @@ def browser_unavailable(web_dir: Path, chromium: str = DEFAULT_CHROMIUM) -> str 
 class BrowserDriver:
     """One Chromium, many pages (tabs), commanded over the driver's stdin/stdout."""
 
-    def __init__(self, web_dir: Path, *, chromium: str = DEFAULT_CHROMIUM) -> None:
+    def __init__(
+        self, web_dir: Path, *, chromium: str = DEFAULT_CHROMIUM, fake_audio: Path | None = None
+    ) -> None:
         self.web_dir = web_dir
         self.chromium = chromium
+        #: a WAV the fake microphone plays (Chromium's beep without it)
+        self.fake_audio = fake_audio
         self.console: list[str] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._ids = itertools.count(1)
@@ -56,6 +60,8 @@ class BrowserDriver:
         if reason is not None:
             raise BrowserError(reason)
         env = {**os.environ, "CHROMIUM_PATH": self.chromium}
+        if self.fake_audio is not None:
+            env["FAKE_AUDIO"] = str(self.fake_audio.resolve())
         self._proc = await asyncio.create_subprocess_exec(
             "node",
             str(self.web_dir / "scripts" / "drive.mjs"),

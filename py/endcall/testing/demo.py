@@ -70,6 +70,14 @@ class Scenario:
     agent_unreachable: bool = False
     receiver_down: float = 0.0
     expect_reason: str = ""
+    #: where the loopback double ends differently (it drops what a partitioned agent misses;
+    #: a real stopped process reads it when it runs again)
+    expect_reason_loopback: str | None = None
+
+    def expected(self, *, loopback: bool) -> str:
+        if loopback and self.expect_reason_loopback is not None:
+            return self.expect_reason_loopback
+        return self.expect_reason
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -122,7 +130,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         "the agent is unreachable: REST escalation",
         answers=1,
         agent_unreachable=True,
-        expect_reason="room-deleted",
+        # the hung agent runs again after the server deleted the room, and reads the
+        # candidate's request (the server channel) before the deletion: the customer ended it
+        expect_reason="customer-ended-call",
+        expect_reason_loopback="room-deleted",
     ),
     Scenario(
         "receiver-down",
@@ -151,24 +162,37 @@ class ScenarioResult:
     expected_reason: str | None = None
     #: the channel the agent saw (the report's ``end.channel``)
     report_channel: str | None = None
+    #: which LiveKit it ran on: "livekit-server 1.13.5", "external" (LIVEKIT_URL) or "loopback"
+    server: str | None = None
+    #: the candidate's last answer is in the report's transcript (None: no answer was given)
+    last_words: bool | None = None
     seconds: float = 0.0
     error: str | None = None
+    transcript: list[str] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
-        """Delivered, verified (when checked), and no error in the run."""
-        return self.delivered and self.verified is not False and self.error is None
+        """Delivered, verified (when checked), with the expected reason and the candidate's
+        last words, and no error in the run."""
+        return (
+            self.delivered
+            and self.verified is not False
+            and self.error is None
+            and self.last_words is not False
+            and (self.expected_reason is None or self.ended_reason == self.expected_reason)
+        )
 
     def row(self) -> dict[str, Any]:
         """The documented ``--json`` fields first, then details."""
         keys = ("scenario", "channel", "ack_ms", "ended_reason", "delivered", "attempts")
         out = {k: getattr(self, k) for k in keys}
         out["verified"] = self.verified
+        out["server"] = self.server
         out.update(
             {
                 k: v
                 for k, v in asdict(self).items()
-                if k not in out and v is not None and k != "seconds"
+                if k not in out and v is not None and k not in ("seconds", "transcript")
             }
         )
         out["seconds"] = round(self.seconds, 1)
@@ -180,41 +204,79 @@ class ScenarioResult:
 
 @dataclass
 class AgentRun:
-    """One interview agent job and the handles the scenario needs."""
+    """One interview agent job and the handles the scenario needs: ``job`` is an
+    :class:`AgentHandle`; ``end``/``session`` are known only for an in-process (loopback) job."""
 
     job: Any
-    stt: Any
     end: Any = None
     session: Any = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class _LoopbackHandle:
+    """The loopback job behind the :class:`AgentHandle` calls the scenarios make."""
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+
+    async def partition(self) -> None:
+        self.job.partition()
+
+    def heal(self) -> None:
+        self.job.heal()
+
+    @property
+    def done(self) -> bool:
+        return bool(self.job.done)
+
+    async def finished(self, timeout: float) -> None:
+        await self.job.finished(timeout)
+
+    async def end_now(self) -> None:
+        self.job.worker_shutdown("demo scenario over")
+        await self.job.finished(60)
+
+
+AgentHandle = Any  # _LoopbackHandle | endcall.testing.realstack.RealJob
+
+
+def scenario_metadata(scenario: Scenario) -> dict[str, Any]:
+    """The job metadata the example agent reads its settings from (`ScriptedSettings`)."""
+    settings: dict[str, Any] = {
+        "agent_ends": scenario.agent_ends,
+        "rpc_disabled": scenario.rpc_disabled,
+    }
+    if scenario.max_duration is not None:
+        settings["max_duration"] = scenario.max_duration
+    if scenario.silence_timeout is not None:
+        settings["silence_timeout"] = scenario.silence_timeout
+    return {"scenario": settings}
+
+
 async def start_interview_agent(stack: Any, room: str, scenario: Scenario) -> AgentRun:
-    """Start the example interview agent on ``room`` with scripted models."""
+    """Make the example interview agent (scripted models) take ``room``: on the real server,
+    its worker is dispatched when the page joins; on the loopback it starts here."""
+    if hasattr(stack, "prepare"):  # RealStack
+        stack.prepare(room, scenario_metadata(scenario))
+        return AgentRun(job=stack.job(room))
+
     from endcall.outbox.sqlite import SqliteOutbox
     from endcall.testing.agentjob import LoopbackJob
-    from endcall.testing.stack import load_example
     from endcall.webhook import Webhook
 
-    example = load_example("interview_agent")
+    example = _example()
     webhook = Webhook(url=stack.webhook_url, secret=stack.webhook_secret, in_process_window=60.0)
-    scripted = example.scripted_models(agent_ends=scenario.agent_ends)
-    run = AgentRun(job=None, stt=scripted.stt)
+    settings = example.ScriptedSettings.from_metadata(json.dumps(scenario_metadata(scenario)))
+    run = AgentRun(job=None)
 
     async def entrypoint(ctx: Any) -> None:
-        options: dict[str, Any] = {
-            "webhook": webhook,
-            "outbox": SqliteOutbox(stack.outbox_path),
-        }
-        if scenario.max_duration is not None:
-            options["max_duration"] = scenario.max_duration
-        if scenario.silence_timeout is not None:
-            options["silence_timeout"] = scenario.silence_timeout
-        session, end = await example.run_interview(ctx, models=scripted, **options)
+        session, end = await example.run_scripted(
+            ctx, settings, webhook=webhook, outbox=SqliteOutbox(stack.outbox_path)
+        )
         run.session, run.end = session, end
         run.started.set()
 
-    run.job = await LoopbackJob.start(
+    job = await LoopbackJob.start(
         stack.hub,
         room,
         entrypoint,
@@ -223,21 +285,8 @@ async def start_interview_agent(stack: Any, room: str, scenario: Scenario) -> Ag
         agent_name="interview-agent",
         delete_room=stack.delete_room,
     )
-
-    def _answer(packet: Any) -> None:
-        # the page's answer box stands in for the candidate's speech: feed the scripted STT
-        if packet.topic != "demo.answer":
-            return
-        with contextlib.suppress(ValueError, AttributeError, TypeError):
-            text = json.loads(packet.data)["text"]
-            if isinstance(text, str) and text.strip():
-                run.stt.say(text.strip())
-
-    run.job.room.on("data_received", _answer)
-
+    run.job = _LoopbackHandle(job)
     await asyncio.wait_for(run.started.wait(), 20)
-    if scenario.rpc_disabled:
-        run.job.room.local_participant.unregister_rpc_method("end_interview")
     return run
 
 
@@ -259,7 +308,8 @@ async def _page_outcome(browser: Any, page: str) -> dict[str, Any] | None:
 async def _run_scenario(
     stack: Any, browser: Any, scenario: Scenario, index: int, shots: Path
 ) -> ScenarioResult:
-    result = ScenarioResult(scenario.name, expected_reason=scenario.expect_reason or None)
+    expected = scenario.expected(loopback=not hasattr(stack, "prepare"))
+    result = ScenarioResult(scenario.name, expected_reason=expected or None)
     room = f"demo-{scenario.name}-{secrets.token_hex(3)}"
     identity = f"candidate-{index}"
     page = f"p{index}"
@@ -281,7 +331,7 @@ async def _run_scenario(
             await browser.wait_text(page, "transcript", markers[scenario.answers], 30)
             await browser.wait_text(page, "agent-state", "listening", 30)
         if scenario.agent_unreachable:
-            run.job.partition()
+            await run.job.partition()
         if scenario.action == "click":
             await browser.click(page, "end-button")
             await browser.wait_text(page, "ack", "Acknowledged|Not acknowledged", 20)
@@ -303,8 +353,14 @@ async def _run_scenario(
             await browser.wait_text(page, "connection", "disconnected", 90)
             await browser.screenshot(page, shots / f"{scenario.name}.png")
         result.screenshot = str(shots / f"{scenario.name}.png")
+        if scenario.agent_unreachable:
+            # the page has given up on the agent: let it run again, to find its room gone
+            run.job.heal()
         await run.job.finished(150)
         await _collect_report(stack, room, result, run)
+        if scenario.answers and result.transcript is not None:
+            last = CANDIDATE_ANSWERS[scenario.answers - 1]
+            result.last_words = any(last in line for line in result.transcript)
         if result.channel is None:
             result.channel = result.report_channel
         elif result.report_channel and result.report_channel != result.channel:
@@ -322,9 +378,8 @@ async def _run_scenario(
                 await browser.close_page(page)
         run.job.heal()
         if not run.job.done:
-            run.job.worker_shutdown("demo scenario over")
             with contextlib.suppress(Exception):
-                await run.job.finished(60)
+                await run.job.end_now()
         if stack.receiver is not None:
             stack.receiver.up()
         result.seconds = time.monotonic() - started
@@ -360,28 +415,62 @@ async def _collect_report(stack: Any, room: str, result: ScenarioResult, run: Ag
             body = stored.body
             if len(mine) > 1:
                 result.error = f"{len(mine)} reports for one interview"
-    if body is None and end_id is not None:
-        from endcall.outbox.sqlite import SqliteOutbox
-
-        outbox = SqliteOutbox(stack.outbox_path)
-        try:
-            record = outbox.get(end_id)
-        finally:
-            outbox.close()
+    if body is None:
+        record = await _outbox_record(stack, room, end_id)
         if record is not None:
+            result.end_id = record.end_id
             result.attempts = record.attempts
             result.delivered = record.status == "delivered"
             body = record.body
     if body is not None:
-        with contextlib.suppress(ValueError, AttributeError, TypeError):
+        with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
             doc = json.loads(body)
             result.ended_reason = result.ended_reason or doc.get("ended_reason")
+            result.transcript = user_lines(doc)
             channel = (doc.get("end") or {}).get("channel")
             if isinstance(channel, str):
                 result.report_channel = channel
 
 
 # ----------------------------------------------------------------------------- output
+
+
+async def _outbox_record(stack: Any, room: str, end_id: str | None) -> Any:
+    """The outbox row of ``room``'s report (by ``end_id`` when known, else by room name),
+    waiting up to 90 s for it to be delivered."""
+    from endcall.outbox.sqlite import SqliteOutbox
+
+    def find() -> Any:
+        outbox = SqliteOutbox(stack.outbox_path)
+        try:
+            if end_id is not None:
+                return outbox.get(end_id)
+            for record in outbox.records(limit=1000):
+                with contextlib.suppress(ValueError, AttributeError, TypeError):
+                    if json.loads(record.body)["room"]["name"] == room:
+                        return record
+            return None
+        finally:
+            outbox.close()
+
+    record = None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        record = await asyncio.to_thread(find)
+        if record is not None and record.status in ("delivered", "dead"):
+            break
+        await asyncio.sleep(0.5)
+    return record
+
+
+def user_lines(doc: dict[str, Any]) -> list[str]:
+    """What the candidate said, from a report's chat history."""
+    items = doc["session"]["chat_history"]["items"]
+    return [
+        " ".join(str(c) for c in item["content"])
+        for item in items
+        if item.get("type") == "message" and item.get("role") == "user"
+    ]
 
 
 def _fmt(value: Any) -> str:
@@ -395,6 +484,7 @@ def _fmt(value: Any) -> str:
 
 
 def format_table(results: list[ScenarioResult]) -> str:
+    """The demo's table; its first line names the server the scenarios ran on."""
     header = ("scenario", "channel", "ack ms", "ended_reason", "delivered", "attempts", "verified")
     rows = [
         (
@@ -409,7 +499,9 @@ def format_table(results: list[ScenarioResult]) -> str:
         for r in results
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    servers = sorted({r.server for r in results if r.server})
+    lines = [f"server: {', '.join(servers) or 'unknown'}", ""]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     lines.append("  ".join("-" * w for w in widths))
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
@@ -427,18 +519,53 @@ async def _with_stack(
     webhook_url: str | None,
     webhook_secret: str | None,
     body: Callable[[Any], Awaitable[Any]],
+    *,
+    loopback: bool = False,
     **stack_options: Any,
 ) -> Any:
     from endcall.testing.stack import LocalStack
 
-    stack = LocalStack(
-        output_dir, webhook_url=webhook_url, webhook_secret=webhook_secret, **stack_options
-    )
+    stack: Any
+    if loopback:
+        stack = LocalStack(
+            output_dir, webhook_url=webhook_url, webhook_secret=webhook_secret, **stack_options
+        )
+    else:
+        from endcall.testing.realstack import RealStack
+
+        stack = RealStack(
+            output_dir, webhook_url=webhook_url, webhook_secret=webhook_secret, **stack_options
+        )
     await stack.start()
     try:
         return await body(stack)
     finally:
         await stack.stop()
+
+
+def server_name(stack: Any) -> str:
+    return str(getattr(stack, "server_name", "loopback"))
+
+
+def candidate_voice(output_dir: Path) -> Path | None:
+    """A WAV for the browser's fake microphone (espeak-ng saying an answer), or None when
+    espeak-ng is not installed (the microphone then plays Chromium's beep)."""
+    import shutil
+    import subprocess
+
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        return None
+    path = output_dir / "candidate.wav"
+    if not path.exists():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [espeak, "-w", str(path), CANDIDATE_ANSWERS[0]],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    return path
 
 
 async def run_demo(
@@ -449,8 +576,12 @@ async def run_demo(
     webhook_secret: str | None = None,
     progress: ProgressFn | None = None,
     on_result: Callable[[ScenarioResult], None] | None = None,
+    loopback: bool = False,
 ) -> list[ScenarioResult]:
-    """Run ``scenarios`` one after the other; returns one result per scenario."""
+    """Run ``scenarios`` one after the other; returns one result per scenario.
+
+    On a real livekit-server (started here inside ``scripts/in-netns``, or the one
+    ``LIVEKIT_URL`` names) unless ``loopback``."""
     from endcall.testing.browser import BrowserDriver
     from endcall.testing.stack import examples_dir
 
@@ -459,16 +590,19 @@ async def run_demo(
 
     async def body(stack: Any) -> list[ScenarioResult]:
         results: list[ScenarioResult] = []
-        async with BrowserDriver(examples_dir() / "web") as browser:
+        voice = None if loopback else candidate_voice(output_dir)
+        say(f"server: {server_name(stack)}")
+        async with BrowserDriver(examples_dir() / "web", fake_audio=voice) as browser:
             for i, scenario in enumerate(scenarios, 1):
                 say(f"[{i}/{len(scenarios)}] {scenario.name}: {scenario.title} …")
                 result = await _run_scenario(stack, browser, scenario, i, shots)
+                result.server = server_name(stack)
                 results.append(result)
                 status = "ok" if result.ok else "FAILED"
                 detail = f" ({result.error})" if result.error else ""
-                if result.ended_reason != scenario.expect_reason:
+                if result.ended_reason != result.expected_reason:
                     detail += (
-                        f" [ended_reason {result.ended_reason}, expected {scenario.expect_reason}]"
+                        f" [ended_reason {result.ended_reason}, expected {result.expected_reason}]"
                     )
                 say(
                     f"[{i}/{len(scenarios)}] {scenario.name}: {status} in "
@@ -480,7 +614,9 @@ async def run_demo(
             console.write_text("\n".join(browser.console) + "\n", encoding="utf-8")
         return results
 
-    results: list[ScenarioResult] = await _with_stack(output_dir, webhook_url, webhook_secret, body)
+    results: list[ScenarioResult] = await _with_stack(
+        output_dir, webhook_url, webhook_secret, body, loopback=loopback
+    )
     return results
 
 
@@ -490,6 +626,7 @@ async def serve_demo(
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
     out: TextIO = sys.stdout,
+    loopback: bool = False,
 ) -> None:
     """Keep the page up for a person: each page load starts a fresh interview agent."""
     from endcall.testing.stack import SessionRequest
@@ -500,8 +637,8 @@ async def serve_demo(
 
     async def body(stack: Any) -> None:
         async def on_session(request: SessionRequest) -> None:
-            run = await start_interview_agent(stack, request.room, interactive)
-            logger.info("agent started in %s (%s)", request.room, run.job.agent_identity)
+            await start_interview_agent(stack, request.room, interactive)
+            logger.info("agent started for %s", request.room)
 
         stack.on_session = on_session
         print(f"open {stack.site_url}/ in a browser (Ctrl-C to stop)", file=out, flush=True)
@@ -513,7 +650,14 @@ async def serve_demo(
             )
         await asyncio.Event().wait()
 
-    await _with_stack(output_dir, webhook_url, webhook_secret, body, stay_for_report_ms=120_000)
+    await _with_stack(
+        output_dir,
+        webhook_url,
+        webhook_secret,
+        body,
+        loopback=loopback,
+        stay_for_report_ms=120_000,
+    )
 
 
 # ----------------------------------------------------------------------------- the command
@@ -538,6 +682,11 @@ def _setup_logging(output_dir: Path) -> Path:
 @click.command("demo")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per scenario on stdout.")
 @click.option("--serve", "serve_page", is_flag=True, help="Keep the page up for a person.")
+@click.option(
+    "--loopback",
+    is_flag=True,
+    help="Use endcall.testing's loopback double instead of a real livekit-server.",
+)
 @click.option("--webhook-url", default=None, help="Send the reports to this receiver instead.")
 @click.option("--webhook-secret", default=None, help="whsec_... secret for --webhook-url.")
 @click.option(
@@ -557,6 +706,7 @@ def _setup_logging(output_dir: Path) -> Path:
 def demo_command(
     as_json: bool,
     serve_page: bool,
+    loopback: bool,
     webhook_url: str | None,
     webhook_secret: str | None,
     names: tuple[str, ...],
@@ -564,10 +714,12 @@ def demo_command(
 ) -> None:
     """Run every way an interview ends through a real browser, and show the reports.
 
-    Starts on 127.0.0.1 the loopback LiveKit, the example interview agent (scripted models),
-    the fallback server, the example receiver and the example page; each scenario is played
-    in headless Chromium (/usr/bin/chromium). Needs a source checkout with the page built
-    (make demo does it).
+    Starts a real livekit-server (built by `make livekit-server`; run inside scripts/in-netns,
+    as `make demo` does) — or uses the one LIVEKIT_URL/LIVEKIT_API_KEY/LIVEKIT_API_SECRET name,
+    or with --loopback endcall.testing's double — the example interview agent as a real worker
+    (scripted models), the fallback server, the example receiver and the example page; each
+    scenario is played in headless Chromium (/usr/bin/chromium). Needs a source checkout with
+    the page built (make demo does it).
     """
     if webhook_url and not webhook_secret:
         raise click.UsageError("--webhook-url needs --webhook-secret (the reports are signed)")
@@ -578,7 +730,7 @@ def demo_command(
             validate_secret(webhook_secret)
         except ValueError as e:
             raise click.UsageError(str(e)) from e
-    problem = _preflight(need_browser=not serve_page)
+    problem = _preflight(need_browser=not serve_page, loopback=loopback)
     if problem:
         raise click.ClickException(problem)
     output = output.resolve()
@@ -591,7 +743,10 @@ def demo_command(
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(
                 serve_demo(
-                    output_dir=output, webhook_url=webhook_url, webhook_secret=webhook_secret
+                    output_dir=output,
+                    webhook_url=webhook_url,
+                    webhook_secret=webhook_secret,
+                    loopback=loopback,
                 )
             )
         return
@@ -613,6 +768,7 @@ def demo_command(
             webhook_secret=webhook_secret,
             progress=progress,
             on_result=emit,
+            loopback=loopback,
         )
     )
     if not as_json:
@@ -629,8 +785,27 @@ def demo_command(
         raise SystemExit(1)
 
 
-def _preflight(*, need_browser: bool) -> str | None:
+def _preflight(*, need_browser: bool, loopback: bool = True) -> str | None:
     """A clear message when something the demo needs is missing, else None."""
+    if not loopback:
+        from endcall.testing.livekit_server import (
+            ServerUnavailable,
+            external_server,
+            find_binary,
+            node_ip,
+        )
+
+        if external_server() is None:
+            try:
+                find_binary()
+            except ServerUnavailable as e:
+                return str(e)
+            if node_ip() is None:
+                return (
+                    "run the demo inside a test network namespace: scripts/in-netns endcall demo "
+                    "(make demo does it), set LIVEKIT_URL/LIVEKIT_API_KEY/LIVEKIT_API_SECRET, "
+                    "or use --loopback"
+                )
     try:
         from endcall.testing.stack import examples_dir
 

@@ -149,13 +149,14 @@ OnSession = Callable[[SessionRequest], Awaitable[None]]
 
 
 class _Site:
-    """One origin: bridge, Twirp double, session endpoint, fallback server, static page."""
+    """One origin: bridge, Twirp double (both loopback only), session endpoint, fallback
+    server, static page."""
 
     def __init__(
         self,
         *,
-        bridge: Starlette,
-        roomservice: RoomServiceDouble,
+        bridge: Starlette | None,
+        roomservice: RoomServiceDouble | None,
         fallback: Starlette,
         session: Starlette,
         page: Any,
@@ -170,9 +171,9 @@ class _Site:
         path: str = scope.get("path", "")
         if scope["type"] == "lifespan":  # the fallback server closes its LiveKit client
             await self.fallback(scope, receive, send)
-        elif scope["type"] == "websocket":
+        elif scope["type"] == "websocket" and self.bridge is not None:
             await self.bridge(scope, receive, send)
-        elif path.startswith("/twirp/"):
+        elif path.startswith("/twirp/") and self.roomservice is not None:
             await self.roomservice(scope, receive, send)
         elif path == "/api/session":
             await self.session(scope, receive, send)
@@ -304,9 +305,10 @@ class LocalStack:
 
     def session_config(self, request: Request, room: str, identity: str) -> dict[str, Any]:
         host = request.headers.get("host") or request.url.netloc
+        mode, url = self.join_target(host)
         return {
-            "mode": "loopback",
-            "url": f"ws://{host}{BRIDGE_PATH}",
+            "mode": mode,
+            "url": url,
             "token": self.access_token(room, identity),
             "room": room,
             "identity": identity,
@@ -320,6 +322,13 @@ class LocalStack:
             "title": self.title,
         }
 
+    def join_target(self, host: str) -> tuple[str, str]:
+        """The page's ``mode`` and the URL it joins (here: the bridge on the page's host)."""
+        return "loopback", f"ws://{host}{BRIDGE_PATH}"
+
+    def room_exists(self, room: str) -> bool:
+        return self.hub.room_exists(room)
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def _session(self, request: Request) -> Response:
         params = dict(request.query_params)
@@ -330,16 +339,13 @@ class LocalStack:
             room = f"interview-{self._counter}-{secrets.token_hex(3)}"
         if not identity:
             identity = f"candidate-{secrets.token_hex(3)}"
-        if self.on_session is not None and not self.hub.room_exists(room):
+        if self.on_session is not None and not self.room_exists(room):
             await self.on_session(SessionRequest(room, identity, params))
         return JSONResponse(self.session_config(request, room, identity))
 
     async def start(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        if self.external_webhook is None:
-            receiver_mod = load_example("receiver")
-            self.receiver = receiver_mod.Receiver(self.webhook_secret, self.reports_path)
-            self.receiver_served = await serve(receiver_mod.create_app(self.receiver))
+        await self._start_receiver()
         sock = _bind("127.0.0.1", 0)
         site_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.roomservice = RoomServiceDouble(
@@ -351,26 +357,40 @@ class LocalStack:
             abandon_after=self.abandon_after,
         )
         self.bridge = bridge.state.bridge
-        settings = Settings(
-            livekit_url=site_url,
+        site = _Site(
+            bridge=bridge,
+            roomservice=self.roomservice,
+            fallback=create_fallback_app(self.fallback_settings(site_url)),
+            session=self._session_app(),
+            page=self._page_app(),
+        )
+        self.site = await serve(site, sock=sock)
+
+    async def _start_receiver(self) -> None:
+        if self.external_webhook is None:
+            receiver_mod = load_example("receiver")
+            self.receiver = receiver_mod.Receiver(self.webhook_secret, self.reports_path)
+            self.receiver_served = await serve(receiver_mod.create_app(self.receiver))
+
+    def fallback_settings(self, livekit_url: str) -> Settings:
+        """The fallback server's settings: LiveKit's RoomService at ``livekit_url``."""
+        return Settings(
+            livekit_url=livekit_url,
             api_key=self.api_key,
             api_secret=self.api_secret,
             ack_timeout=self.ack_timeout,
             rate_limit_address=None,
         )
-        page: Any = (
-            Starlette(routes=[Mount("/", StaticFiles(directory=str(self.page_dir), html=True))])
-            if (self.page_dir / "index.html").is_file()
-            else _no_page
-        )
-        site = _Site(
-            bridge=bridge,
-            roomservice=self.roomservice,
-            fallback=create_fallback_app(settings),
-            session=Starlette(routes=[Route("/api/session", self._session, methods=["GET"])]),
-            page=page,
-        )
-        self.site = await serve(site, sock=sock)
+
+    def _session_app(self) -> Starlette:
+        return Starlette(routes=[Route("/api/session", self._session, methods=["GET"])])
+
+    def _page_app(self) -> Any:
+        if (self.page_dir / "index.html").is_file():
+            return Starlette(
+                routes=[Mount("/", StaticFiles(directory=str(self.page_dir), html=True))]
+            )
+        return _no_page
 
     async def stop(self) -> None:
         for served in (self.site, self.receiver_served):
