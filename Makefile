@@ -1,6 +1,7 @@
 # endcall — the two commands a newcomer needs: `make demo` and `make test`.
 # Both work from a clean clone on a fresh machine: they create .venv, install the package,
 # run `npm ci` in web/ (and the example page / e2e harness) and apt-get what is missing.
+# `make install` does only that set-up (for people who only write an agent).
 
 SHELL := /bin/bash
 PYTHON ?= python3

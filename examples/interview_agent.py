@@ -7,6 +7,16 @@ Run it against a LiveKit server (`LIVEKIT_URL`, `LIVEKIT_API_KEY`, `LIVEKIT_API_
     ENDCALL_WEBHOOK_SECRET=whsec_... \\
     python examples/interview_agent.py dev
 
+Per-job configuration: the backend that dispatches the agent puts JSON in the job's metadata
+(`CreateAgentDispatchRequest(metadata=...)` or the token's `RoomAgentDispatch(metadata=...)`)::
+
+    {"webhook_url": "https://customer-a.example/session/end", "webhook_secret": "whsec_...",
+     "report_meta": {"test_id": "t-42", "company_id": "c-7"}}
+
+`job_settings(ctx.job.metadata)` builds the `Webhook` from it (falling back to the two
+environment variables for what it leaves out) and `report_meta` ends up in the report's
+`annotations`. Bad metadata stops the job with a `ValueError` before the session starts.
+
 Models come from LiveKit Inference model strings (override with `INTERVIEW_STT`,
 `INTERVIEW_LLM`, `INTERVIEW_TTS`). The backend receives one `session.ended` report per
 interview, with `ended_reason` (`customer-ended-call`, `assistant-ended-call`,
@@ -24,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from livekit import rtc
@@ -109,6 +119,41 @@ def webhook_from_env() -> Webhook:
     return Webhook(url=url, secret=secret)
 
 
+@dataclass
+class JobSettings:
+    """What one job's metadata configures: where its report goes and what it carries."""
+
+    webhook: Webhook
+    report_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def job_settings(metadata: str) -> JobSettings:
+    """Read the job's metadata (JSON, see the module doc; empty: the environment only).
+
+    Raises `ValueError` naming the problem: metadata that is not a JSON object, no webhook
+    URL/secret in it or in the environment, a bad URL or secret, `report_meta` not an object.
+    """
+    doc: Any = {}
+    if metadata.strip():
+        try:
+            doc = json.loads(metadata)
+        except ValueError as e:
+            raise ValueError(f"job metadata is not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ValueError("job metadata must be a JSON object")
+    url = doc.get("webhook_url") or os.environ.get("ENDCALL_WEBHOOK_URL")
+    secret = doc.get("webhook_secret") or os.environ.get("ENDCALL_WEBHOOK_SECRET")
+    if not url or not secret:
+        raise ValueError(
+            "no webhook: set webhook_url and webhook_secret in the job metadata, or "
+            "ENDCALL_WEBHOOK_URL and ENDCALL_WEBHOOK_SECRET"
+        )
+    report_meta = doc.get("report_meta") or {}
+    if not isinstance(report_meta, dict):
+        raise ValueError("report_meta in the job metadata must be a JSON object")
+    return JobSettings(webhook=Webhook(url=url, secret=secret), report_meta=report_meta)
+
+
 async def run_interview(
     ctx: JobContext,
     *,
@@ -119,11 +164,14 @@ async def run_interview(
     silence_timeout: float | None = SILENCE_TIMEOUT,
     delete_room: bool = True,
     goodbye: str = GOODBYE,
+    report_meta: dict[str, Any] | None = None,
 ) -> tuple[AgentSession[Any], EndCall]:
     """Start the interview on `ctx.room`; returns the session and its `EndCall`."""
     models = models or inference_models()
-    # the session marks the candidate "away" after this much silence; endcall's
-    # silence_timeout counts from there
+    # the session's own "away" state (nobody spoke for this long; the agent's speech counts).
+    # endcall's silence_timeout does not use it: it counts seconds without the candidate's
+    # speech by itself. Kept below silence_timeout, else endcall warns that the call ends
+    # before the candidate is ever marked away.
     away = 15.0 if silence_timeout is None else min(15.0, silence_timeout / 2)
     session: AgentSession[Any] = AgentSession(
         stt=models.stt,
@@ -146,6 +194,7 @@ async def run_interview(
         silence_timeout=silence_timeout,
         goodbye=goodbye,
         delete_room=delete_room,
+        report_meta=report_meta,
     )
     await session.start(room=ctx.room, agent=InterviewAgent(tools=[end.tool]))
     await end.start()
@@ -216,7 +265,9 @@ def scripted_mode() -> bool:
     return os.environ.get("INTERVIEW_MODELS") == "scripted"
 
 
-#: pass to `rtc_session(on_session_end=...)`: finishes the report's delivery (up to 300 s)
+#: pass to `rtc_session(on_session_end=...)`: finishes the report's in-process delivery (the
+#: webhook's `in_process_window`, 60 s by default, plus one request timeout; livekit-agents gives
+#: this hook up to `session_end_timeout`, 300 s by default). The rest is left to a relay.
 on_session_end = EndCall.on_session_end
 
 server = (
@@ -228,12 +279,20 @@ server = (
 )
 
 
+async def run_job(ctx: JobContext, *, models: Models | None = None) -> None:
+    """The job: its settings from the job's metadata, then the interview (scripted when
+    `INTERVIEW_MODELS=scripted` and no models are given)."""
+    settings = job_settings(ctx.job.metadata)
+    options: dict[str, Any] = {"webhook": settings.webhook, "report_meta": settings.report_meta}
+    if models is None and scripted_mode():
+        await run_scripted(ctx, ScriptedSettings.from_metadata(ctx.job.metadata), **options)
+    else:
+        await run_interview(ctx, models=models, **options)
+
+
 @server.rtc_session(agent_name="interview-agent", on_session_end=on_session_end)
 async def entrypoint(ctx: JobContext) -> None:
-    if scripted_mode():
-        await run_scripted(ctx, ScriptedSettings.from_metadata(ctx.job.metadata))
-    else:
-        await run_interview(ctx)
+    await run_job(ctx)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
 """endcall: end LiveKit voice-agent calls correctly and never lose the session report.
 
 The public names are imported lazily, so `endcall.server`, `endcall.protocol` and the CLI start
-without loading livekit-agents.
+without loading livekit-agents. Importing the package puts `endcall.redact`'s filter on the
+kit's loggers: no connection-string password reaches a log.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from .redact import install as _install_redaction
+
+_install_redaction()
 
 if TYPE_CHECKING:
     from .endcall import EndCall

@@ -1,21 +1,36 @@
-"""The ``endcall`` command line: ``endcall outbox list | show | deliver | replay | purge``.
+"""The ``endcall`` command line: ``endcall outbox list | show | deliver | replay | purge`` and
+``endcall secret new``.
 
-``main`` is a plain click group; other parts of the kit add their own commands to it.
+``main`` is a plain click group; other parts of the kit add their own commands to it. Only
+``deliver`` may create an SQLite outbox that does not exist yet (a relay started before the
+first agent); every other command refuses a path with no outbox instead of inventing one.
+Connection-string passwords never appear in what it prints (`endcall.redact`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import json
 import re
+import secrets
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, ClassVar
 
 import click
 
-from .outbox.base import OUTBOX_ENV, STATUSES, Outbox, OutboxRecord, default_outbox_path
+from .outbox.base import (
+    OUTBOX_ENV,
+    STATUSES,
+    Outbox,
+    OutboxRecord,
+    SqlOutbox,
+    default_outbox_path,
+)
+from .redact import redact
 from .webhook import SECRET_ENV, parse_secrets, validate_secret
 
 __all__ = ["main"]
@@ -44,14 +59,36 @@ def main() -> None:
     """endcall: end LiveKit voice-agent calls correctly; never lose the session report."""
 
 
-def _open(ctx: click.Context) -> Outbox:
+def _is_url(target: str) -> bool:
+    return target.startswith(("postgres://", "postgresql://"))
+
+
+def _open(ctx: click.Context, *, create: bool = False) -> Outbox:
+    """Open the outbox; without `create`, an SQLite path with no file is an error."""
     from .outbox import open_outbox
 
     target = ctx.obj["outbox"]
+    if not create and not _is_url(target) and not Path(target).is_file():
+        raise click.ClickException(
+            f"no outbox at {target} (nothing was created): pass --outbox PATH or set "
+            f"{OUTBOX_ENV} to the outbox your agents write"
+        )
     try:
         return open_outbox(target)
     except Exception as e:
-        raise click.ClickException(f"cannot open outbox {target}: {e}") from e
+        raise click.ClickException(redact(f"cannot open outbox {target}: {e}")) from None
+
+
+def _report_fields(rec: OutboxRecord) -> dict[str, str | None]:
+    """Room name, room sid and job id from the report body (None where it has none)."""
+    try:
+        parsed: Any = json.loads(rec.body)
+    except ValueError:
+        parsed = None
+    doc: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+    room: dict[str, Any] = doc["room"] if isinstance(doc.get("room"), dict) else {}
+    values = {"room": room.get("name"), "room_sid": room.get("sid"), "job_id": doc.get("job_id")}
+    return {k: v if isinstance(v, str) else None for k, v in values.items()}
 
 
 def _ts(t: float | None) -> str:
@@ -87,6 +124,8 @@ def _short(text: str | None, n: int = 40) -> str:
 def outbox(ctx: click.Context, target: str | None) -> None:
     """Inspect and deliver the durable outbox of session reports.
 
+    Only "deliver" creates an outbox that does not exist yet; the others refuse the path.
+
     Reports the agent could not deliver within its in-process window wait here until a relay
     (this command's "deliver", the next agent job via endcall.prewarm, or the fallback
     server) delivers them. Each row stores its webhook URL; the signing secret(s) come from
@@ -98,20 +137,33 @@ def outbox(ctx: click.Context, target: str | None) -> None:
 
 @outbox.command("list")
 @click.option("--status", type=click.Choice(STATUSES), default=None, help="Only this status.")
+@click.option("--room", default=None, help="Only reports of this room (name or sid).")
 @click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context
-def list_cmd(ctx: click.Context, status: Any, limit: int, as_json: bool) -> None:
-    """List reports, newest first, with a count per status."""
+def list_cmd(ctx: click.Context, status: Any, room: str | None, limit: int, as_json: bool) -> None:
+    """List reports, newest first, with their room and job and a count per status."""
     ob = _open(ctx)
     try:
-        recs = ob.records(status, limit=limit)
+        found: list[tuple[OutboxRecord, dict[str, str | None]]] = []
+        offset, page = 0, max(limit, 200) if room else limit
+        while len(found) < limit:
+            batch = ob.records(status, limit=page, offset=offset)
+            for r in batch:
+                fields = _report_fields(r)
+                if room is None or room in (fields["room"], fields["room_sid"]):
+                    found.append((r, fields))
+            if len(batch) < page or room is None:
+                break
+            offset += page
+        found = found[:limit]
         counts = ob.counts()
     finally:
         ob.close()
+    recs = [r for r, _ in found]
     if as_json:
-        for r in recs:
-            click.echo(json.dumps(r.summary()))
+        for r, fields in found:
+            click.echo(json.dumps(r.summary() | fields))
         return
     click.echo("  ".join(f"{k}: {v}" for k, v in counts.items()))
     if not recs:
@@ -121,15 +173,29 @@ def list_cmd(ctx: click.Context, status: Any, limit: int, as_json: bool) -> None
         [
             r.end_id,
             r.status + (" (draft)" if r.is_draft and r.status != "draft" else ""),
+            _short(fields["room"], 24),
+            fields["room_sid"] or "-",
+            fields["job_id"] or "-",
             str(r.attempts),
             _ts(r.created_at),
             _ts(r.next_attempt_at) if r.status in ("pending", "delivering") else "-",
             str(r.last_status or "-"),
             _short(r.last_error),
         ]
-        for r in recs
+        for r, fields in found
     ]
-    header = ["END_ID", "STATUS", "TRIES", "CREATED (UTC)", "NEXT TRY", "HTTP", "LAST ERROR"]
+    header = [
+        "END_ID",
+        "STATUS",
+        "ROOM",
+        "ROOM SID",
+        "JOB ID",
+        "TRIES",
+        "CREATED (UTC)",
+        "NEXT TRY",
+        "HTTP",
+        "LAST ERROR",
+    ]
     click.echo(_table(rows, header))
 
 
@@ -156,7 +222,7 @@ def show_cmd(ctx: click.Context, end_id: str, as_json: bool, body_only: bool) ->
         sys.stdout.buffer.write(rec.body)
         sys.stdout.buffer.flush()
         return
-    info = rec.summary()
+    info = rec.summary() | _report_fields(rec)
     if as_json:
         info["body"] = rec.body.decode("utf-8", errors="replace")
         click.echo(json.dumps(info))
@@ -175,6 +241,13 @@ def show_cmd(ctx: click.Context, end_id: str, as_json: bool, body_only: bool) ->
 @outbox.command("deliver")
 @click.option("--forever", is_flag=True, help="Keep polling (a sidecar); else one pass (cron).")
 @click.option(
+    "--now",
+    "now",
+    is_flag=True,
+    help="First make pending reports waiting for a later retry due now (their attempt "
+    "counts unchanged), e.g. once the receiver is back.",
+)
+@click.option(
     "--secret",
     "secrets",
     multiple=True,
@@ -188,6 +261,7 @@ def show_cmd(ctx: click.Context, end_id: str, as_json: bool, body_only: bool) ->
 def deliver_cmd(
     ctx: click.Context,
     forever: bool,
+    now: bool,
     secrets: tuple[str, ...],
     timeout: float,
     poll: float,
@@ -211,7 +285,12 @@ def deliver_cmd(
             validate_secret(k)
         except ValueError as e:
             raise click.UsageError(str(e)) from e
-    ob = _open(ctx)
+    ob = _open(ctx, create=True)
+    hurried = 0
+    if now:
+        if not isinstance(ob, SqlOutbox):  # pragma: no cover - open_outbox gives SqlOutboxes
+            raise click.UsageError("--now needs an SQLite or PostgreSQL outbox")
+        hurried = ob.make_due()
 
     async def run() -> dict[str, int]:
         relay = Relay(ob, keys, timeout=timeout, concurrency=concurrency)
@@ -227,6 +306,8 @@ def deliver_cmd(
         stats = {}
     finally:
         ob.close()
+    if now:
+        stats = {"made_due": hurried, **stats}
     if as_json:
         click.echo(json.dumps(stats))
     else:
@@ -237,7 +318,14 @@ def deliver_cmd(
 @click.argument("end_id")
 @click.pass_context
 def replay_cmd(ctx: click.Context, end_id: str) -> None:
-    """Make a dead or delivered report pending again (sent by the next "deliver")."""
+    """Send a report again: a dead, delivered or pending report becomes pending and due now.
+
+    Its attempt count is reset to 0, so the whole retry schedule applies again (and it goes
+    dead only after the schedule's last attempt fails again). The body and its webhook-id are
+    unchanged: a receiver that already has it dedupes. Drafts (a live agent still writes them)
+    and reports being delivered right now cannot be replayed. The next "deliver" (or any
+    relay) sends it.
+    """
     ob = _open(ctx)
     try:
         rec = ob.get(end_id)
@@ -248,7 +336,7 @@ def replay_cmd(ctx: click.Context, end_id: str) -> None:
         ob.replay(end_id)
     finally:
         ob.close()
-    click.echo(f"{end_id}: pending (was {rec.status})")
+    click.echo(f"{end_id}: pending and due now (was {rec.status}); attempts {rec.attempts} -> 0")
 
 
 _REL = re.compile(r"^(\d+)([smhdw])$")
@@ -291,6 +379,21 @@ def purge_cmd(ctx: click.Context, before: str, as_json: bool) -> None:
         click.echo(json.dumps({"purged": n, "before": t}))
     else:
         click.echo(f"purged {n} delivered report(s) delivered before {_ts(t)} UTC")
+
+
+@main.group()
+def secret() -> None:
+    """Webhook signing secrets (Standard Webhooks `whsec_...`)."""
+
+
+@secret.command("new")
+def secret_new() -> None:
+    """Print a fresh random secret: `whsec_` + base64 of 32 random bytes.
+
+    Give the same value to the agent (Webhook(secret=...) / ENDCALL_WEBHOOK_SECRET) and to the
+    receiver. To rotate, sign with the old and the new one ("old,new") for a while.
+    """
+    click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
 
 
 from .server.command import serve  # noqa: E402 (the fallback server, issue 6)

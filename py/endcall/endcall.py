@@ -71,13 +71,15 @@ import inspect
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from livekit import rtc
 
+from .annotations import Annotations
 from .attributes import AttributeWriter
 from .channels import Channels
+from .journal import Journal
 from .lifecycle import JobShutdown, watch_job_shutdown
 from .machine import (
     Channel,
@@ -106,8 +108,18 @@ from .protocol import (
     is_valid_reason,
 )
 from .report import build_draft, build_report
-from .timers import MaxDurationTimer, SilenceWatcher
-from .tool import GoodbyePlan, capture_turn, make_end_tool, wait_speech, wait_turn
+from .silence import SilenceWatcher, silence_conflicts, user_away_timeout
+from .timers import MaxDurationTimer
+from .tool import (
+    END_CALL_DESCRIPTION,
+    END_CALL_NAME,
+    GoodbyePlan,
+    Goodbyes,
+    capture_turn,
+    make_end_tool,
+    wait_speech,
+    wait_turn,
+)
 
 __all__ = ["Allow", "EndCall", "ReportSink"]
 
@@ -153,9 +165,15 @@ class EndCall:
         pipeline: a ready `ReportPipeline` (or anything with its methods), instead of
             `webhook` + `outbox`.
         max_duration: seconds after `start()` before the call ends (`exceeded-max-duration`).
-        silence_timeout: seconds the customer may stay silent/away (`silence-timed-out`).
+        silence_timeout: seconds without customer speech, from `start()` or the end of the
+            customer's last speech, before the call ends (`silence-timed-out`); independent
+            of the session's `user_away_timeout` (see `endcall.silence`).
         goodbye: the words said before an agent or timer end; None lets the LLM phrase it
-            (tool) or says nothing (timers).
+            (tool) or says nothing (timers). A mapping gives one per reason
+            (`{"exceeded-max-duration": "Our time is up…", "*": "Goodbye!"}`; `"*"`: the
+            reasons it does not name).
+        tool_name, tool_description: the end tool's name (`end_call`) and description, as
+            the agent's prompt refers to it.
         method: RPC method and data topic (`end_interview`).
         drain_timeout: bound of the drain (goodbye playout, running tool calls).
         transcript_flush_timeout: how long a pending user transcript may take to be final.
@@ -172,6 +190,9 @@ class EndCall:
             down (`room-deleted`, `worker-shutdown`); 0 ends at once.
         allow: custom authorization for RPC/data requests (default: only the customer).
         checkpoint_interval: seconds between crash-draft checkpoints (at most 30).
+        report_meta: the job's own fields for the report's `annotations` (e.g. a test id
+            from the job metadata); JSON values, at most 4,096 bytes (`ValueError`). Add
+            more later with `annotate()`.
     """
 
     def __init__(
@@ -184,7 +205,9 @@ class EndCall:
         pipeline: ReportSink | None = None,
         max_duration: float | None = None,
         silence_timeout: float | None = None,
-        goodbye: str | None = None,
+        goodbye: str | Mapping[str, str] | None = None,
+        tool_name: str = END_CALL_NAME,
+        tool_description: str = END_CALL_DESCRIPTION,
         method: str = DEFAULT_METHOD,
         drain_timeout: float = 10.0,
         transcript_flush_timeout: float = 2.0,
@@ -196,6 +219,7 @@ class EndCall:
         shutdown_grace: float = 1.0,
         allow: Allow | None = None,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
+        report_meta: Mapping[str, Any] | None = None,
     ) -> None:
         if pipeline is None and webhook is None:
             raise ValueError("EndCall needs a webhook (or a pipeline) for the session report")
@@ -220,7 +244,9 @@ class EndCall:
             pipeline = ReportPipeline(webhook, outbox)
         self._pipe: ReportSink = pipeline
         self._webhook = webhook if webhook is not None else getattr(pipeline, "webhook", None)
-        self._goodbye = goodbye
+        self._goodbye = Goodbyes(goodbye)
+        self._annotations = Annotations(report_meta)
+        self._tool_name = tool_name
         self._method = method
         self._drain_timeout = drain_timeout
         self._flush_timeout = transcript_flush_timeout
@@ -242,13 +268,14 @@ class EndCall:
             bound += delete_room_after + ATTRIBUTE_SETTLE
         drain_ms = round(bound * 1000)
         self._machine = EndMachine(drain_ms=drain_ms)
+        self._journal = Journal(self._machine.end_id, self._room_name)
         self._max_duration = (
             MaxDurationTimer(max_duration, self._on_max_duration) if max_duration else None
         )
         self._silence = (
             SilenceWatcher(session, silence_timeout, self._on_silence) if silence_timeout else None
         )
-        self._tool: Any = make_end_tool(self._on_tool)
+        self._tool: Any = make_end_tool(self._on_tool, name=tool_name, description=tool_description)
         self._attrs: AttributeWriter | None = None
         self._channels: Channels | None = None
         self._started = False
@@ -280,7 +307,8 @@ class EndCall:
 
     @property
     def tool(self) -> Any:
-        """The `end_call` function tool for the LLM (add it to the agent's tools)."""
+        """The end function tool for the LLM (`end_call`, or `tool_name`); add it to the
+        agent's tools."""
         return self._tool
 
     @property
@@ -333,6 +361,12 @@ class EndCall:
         if self._max_duration is not None:
             self._max_duration.start()
         if self._silence is not None:
+            for conflict in silence_conflicts(
+                self._silence.seconds,
+                max_duration=self._max_duration.seconds if self._max_duration else None,
+                away_after=user_away_timeout(self._session),
+            ):
+                logger.warning("endcall: %s", conflict)
             self._silence.start()
         self._checkpoint_task = asyncio.create_task(self._checkpoints(), name="endcall_drafts")
         if getattr(self._session, "_started", True) is False:
@@ -350,7 +384,8 @@ class EndCall:
         """End the session from code; the same path as every channel. Returns the ack.
 
         `initiator` is an `Initiator` or just its kind (default: the reason's usual kind).
-        `goodbye=True` says the configured goodbye first, a string says that string.
+        `goodbye=True` says the configured goodbye (for this reason) first, a string says
+        that string.
         """
         reason = str(reason)
         if not is_valid_reason(reason):
@@ -363,11 +398,22 @@ class EndCall:
             who = initiator
         else:
             who = Initiator(kind=initiator)
-        say = goodbye if isinstance(goodbye, str) else (self._goodbye if goodbye else None)
+        say = goodbye if isinstance(goodbye, str) else (self._goodbye(reason) if goodbye else None)
         trigger = Trigger(
             reason=reason, initiator=who, channel="api", request_id=request_id, meta=meta
         )
         return self._submit(trigger, GoodbyePlan(say=say) if say else None).ack
+
+    def annotate(self, **fields: Any) -> bool:
+        """Add the job's own fields to the report's `annotations` (a later value for a key
+        wins). Raises `ValueError` for non-JSON values or over 4,096 bytes in all. Returns
+        False (and changes nothing) once the report is built: too late for it."""
+        if self._report is not None:
+            logger.warning("endcall: annotate(%s) after the report was built; ignored", fields)
+            return False
+        self._annotations.update(fields)
+        self._schedule_draft()
+        return True
 
     async def wait(self) -> EndRecord:
         """Wait until the report is stored and the job shutdown is requested."""
@@ -448,12 +494,8 @@ class EndCall:
         ack = verdict.ack
         if verdict.accepted:
             rec = self._machine.record
-            logger.info(
-                "endcall: ending (%s) by %s over %s, request %s",
-                rec.reason,
-                trigger.initiator.kind,
-                trigger.channel,
-                trigger.request_id,
+            self._journal.ending(
+                rec.reason, trigger.initiator.kind, trigger.channel, trigger.request_id
             )
             if self._attrs is not None:
                 self._attrs.update(
@@ -578,7 +620,8 @@ class EndCall:
             if turn.reply_fut is not None:
                 turn.reply_fut.cancel()
             return None
-        say = None if turn.auto_reply else self._goodbye
+        goodbye = self._goodbye(EndReason.ASSISTANT_ENDED_CALL.value)
+        say = None if turn.auto_reply else goodbye
         identity = None
         try:
             identity = self._ctx.room.local_participant.identity or None
@@ -592,28 +635,22 @@ class EndCall:
             plan=GoodbyePlan(turn=turn, say=say),
         )
         if turn.auto_reply:
-            if self._goodbye:
-                return f'Say exactly this goodbye to the user, nothing else: "{self._goodbye}"'
+            if goodbye:
+                return f'Say exactly this goodbye to the user, nothing else: "{goodbye}"'
             return "say goodbye to the user"
-        if self._goodbye:
+        if goodbye:
             return None
         return "say goodbye to the user"
 
     def _on_max_duration(self) -> None:
-        self._trigger(
-            EndReason.EXCEEDED_MAX_DURATION.value,
-            "system",
-            "timer",
-            plan=GoodbyePlan(say=self._goodbye) if self._goodbye else None,
-        )
+        self._on_timer(EndReason.EXCEEDED_MAX_DURATION.value)
 
     def _on_silence(self) -> None:
-        self._trigger(
-            EndReason.SILENCE_TIMED_OUT.value,
-            "system",
-            "timer",
-            plan=GoodbyePlan(say=self._goodbye) if self._goodbye else None,
-        )
+        self._on_timer(EndReason.SILENCE_TIMED_OUT.value)
+
+    def _on_timer(self, reason: str) -> None:
+        say = self._goodbye(reason)
+        self._trigger(reason, "system", "timer", plan=GoodbyePlan(say=say) if say else None)
 
     def _refresh_customer(self) -> str | None:
         try:
@@ -800,6 +837,7 @@ class EndCall:
                     session=self._session,
                     room_name=self._room_name(),
                     started_at=self._started_at,
+                    annotations=self._annotations.snapshot(),
                 )
                 await self._pipe.save_draft(self.end_id, body)
             except Exception:
@@ -873,7 +911,7 @@ class EndCall:
             for t in list(_RunningTasks.get(self._session, {}).values())
             if not t.exe_task.done()
             and t.exe_task is not me
-            and getattr(t.ctx.function_call, "name", "") != "end_call"
+            and getattr(t.ctx.function_call, "name", "") != self._tool_name
         ]
         if tasks:
             await asyncio.wait(tasks)
@@ -938,6 +976,10 @@ class EndCall:
             body = self._build_report(drain_s, shutdown_s)
             self._report = body
             self._stored = await self._pipe.store(self.end_id, body)
+            if self._stored:
+                self._journal.stored(getattr(self._pipe, "outbox", None))
+            else:
+                self._journal.not_stored()
         except Exception:
             logger.exception("endcall: the report could not be handed over")
         finally:
@@ -970,6 +1012,7 @@ class EndCall:
                 started_at=self._started_at,
                 end_section=self._end_section(drain_s, shutdown_s),
                 flushed_transcripts=list(self._uncommitted),
+                annotations=self._annotations.snapshot(),
             )
         except Exception as e:
             logger.exception("endcall: could not build the full report; sending a minimal one")
@@ -983,6 +1026,7 @@ class EndCall:
                     **self._end_section(drain_s, shutdown_s),
                     "report_error": f"{type(e).__name__}: {e}",
                 },
+                annotations=self._annotations.snapshot(),
             )
 
     def _request_job_shutdown(self, reason: str) -> None:
@@ -1044,6 +1088,7 @@ class EndCall:
             self._end_info["delivery_error"] = str(e)
         self._delivery = outcome
         delivered = bool(getattr(outcome, "delivered", False))
+        await self._log_delivery(outcome, delivered)
         if self._attrs is not None:
             if delivered:
                 if self._ctx.room.isconnected():
@@ -1052,6 +1097,24 @@ class EndCall:
                 if self._ctx.room.isconnected():
                     self._attrs.update({ATTR_REPORT: "failed"})
         return outcome
+
+    async def _log_delivery(self, outcome: Any, delivered: bool) -> None:
+        attempts = getattr(outcome, "attempts", 0)
+        status = getattr(outcome, "last_status", None)
+        error = getattr(outcome, "last_error", None)
+        if delivered:
+            self._journal.delivered(attempts, status)
+        elif getattr(outcome, "dead", False):
+            self._journal.dead(attempts, status, error)
+        elif self._stored:
+            outbox = getattr(self._pipe, "outbox", None)
+            next_at = None
+            try:
+                row = await asyncio.to_thread(outbox.get, self.end_id) if outbox else None
+                next_at = getattr(row, "next_attempt_at", None)
+            except Exception as e:
+                logger.debug("endcall: could not read the outbox row: %s", e)
+            self._journal.left_pending(outbox, next_at, error)
 
     async def _finish_for_job(self, *, deadline: float | None) -> None:
         """Wait for the end path and delivery; `deadline` is a `time.monotonic()` bound."""

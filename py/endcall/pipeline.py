@@ -15,9 +15,11 @@ the window stays in the outbox, unleased, for a relay: the next job process on t
 (``endcall.prewarm``), ``endcall outbox deliver`` or the fallback server.
 
 Nothing here raises into the session. If the outbox cannot be used (read-only path, disk
-full, database down) the report is kept in memory, delivery is still tried, and the whole
-report is logged as one JSON line (logger ``endcall.report``, message starting with
-``{"endcall_unsaved_report":``) so it can be recovered from the logs.
+full, database down) the report is kept in memory and delivery is still tried. Only a report
+that is neither stored nor delivered — the in-process window ended, or the receiver refused it
+for good — is logged whole, as one JSON line (logger ``endcall.report``, message starting with
+``{"endcall_unsaved_report":``) so it can be recovered from the logs: reports hold private
+data (the transcript), and one that was stored or delivered is never logged.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ class _Memory:
         self.created_at = now
         self.last_status: int | None = None
         self.last_error: str | None = None
+        self.stored = False
+        """True when the outbox holds it (it failed later): it is never logged whole."""
+        self.logged = False
 
     def record(self, headers: dict[str, str]) -> OutboxRecord:
         return OutboxRecord(
@@ -215,6 +220,11 @@ class ReportPipeline:
         )
         self._writes: GroupCommit[_Write, object] | None = None
 
+    @property
+    def outbox(self) -> Outbox | None:
+        """The outbox reports are stored in (None until first opened, or if it failed)."""
+        return self._outbox
+
     def _writer(self, ob: Outbox) -> GroupCommit[_Write, object]:
         """One group-commit queue for final reports and delivered marks: concurrent session
         ends and finished deliveries share one durable transaction (one fsync)."""
@@ -325,7 +335,12 @@ class ReportPipeline:
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
         self._memory[end_id] = _Memory(end_id, self.webhook.url, body, self.clock.time())
-        logger.error(unsaved_report_line(end_id, self.webhook.url, body, error))
+        logger.error(
+            "endcall: report %s could not be stored (%s); kept in memory and delivered from "
+            "there (logged whole only if that fails too)",
+            end_id,
+            error,
+        )
         return False
 
     async def _load(self, end_id: str) -> OutboxRecord | _Memory | None:
@@ -366,10 +381,12 @@ class ReportPipeline:
             if status == "delivered":
                 return DeliveryOutcome(True, False, total, last_status, None)
             if status == "dead":
+                self._log_unsaved(rec)
                 return DeliveryOutcome(False, True, total, last_status, last_error)
             now = self.clock.time()
             if rec.next_attempt_at > deadline or now >= deadline:
                 await self._release(end_id)
+                self._log_unsaved(rec)
                 return DeliveryOutcome(False, False, total, last_status, last_error)
             if rec.next_attempt_at > now:
                 await self.clock.sleep(rec.next_attempt_at - now)
@@ -407,8 +424,8 @@ class ReportPipeline:
                 logger.error("endcall: outbox failed for %s, keeping it in memory: %s", end_id, e)
                 mem = _Memory(end_id, rec.url, rec.body, self.clock.time())
                 mem.attempts = rec.attempts
+                mem.stored = True  # the outbox has it: a relay delivers it if we do not
                 self._memory[end_id] = mem
-                logger.error(unsaved_report_line(end_id, rec.url, rec.body, str(e)))
                 continue
             res, _ = await self._sender.send(
                 fresh, keep_lease=self.lease, timeout=self._timeout(deadline)
@@ -418,6 +435,15 @@ class ReportPipeline:
                 return DeliveryOutcome(True, False, fresh.attempts + 1, res.status, None)
             if res.outcome == "dead":
                 return DeliveryOutcome(False, True, fresh.attempts + 1, res.status, res.error)
+
+    @staticmethod
+    def _log_unsaved(rec: OutboxRecord | _Memory, why: str | None = None) -> None:
+        """Log a report that is neither stored nor delivered, whole, once."""
+        if not isinstance(rec, _Memory) or rec.stored or rec.logged or rec.status == "delivered":
+            return
+        rec.logged = True
+        error = why or f"not stored and not delivered ({rec.last_error or rec.status})"
+        logger.error(unsaved_report_line(rec.end_id, rec.url, rec.body, error))
 
     async def _settle_draft(self, end_id: str, status: int) -> None:
         """After an in-memory delivery, best effort: mark a crash draft left in the outbox
@@ -449,11 +475,6 @@ class ReportPipeline:
         """Close the HTTP client and the outbox the pipeline opened."""
         await self._sender.aclose()
         for mem in self._memory.values():
-            if mem.status != "delivered":
-                logger.error(
-                    unsaved_report_line(
-                        mem.end_id, mem.url, mem.body, f"undelivered at close ({mem.last_error})"
-                    )
-                )
+            self._log_unsaved(mem, f"undelivered at close ({mem.last_error})")
         if self._own_outbox and self._outbox is not None:
             await asyncio.to_thread(self._outbox.close)

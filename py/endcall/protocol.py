@@ -49,6 +49,7 @@ __all__ = [
     "SessionEnded",
     "ack_topic",
     "canonical_json",
+    "check_annotations",
     "encode_ack",
     "encode_error",
     "encode_report",
@@ -235,6 +236,7 @@ class SessionEnded:
     complete: bool = True
     request_id: str | None = None
     meta: dict[str, Any] | None = None
+    annotations: dict[str, Any] = field(default_factory=dict)
     room_sid: str | None = None
     job_id: str | None = None
     agent_name: str | None = None
@@ -256,6 +258,7 @@ class SessionEnded:
             "initiator": self.initiator.to_dict(),
             "request_id": self.request_id,
             "meta": self.meta,
+            "annotations": self.annotations,
             "room": {"name": self.room_name, "sid": self.room_sid},
             "job_id": self.job_id,
             "agent_name": self.agent_name,
@@ -604,6 +607,19 @@ def _object(value: Any, name: str) -> dict[str, Any]:
     return value
 
 
+def check_annotations(value: Any) -> dict[str, Any]:
+    """A report's `annotations` (the job's own fields): a JSON object of at most
+    `MAX_META_BYTES` serialized; null or missing is `{}`. Raises `ProtocolError`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _bad("annotations must be a JSON object")
+    size = json_size(value)
+    if size > MAX_META_BYTES:
+        _bad(f"annotations is {size} bytes serialized; the limit is {MAX_META_BYTES}")
+    return value
+
+
 def parse_report(raw: str | bytes) -> SessionEnded:
     """Decode a `session.ended` report (what a receiver gets). Limit: 16 MiB."""
     obj = _load(raw, MAX_REPORT_BYTES)
@@ -623,6 +639,7 @@ def parse_report(raw: str | bytes) -> SessionEnded:
     request_id = None if request_value is None else _id(request_value, "request_id", None)
     meta_value = obj.get("meta")
     meta = None if meta_value is None else _object(meta_value, "meta")
+    annotations = check_annotations(obj.get("annotations"))
     room = _object(obj.get("room"), "room")
     room_name = room.get("name")
     if not isinstance(room_name, str) or not room_name:
@@ -652,6 +669,7 @@ def parse_report(raw: str | bytes) -> SessionEnded:
         initiator=Initiator(kind=cast(InitiatorKind, kind), identity=identity),
         request_id=request_id,
         meta=meta,
+        annotations=annotations,
         room_name=room_name,
         room_sid=room_sid,
         job_id=optional["job_id"],

@@ -156,6 +156,7 @@ def build_report(
     started_at: float,
     end_section: dict[str, Any],
     flushed_transcripts: Sequence[str] = (),
+    annotations: dict[str, Any] | None = None,
 ) -> bytes:
     """The final `session.ended` body, serialized once."""
     section = session_section(ctx, session)
@@ -174,6 +175,7 @@ def build_report(
             complete=True,
             request_id=record.request_id,
             meta=json_safe(record.meta) if record.meta is not None else None,
+            annotations=dict(annotations or {}),
             session=section,
             end=dict(json_safe(end_section)),
         ),
@@ -187,6 +189,7 @@ def build_draft(
     session: Any,
     room_name: str,
     started_at: float,
+    annotations: dict[str, Any] | None = None,
 ) -> bytes:
     """The crash draft: the transcript so far as a `complete: false` `agent-crashed` report."""
     now = time.time()
@@ -201,6 +204,7 @@ def build_draft(
             started_at=started_at,
             ended_at=now,
             complete=False,
+            annotations=dict(annotations or {}),
             session=session_section(ctx, session, full=False),
             end={"channel": None, "checkpoint_at": round(now, 3)},
         ),

@@ -16,20 +16,34 @@ ack), then the end path waits for the goodbye before shutting the session down:
   `EndCallTool` does.
 
 Everything is bounded by `drain_timeout`. A second call while ending returns `None`.
+
+The tool's name (`end_call`) and description are the `EndCall(tool_name=...,
+tool_description=...)` options, so a team's prompt can say "call end_interview when …".
+`Goodbyes` picks the goodbye for a reason: one text for every agent-side end, or one per
+reason (`{"exceeded-max-duration": "Our time is up…", "*": "Goodbye!"}`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from livekit.agents import llm
 from livekit.agents.voice import RunContext, SpeechHandle
 
-__all__ = ["END_CALL_DESCRIPTION", "GoodbyePlan", "ToolTurn", "make_end_tool", "wait_speech"]
+__all__ = [
+    "END_CALL_DESCRIPTION",
+    "END_CALL_NAME",
+    "GoodbyePlan",
+    "Goodbyes",
+    "ToolTurn",
+    "make_end_tool",
+    "wait_speech",
+]
 
 logger = logging.getLogger("endcall")
 
@@ -40,7 +54,37 @@ END_CALL_DESCRIPTION = (
     "last thing you do: the goodbye is said for you and the call is then disconnected."
 )
 
+END_CALL_NAME = "end_call"
+#: what LLM providers accept as a function name
+TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+#: the key of a goodbye mapping used for every reason it does not name
+ANY_REASON = "*"
+
 REALTIME_REPLY_TIMEOUT = 5.0
+
+
+class Goodbyes:
+    """The goodbye said before an agent-side end: `None` (none), one text for every reason,
+    or a mapping of reason → text where `"*"` covers the reasons it does not name."""
+
+    def __init__(self, goodbye: str | Mapping[str, str] | None) -> None:
+        from .protocol import is_valid_reason
+
+        if goodbye is None or isinstance(goodbye, str):
+            self._by_reason: dict[str, str] = {ANY_REASON: goodbye} if goodbye else {}
+            return
+        if not isinstance(goodbye, Mapping):
+            raise TypeError("goodbye must be a string, a mapping of reason to text, or None")
+        for reason, text in goodbye.items():
+            if reason != ANY_REASON and not is_valid_reason(reason):
+                raise ValueError(f"goodbye: {reason!r} is not a reason (or '*')")
+            if not isinstance(text, str):
+                raise TypeError(f"goodbye[{reason!r}] must be a string")
+        self._by_reason = {k: v for k, v in goodbye.items() if v}
+
+    def __call__(self, reason: str) -> str | None:
+        """The goodbye for `reason`, or None."""
+        return self._by_reason.get(reason, self._by_reason.get(ANY_REASON))
 
 
 @dataclass
@@ -135,10 +179,24 @@ async def wait_turn(turn: ToolTurn) -> None:
 ToolCallback = Callable[[RunContext[Any]], "str | None"]
 
 
-def make_end_tool(on_call: ToolCallback, *, description: str = END_CALL_DESCRIPTION) -> Any:
-    """The `end_call` FunctionTool; `on_call(ctx)` returns the tool output (None: no reply)."""
+def make_end_tool(
+    on_call: ToolCallback,
+    *,
+    name: str = END_CALL_NAME,
+    description: str = END_CALL_DESCRIPTION,
+) -> Any:
+    """The end FunctionTool; `on_call(ctx)` returns the tool output (None: no reply).
+
+    Raises `ValueError` for a name LLM providers refuse or an empty description."""
+    if not TOOL_NAME.match(name):
+        raise ValueError(
+            f"tool_name {name!r} must be 1-64 characters of [A-Za-z0-9_-], not starting "
+            "with a digit or '-'"
+        )
+    if not description.strip():
+        raise ValueError("tool_description must not be empty")
 
     async def end_call(ctx: RunContext[Any]) -> str | None:
         return on_call(ctx)
 
-    return llm.function_tool(end_call, name="end_call", description=description)
+    return llm.function_tool(end_call, name=name, description=description)

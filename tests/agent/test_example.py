@@ -11,15 +11,19 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 from livekit import rtc
 from livekit.agents.testing import fake_job_context
 
 from endcall import EndState
 from endcall.outbox.sqlite import SqliteOutbox
-from endcall.testing import LoopbackServer
+from endcall.testing import LoopbackServer, request_end
+from endcall.testing.agentjob import LoopbackJob
 from endcall.webhook import Webhook
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "interview_agent.py"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "delivery"))
+from support import Receiver, new_secret  # noqa: E402 (tests/delivery's webhook receiver)
 
 
 def load() -> ModuleType:
@@ -71,6 +75,73 @@ async def test_scripted_interview_ends_with_the_agents_goodbye(tmp_path: Path) -
         await session.aclose()
     await customer.disconnect()
     await agent_room.disconnect()
+
+
+async def test_the_job_metadata_configures_the_webhook_and_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example's real job (`run_job`): the webhook URL and secret come from the job's
+    metadata (not the environment), `report_meta` lands in the report's `annotations`."""
+    example = load()
+    monkeypatch.setenv("ENDCALL_OUTBOX", str(tmp_path / "outbox.db"))
+    monkeypatch.setenv("ENDCALL_WEBHOOK_URL", "http://127.0.0.1:9/not-this-one")
+    monkeypatch.setenv("ENDCALL_WEBHOOK_SECRET", new_secret())
+    secret = new_secret()
+    receiver = Receiver([secret]).start()
+    try:
+        hub = LoopbackServer()
+        customer = await hub.connect("room-md", "candidate")
+        models = example.scripted_models()
+        metadata = {
+            "webhook_url": receiver.url,
+            "webhook_secret": secret,
+            "report_meta": {"test_id": "t-42", "company_id": "c-7"},
+        }
+        job = await LoopbackJob.start(
+            hub,
+            "room-md",
+            lambda ctx: example.run_job(ctx, models=models),
+            on_session_end=example.on_session_end,
+            agent_name="interview-agent",
+            metadata=metadata,
+        )
+        await asyncio.sleep(0.5)
+        ack = await request_end(customer)
+        assert ack.status == "accepted"
+        await job.finished(60)
+        (got,) = receiver.requests
+        assert got.verified and got.status == 200 and got.end_id == ack.end_id
+        doc = json.loads(got.body)
+        assert doc["annotations"] == {"test_id": "t-42", "company_id": "c-7"}
+        assert doc["ended_reason"] == "customer-ended-call" and doc["room"]["name"] == "room-md"
+    finally:
+        receiver.stop()
+
+
+def test_job_settings_refuse_bad_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = load()
+    monkeypatch.delenv("ENDCALL_WEBHOOK_URL", raising=False)
+    monkeypatch.delenv("ENDCALL_WEBHOOK_SECRET", raising=False)
+    secret = new_secret()
+    for metadata, message in (
+        ("{", "not JSON"),
+        ("[1]", "must be a JSON object"),
+        ("", "no webhook"),
+        (json.dumps({"webhook_url": "https://a.example/h"}), "no webhook"),
+        (json.dumps({"webhook_url": "ftp://x", "webhook_secret": secret}), "http"),
+        (json.dumps({"webhook_url": "https://a", "webhook_secret": "nope!"}), "whsec_"),
+        (
+            json.dumps({"webhook_url": "https://a", "webhook_secret": secret, "report_meta": 1}),
+            "report_meta",
+        ),
+    ):
+        with pytest.raises(ValueError, match=message):
+            example.job_settings(metadata)
+    monkeypatch.setenv("ENDCALL_WEBHOOK_URL", "https://env.example/h")
+    monkeypatch.setenv("ENDCALL_WEBHOOK_SECRET", secret)
+    settings = example.job_settings(json.dumps({"report_meta": {"test_id": "t-1"}}))
+    assert settings.webhook.url == "https://env.example/h"
+    assert settings.report_meta == {"test_id": "t-1"}
 
 
 def test_example_is_a_livekit_agents_cli_app() -> None:

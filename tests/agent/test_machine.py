@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from endcall.attributes import AttributeWriter
 from endcall.machine import EndMachine, EndState, Trigger, initiator_kind_for, new_end_id
 from endcall.protocol import Initiator, encode_ack, is_valid_id, parse_ack
-from endcall.timers import MaxDurationTimer, SilenceWatcher
+from endcall.timers import MaxDurationTimer
 
 
 def trig(reason: str = "customer-ended-call", rid: str | None = "r1", **kw: Any) -> Trigger:
@@ -195,48 +195,6 @@ async def test_max_duration_timer() -> None:
     assert fired == [1]
     with pytest.raises(ValueError):
         MaxDurationTimer(0, lambda: None)
-
-
-class _FakeSession:
-    def __init__(self, away: float | None) -> None:
-        self.options = type("O", (), {"user_away_timeout": away})()
-        self.user_state = "listening"
-        self.handlers: dict[str, Any] = {}
-
-    def on(self, name: str, cb: Any) -> None:
-        self.handlers[name] = cb
-
-    def off(self, name: str, cb: Any) -> None:
-        self.handlers.pop(name, None)
-
-    def set(self, state: str) -> None:
-        self.user_state = state
-        self.handlers["user_state_changed"](type("E", (), {"new_state": state})())
-
-
-async def test_silence_watcher_counts_from_the_away_flip() -> None:
-    fired: list[float] = []
-    s = _FakeSession(away=0.1)
-    w = SilenceWatcher(s, 0.25, lambda: fired.append(1))
-    w.start()
-    s.set("away")  # after 0.1 s of silence: 0.15 s to go
-    await asyncio.sleep(0.08)
-    s.set("speaking")  # the user spoke: reset
-    await asyncio.sleep(0.15)
-    assert fired == []
-    s.set("away")
-    await asyncio.sleep(0.25)
-    assert fired == [1]
-    w.cancel()
-    assert "user_state_changed" not in s.handlers
-
-
-async def test_silence_watcher_without_away_detection_warns(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    w = SilenceWatcher(_FakeSession(away=None), 1.0, lambda: None)
-    w.start()
-    assert any("user_away_timeout=None" in r.message for r in caplog.records)
 
 
 @settings(max_examples=300, deadline=None)

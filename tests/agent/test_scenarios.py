@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
-from endcall import EndState
-from endcall.testing import ToolCall, Turn
+from endcall import EndCall, EndState
+from endcall.protocol import Initiator, parse_report
+from endcall.testing import ToolCall, Turn, request_end
+from endcall.tool import Goodbyes, make_end_tool
 
 GOODBYE = "Thank you for your time. Goodbye!"
 
@@ -218,6 +221,84 @@ async def test_programmatic_end(tmp_path: Path) -> None:
     assert history(doc, "assistant")[-1]["content"][0] == GOODBYE
 
 
+GOODBYES = {"exceeded-max-duration": "Our time is up. Thank you!", "*": GOODBYE}
+INTERVIEW_TOOL = "Call end_interview when the candidate has answered every question."
+
+
+async def test_the_end_tool_takes_the_teams_name_and_description(tmp_path: Path) -> None:
+    job = await start_job(
+        tmp_path,
+        endcall_kwargs={
+            "goodbye": GOODBYES,
+            "tool_name": "end_interview",
+            "tool_description": INTERVIEW_TOOL,
+        },
+        llm_script=[Turn(text="That was all.", tool_calls=[ToolCall("end_interview")])],
+    )
+    assert job.end is not None
+    info = job.end.tool.info
+    assert (info.name, info.description) == ("end_interview", INTERVIEW_TOOL)
+    job.stt.say("I am done.")
+    await job.finished()
+    doc = check_ended(job, "assistant-ended-call", kind="agent", identity=AGENT_ID)
+    assert [m["content"][0] for m in history(doc, "assistant")][-2:] == ["That was all.", GOODBYE]
+
+
+async def test_goodbye_per_reason(tmp_path: Path) -> None:
+    job = await start_job(tmp_path, endcall_kwargs={"max_duration": 0.5, "goodbye": GOODBYES})
+    await job.finished()
+    doc = check_ended(job, "exceeded-max-duration", kind="system")
+    assert history(doc, "assistant")[-1]["content"][0] == "Our time is up. Thank you!"
+
+
+async def test_end_from_code_with_initiator_and_the_reasons_goodbye(tmp_path: Path) -> None:
+    goodbyes = {"exceeded-max-duration": "Our time is up. Thank you!"}
+    job = await start_job(tmp_path, endcall_kwargs={"goodbye": goodbyes})
+    assert job.end is not None
+    who = Initiator(kind="server", identity="scheduler")
+    ack = await job.end.end("exceeded-max-duration", initiator=who, goodbye=True)
+    assert ack.status == "accepted"
+    await job.finished()
+    doc = check_ended(job, "exceeded-max-duration", kind="server", identity="scheduler")
+    assert history(doc, "assistant")[-1]["content"][0] == "Our time is up. Thank you!"
+
+
+def test_bad_goodbyes_and_tool_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="not a reason"):
+        Goodbyes({"Time Up": "bye"})
+    with pytest.raises(TypeError):
+        Goodbyes({"*": 3})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="tool_name"):
+        make_end_tool(lambda ctx: None, name="end interview")
+    with pytest.raises(ValueError, match="tool_description"):
+        make_end_tool(lambda ctx: None, description=" ")
+    g = Goodbyes({"silence-timed-out": "Are you there? Goodbye."})
+    assert g("silence-timed-out") == "Are you there? Goodbye." and g("agent-error") is None
+    assert Goodbyes("Bye")("anything") == "Bye" and Goodbyes(None)("x") is None
+
+
+async def test_report_meta_and_annotate_reach_the_report_and_its_draft(tmp_path: Path) -> None:
+    job = await start_job(tmp_path, endcall_kwargs={"report_meta": {"test_id": "t-1"}})
+    assert job.end is not None
+    assert job.end.annotate(company_id="c-7", test_id="t-2") is True
+    with pytest.raises(ValueError, match="not a JSON value"):
+        job.end.annotate(when=object())
+    with pytest.raises(ValueError, match="not a JSON value"):
+        job.end.annotate(score=float("nan"))
+    with pytest.raises(ValueError, match="the limit is 4096"):
+        job.end.annotate(notes="x" * 4096)
+    await wait_until(lambda: any(b"c-7" in body for _, body in job.pipeline.drafts), timeout=5.0)
+    ack = await request_end(job.customer)
+    assert ack.status == "accepted"
+    await job.finished()
+    doc = check_ended(job, "customer-ended-call", kind="customer")
+    assert doc["annotations"] == {"test_id": "t-2", "company_id": "c-7"}
+    assert parse_report(job.pipeline.stored[0][1]).annotations == doc["annotations"]
+    assert job.end.annotate(late=True) is False  # the report is built: too late
+    with pytest.raises(ValueError, match="the limit is 4096"):
+        EndCall(job.runner.ctx, job.session, pipeline=job.pipeline, report_meta={"k": "x" * 5000})
+
+
 # ------------------------------------------------------------------ timers
 
 
@@ -246,6 +327,33 @@ async def test_speech_resets_the_silence_timeout(tmp_path: Path) -> None:
         job.stt.say("still here")
     assert job.end is not None and job.end.state is EndState.ACTIVE
     await job.finished()
+    check_ended(job, "silence-timed-out", kind="system")
+
+
+@pytest.mark.parametrize("away", [None, 5.0])
+async def test_a_short_silence_timeout_is_honoured_whatever_the_away_timeout(
+    tmp_path: Path, away: float | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "endcall")
+    job = await start_job(tmp_path, user_away_timeout=away, endcall_kwargs={"silence_timeout": 0.6})
+    t0 = time.monotonic()
+    await job.finished()
+    took = time.monotonic() - t0
+    assert 0.5 <= took < 3.0, took  # it used to wait for the 5 s away flip, or forever
+    check_ended(job, "silence-timed-out", kind="system")
+    conflict = [r for r in caplog.records if "away handling never runs" in r.getMessage()]
+    assert len(conflict) == (1 if away is not None else 0)
+
+
+async def test_customer_speech_restarts_the_count(tmp_path: Path) -> None:
+    job = await start_job(tmp_path, user_away_timeout=None, endcall_kwargs={"silence_timeout": 0.8})
+    for _ in range(3):
+        await asyncio.sleep(0.5)
+        job.stt.say("still here")
+    assert job.end is not None and job.end.state is EndState.ACTIVE
+    t0 = time.monotonic()
+    await job.finished()
+    assert time.monotonic() - t0 >= 0.3
     check_ended(job, "silence-timed-out", kind="system")
 
 

@@ -55,7 +55,7 @@ def test_list_show_deliver_replay_purge(outbox_path: Path, receiver: Receiver, s
 
     receiver.plan = lambda e, n: Action(200)
     code, out = run(*base, "replay", "cli-0")
-    assert code == 0 and "pending (was dead)" in out
+    assert code == 0 and "pending and due now (was dead); attempts 1 -> 0" in out
     code, out = run(*base, "deliver", "--secret", secret, "--json")
     assert code == 0 and json.loads(out)["delivered"] == 1
     receiver.assert_invariants(bodies)

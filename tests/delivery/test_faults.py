@@ -256,7 +256,11 @@ def read_only_target(tmp_path: Path) -> Iterator[Path]:
         ro.chmod(0o700)
 
 
-async def test_read_only_outbox_keeps_report_in_memory_and_logs_it(
+def _unsaved_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "endcall_unsaved_report" in r.getMessage()]
+
+
+async def test_read_only_outbox_keeps_report_in_memory_and_does_not_log_it_once_delivered(
     receiver: Receiver,
     secret: str,
     read_only_target: Path,
@@ -271,15 +275,39 @@ async def test_read_only_outbox_keeps_report_in_memory_and_logs_it(
     with caplog.at_level(logging.ERROR, logger="endcall.report"):
         await pipe.save_draft("ro-1", body_for("ro-1", complete=False))  # never raises
         assert await pipe.store("ro-1", body) is False
-    lines = [r.getMessage() for r in caplog.records if "endcall_unsaved_report" in r.getMessage()]
-    assert len(lines) == 1 and "\n" not in lines[0]
-    logged = json.loads(lines[0])["endcall_unsaved_report"]
-    assert logged["end_id"] == "ro-1" and logged["body"].encode() == body
-    out = await pipe.deliver("ro-1")
-    assert out.delivered and out.attempts == 2
-    await pipe.aclose()
+        assert any("ro-1 could not be stored" in r.getMessage() for r in caplog.records)
+        out = await pipe.deliver("ro-1")
+        assert out.delivered and out.attempts == 2
+        await pipe.aclose()
+    # delivered: the private body never reached the logs
+    assert _unsaved_lines(caplog) == []
+    assert not any(body.decode() in r.getMessage() for r in caplog.records)
     receiver.assert_invariants({"ro-1": body})
     assert not await asyncio.to_thread(read_only_target.exists)
+
+
+async def test_a_report_neither_stored_nor_delivered_is_logged_whole_once(
+    receiver: Receiver,
+    secret: str,
+    read_only_target: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("ENDCALL_OUTBOX", str(read_only_target))
+    receiver.plan = lambda e, n: Action(503)
+    wh = Webhook(url=receiver.url, secret=secret, schedule=FAST, jitter=0, in_process_window=0.3)
+    pipe = ReportPipeline(wh)
+    body = body_for("ro-2")
+    with caplog.at_level(logging.ERROR, logger="endcall.report"):
+        assert await pipe.store("ro-2", body) is False
+        assert _unsaved_lines(caplog) == []
+        out = await pipe.deliver("ro-2")
+        assert not out.delivered
+        await pipe.aclose()
+    lines = _unsaved_lines(caplog)
+    assert len(lines) == 1 and "\n" not in lines[0]
+    logged = json.loads(lines[0])["endcall_unsaved_report"]
+    assert logged["end_id"] == "ro-2" and logged["body"].encode() == body
 
 
 async def test_unknown_end_id_is_reported_not_raised(secret: str, outbox_path: Path) -> None:

@@ -725,6 +725,7 @@ def report_cases() -> list[dict[str, Any]]:
         "initiator": {"kind": "customer", "identity": "cand-1"},
         "request_id": "r1",
         "meta": {"button": "end"},
+        "annotations": {"test_id": "t-42", "company_id": "c-7"},
         "room": {"name": "interview-1", "sid": "RM_x"},
         "job_id": "AJ_1",
         "agent_name": "interview-agent",
@@ -756,6 +757,7 @@ def report_cases() -> list[dict[str, Any]]:
     minimal = rep(
         request_id=_DROP,
         meta=_DROP,
+        annotations=_DROP,
         job_id=_DROP,
         agent_name=_DROP,
         usage=_DROP,
@@ -772,6 +774,7 @@ def report_cases() -> list[dict[str, Any]]:
             rep(
                 request_id=None,
                 meta=None,
+                annotations={},
                 job_id=None,
                 agent_name=None,
                 usage={},
@@ -780,6 +783,32 @@ def report_cases() -> list[dict[str, Any]]:
                 room={"name": "interview-1", "sid": None},
                 initiator={"kind": "agent", "identity": None},
             ),
+        )
+    )
+    c.append(
+        ok(
+            "report annotations null means none",
+            P,
+            compact(rep(annotations=None)),
+            rep(annotations={}),
+        )
+    )
+    at_limit = {"k": "x" * (META_LIMIT - len('{"k":""}'))}
+    c.append(
+        ok(
+            "report annotations of 4096 bytes",
+            P,
+            compact(rep(annotations=at_limit)),
+            rep(annotations=at_limit),
+        )
+    )
+    over = {"k": "x" * (META_LIMIT + 1 - len('{"k":""}'))}
+    c.append(
+        bad("report annotations of 4097 bytes", P, compact(rep(annotations=over)), "bad_request")
+    )
+    c.append(
+        bad(
+            "report annotations not an object", P, compact(rep(annotations=["t-42"])), "bad_request"
         )
     )
     c.append(

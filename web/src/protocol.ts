@@ -111,6 +111,8 @@ export interface SessionEnded {
   initiator: { kind: InitiatorKind; identity: string | null };
   request_id: string | null;
   meta: JsonObject | null;
+  /** The job's own fields (`EndCall(report_meta=…)`, `end.annotate(…)`); `{}` when none. */
+  annotations: JsonObject;
   room: { name: string; sid: string | null };
   job_id: string | null;
   agent_name: string | null;
@@ -421,6 +423,11 @@ export function parseReport(raw: string | Uint8Array): SessionEnded {
   const who = optional(initiator.identity, (i) => identity(i, "initiator.identity", null));
   const requestId = optional(obj.request_id, (i) => id(i, "request_id", null));
   const meta = optional(obj.meta, (m) => object(m, "meta"));
+  const annotations = optional(obj.annotations, (a) => object(a, "annotations")) ?? {};
+  const annotationsSize = byteLength(canonicalJson(annotations));
+  if (annotationsSize > MAX_META_BYTES) {
+    bad(`annotations is ${annotationsSize} bytes serialized; the limit is ${MAX_META_BYTES}`);
+  }
   const room = object(obj.room, "room");
   if (typeof room.name != "string" || !room.name) bad("room.name must be a non-empty string");
   const roomSid = nullableString(room.sid, "room.sid");
@@ -439,6 +446,7 @@ export function parseReport(raw: string | Uint8Array): SessionEnded {
     initiator: { kind, identity: who },
     request_id: requestId,
     meta,
+    annotations,
     room: { name: room.name, sid: roomSid },
     job_id: jobId,
     agent_name: agentName,
@@ -464,6 +472,7 @@ export function encodeReport(report: SessionEnded): string {
     initiator: { kind: r.initiator.kind, identity: r.initiator.identity },
     request_id: r.request_id,
     meta: r.meta,
+    annotations: r.annotations,
     room: { name: r.room.name, sid: r.room.sid },
     job_id: r.job_id,
     agent_name: r.agent_name,

@@ -69,8 +69,11 @@ export function findAgent(room: EndCallRoom, identity?: string): EndCallParticip
 /** The agent's end state, from its `endcall.*` attributes. */
 export interface AgentEndState {
   /** `ending` or `ended`. */
-  state: string;
-  /** The effective reason, e.g. `assistant-ended-call` or `exceeded-max-duration`. */
+  state: "ending" | "ended";
+  /**
+   * The effective reason (`endcall.reason`): a canonical reason such as `assistant-ended-call`
+   * or `exceeded-max-duration`, or a custom one; null if the agent has not written it.
+   */
   reason: string | null;
   endId: string | null;
 }

@@ -594,6 +594,19 @@ class SqlOutbox(ABC):
             )
         return bool(rows)
 
+    def make_due(self) -> int:
+        """Make every pending report that waits for a later attempt due now (its attempt
+        count unchanged; drafts and leased rows untouched). Returns how many."""
+        now = self._clock()
+        with self._t() as tx:
+            rows = tx.run(
+                f"UPDATE {TABLE} SET next_attempt_at = :now, updated_at = :now"
+                " WHERE status = 'pending' AND next_attempt_at > :now"
+                " AND (lease_owner IS NULL OR lease_expires_at <= :now) RETURNING end_id",
+                {"now": now},
+            )
+        return len(rows)
+
     def purge(self, delivered_before: float) -> int:
         with self._t() as tx:
             rows = tx.run(

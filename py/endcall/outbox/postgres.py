@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..redact import redact
 from .base import SCHEMA, Clock, SqlOutbox, Tx, to_pyformat
 
 __all__ = ["PostgresOutbox"]
@@ -46,7 +47,10 @@ class PostgresOutbox(SqlOutbox):
                 "PostgresOutbox needs psycopg 3: pip install 'endcall[postgres]'"
             ) from e
         self.dsn = dsn
-        self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
+        try:
+            self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
+        except psycopg.Error as e:  # a malformed DSN is quoted in the message: no password
+            raise type(e)(redact(str(e))) from None
         try:
             with self._t() as tx:
                 for stmt in SCHEMA.replace("{blob}", "BYTEA").split(";"):

@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..redact import redact
 from ..relay import BackgroundRelay
 from .auth import authenticate
 from .errors import HTTP_CODES, HttpError, error_response
@@ -57,7 +58,7 @@ def _start_relay(settings: Settings) -> BackgroundRelay | None:
     if not settings.relay_outbox:
         return None
     relay = BackgroundRelay(settings.relay_outbox, settings.relay_secrets, poll=settings.relay_poll)
-    logger.info("endcall: relaying leftover reports from %s", settings.relay_outbox)
+    logger.info("endcall: relaying leftover reports from %s", redact(settings.relay_outbox))
     return relay.start()
 
 

@@ -1,5 +1,6 @@
 """Test doubles for LiveKit agents: a loopback SFU and scripted model plugins.
 
+`request_end(room, ...)` sends an end request to the agent as a browser would.
 Only the SFU and the models are replaced; the rest is the real SDK (``livekit.rtc``
 classes are subclassed, ``livekit.agents.AgentSession`` runs unchanged). See
 ``docs/testing.md``.
@@ -16,6 +17,7 @@ from .loopback import (
     LoopbackServer,
 )
 from .models import ScriptedLLM, ScriptedSTT, ScriptItem, TimedTTS, ToolCall, Turn
+from .requests import request_end
 from .roomservice import RoomHub, RoomServiceDouble, TwirpCall
 
 __all__ = [
@@ -36,4 +38,5 @@ __all__ = [
     "ToolCall",
     "Turn",
     "TwirpCall",
+    "request_end",
 ]

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,7 @@ class LoopbackJob:
         delete_room: DeleteRoom | None = None,
         session_end_timeout: float = 300.0,
         room: LoopbackRoom | None = None,
+        metadata: str | Mapping[str, Any] = "",
     ) -> LoopbackJob:
         """Connect the agent (kind AGENT) to ``room_name`` and run ``entrypoint`` as a job.
 
@@ -104,8 +106,13 @@ class LoopbackJob:
         are in the room before the entrypoint runs. Its identity replaces ``agent_identity``.
         By default the job connects ``agent_identity`` itself.
 
+        ``metadata``: the job's metadata (``ctx.job.metadata``), what a dispatch carries;
+        a mapping is sent as its JSON text.
+
         The entrypoint starts running once the caller next yields to the event loop.
         """
+        if not isinstance(metadata, str):
+            metadata = json.dumps(dict(metadata))
         if room is None:
             room = await hub.connect(
                 room_name, agent_identity, kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
@@ -156,6 +163,7 @@ class LoopbackJob:
                 room=models.Room(name=room_name, sid=await room.sid),
                 type=agent_proto.JobType.JT_ROOM,
                 agent_name=agent_name,
+                metadata=metadata,
             ),
             url="",
             token="",
