@@ -108,7 +108,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         "the candidate stays silent",
         answers=1,
         action="wait",
-        silence_timeout=4.0,
+        # counted from the start or the last answer: the greeting and the first question
+        # (about 5 s) must fit, then the silence after the answer ends it
+        silence_timeout=10.0,
         expect_reason="silence-timed-out",
     ),
     Scenario(
