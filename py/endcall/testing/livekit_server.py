@@ -14,7 +14,6 @@ needs a non-loopback address: run inside ``scripts/in-netns``, which exports
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -208,7 +207,7 @@ class LiveKitServer:
             os.close(fd)
             self.log_path = Path(name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "wb")
         self._proc = subprocess.Popen(
             [str(binary), "--config-body", json.dumps(config)],
             stdout=self._log,
@@ -234,7 +233,7 @@ class LiveKitServer:
                     f"livekit-server exited with {self._proc.returncode}:\n{self.log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(http + "/", timeout=1) as resp:  # noqa: S310
+                with urllib.request.urlopen(http + "/", timeout=1) as resp:
                     if resp.status == 200 and self._rooms_answer():
                         return
                     last = f"GET / answered {resp.status}"
@@ -261,7 +260,7 @@ class LiveKitServer:
             method="POST",
         )
         try:
-            with urllib.request.urlopen(request, timeout=2) as resp:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=2) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False
