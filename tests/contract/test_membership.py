@@ -136,15 +136,17 @@ async def test_joined_before_their_attribute_and_data_events(backend: Backend) -
     assert seen_with_data == [{"ready": "1"}]
 
 
-async def test_attributes_changed_before_data_sent_after_it(backend: Backend) -> None:
+async def test_attributes_and_data_sent_after_them_both_arrive(backend: Backend) -> None:
+    """Attributes travel on the signal connection and data on the data channel: on the real
+    server their order is not guaranteed (it was seen both ways), so only arrival is."""
     room, agent, customer = await pair(backend)
     # by the participant
     await agent.local.set_attributes({"endcall.state": "ending"})
     await agent.local.publish_data(b"after", topic="after")
     await customer.events.wait("data_received", lambda p: p.topic == "after")
-    changed = customer.events.find("participant_attributes_changed")
-    data = customer.events.find("data_received", lambda p: p.topic == "after")
-    assert changed is not None and data is not None and changed < data
+    await customer.events.wait(
+        "participant_attributes_changed", lambda c, p: c == {"endcall.state": "ending"}
+    )
     # by the server API
     await backend.api.room.update_participant(
         api.UpdateParticipantRequest(room=room, identity="agent-1", attributes={"srv": "1"})
@@ -154,6 +156,4 @@ async def test_attributes_changed_before_data_sent_after_it(backend: Backend) ->
     )
     for peer in (agent, customer):
         await peer.events.wait("data_received", lambda p: p.topic == "srv")
-        changed = peer.events.find("participant_attributes_changed", lambda c, p: "srv" in c)
-        data = peer.events.find("data_received", lambda p: p.topic == "srv")
-        assert changed is not None and data is not None and changed < data, peer.events.log
+        await peer.events.wait("participant_attributes_changed", lambda c, p: c == {"srv": "1"})
