@@ -180,7 +180,8 @@ class LoopbackLocalParticipant(rtc.LocalParticipant):
             )
             return "", _rpc_error(rtc.RpcError.ErrorCode.APPLICATION_ERROR)
         response = response or ""
-        if len(response.encode("utf-8")) > RPC_MAX_PAYLOAD_BYTES:
+        limit = self._lb_room._hub.rpc_payload_limit
+        if limit is not None and len(response.encode("utf-8")) > limit:
             return "", _rpc_error(rtc.RpcError.ErrorCode.RESPONSE_PAYLOAD_TOO_LARGE)
         return response, None
 
@@ -551,7 +552,11 @@ class LoopbackServer:
       gets ``CONNECTION_TIMEOUT`` after ``rpc_ack_timeout``.
     - ``missing_recipient``: ``"not_found"`` (default) answers ``RECIPIENT_NOT_FOUND`` at
       once for an identity not in the room; ``"connection_timeout"`` behaves like an SFU
-      that silently drops the request (``CONNECTION_TIMEOUT`` after ``rpc_ack_timeout``).
+      that silently drops the request (``CONNECTION_TIMEOUT`` after ``rpc_ack_timeout``),
+      which is what livekit-server 1.13 does.
+    - ``rpc_payload_limit``: request/response limit in UTF-8 bytes (``RPC_MAX_PAYLOAD_BYTES``,
+      the RPC v1 limit, by default). ``None`` models peers that send RPC over data streams
+      (livekit 1.1.x, livekit-client 2.x) on livekit-server 1.13: no limit.
     - :meth:`set_data_filter`: drop data packets selectively.
     - :meth:`drop_connection`: a client vanishes without leaving (network loss, killed tab);
       the others see ``participant_disconnected`` with ``SIGNAL_CLOSE`` by default.
@@ -563,8 +568,10 @@ class LoopbackServer:
         rpc_latency: float = 0.0,
         rpc_ack_timeout: float = RPC_MAX_ROUND_TRIP_LATENCY,
         missing_recipient: Literal["not_found", "connection_timeout"] = "not_found",
+        rpc_payload_limit: int | None = RPC_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.rpc_latency = rpc_latency
+        self.rpc_payload_limit = rpc_payload_limit
         self.rpc_ack_timeout = rpc_ack_timeout
         self.missing_recipient: Literal["not_found", "connection_timeout"] = missing_recipient
         self._rooms: dict[str, _HubRoom] = {}
@@ -1170,7 +1177,8 @@ class LoopbackServer:
 
     # -- internals: RPC ------------------------------------------------------------------
     async def _perform_rpc(self, caller_room: LoopbackRoom, call: rtc.RpcCallInfo) -> str:
-        if len(call.payload.encode("utf-8")) > RPC_MAX_PAYLOAD_BYTES:
+        limit = self.rpc_payload_limit
+        if limit is not None and len(call.payload.encode("utf-8")) > limit:
             raise _rpc_error(rtc.RpcError.ErrorCode.REQUEST_PAYLOAD_TOO_LARGE)
         if not caller_room.isconnected():
             raise _rpc_error(rtc.RpcError.ErrorCode.SEND_FAILED, "the room isn't connected")

@@ -4,7 +4,8 @@
 fallback server's load benchmark): serve it on 127.0.0.1 with uvicorn and point a real
 ``livekit.api.LiveKitAPI`` at it, so the code under test runs the real client end to end. It
 answers ``POST /twirp/livekit.RoomService/<Method>`` for ``ListParticipants``,
-``GetParticipant``, ``UpdateParticipant``, ``SendData``, ``DeleteRoom`` and ``ListRooms``
+``GetParticipant``, ``UpdateParticipant``, ``RemoveParticipant``, ``SendData``, ``DeleteRoom``
+and ``ListRooms``
 (anything else: Twirp ``bad_route``):
 
 - bodies are ``livekit.protocol`` messages, ``application/protobuf`` (or Twirp's
@@ -12,6 +13,8 @@ answers ``POST /twirp/livekit.RoomService/<Method>`` for ``ListParticipants``,
 - ``Authorization: Bearer <JWT>`` is verified like LiveKit does (HS256 with the API secret,
   ``iss`` = API key, ``exp``), and the grants are checked: ``roomAdmin`` for the request's room,
   ``roomCreate`` for DeleteRoom, ``roomList`` for ListRooms;
+- a SendData to a room that does not exist answers ``unavailable`` (503), as livekit-server
+  1.13 does (it answers after about 3 s; the double at once);
 - errors are Twirp JSON bodies ``{"code": "not_found", "msg": "..."}`` with Twirp's HTTP
   status for the code (``not_found`` 404, ``unauthenticated`` 401, ``permission_denied`` 403,
   ``malformed`` 400, ``bad_route`` 404, ``unavailable`` 503, ...).
@@ -69,7 +72,7 @@ TWIRP_STATUS: Mapping[str, int] = {
 }
 """Twirp error code → HTTP status (the Twirp spec's table)."""
 
-MUTATING_METHODS = frozenset({"UpdateParticipant", "SendData", "DeleteRoom"})
+MUTATING_METHODS = frozenset({"UpdateParticipant", "RemoveParticipant", "SendData", "DeleteRoom"})
 PREFIX = "/twirp/livekit.RoomService/"
 
 
@@ -101,6 +104,8 @@ class RoomHub(Protocol):
     ) -> None: ...
 
     async def delete_room(self, room: str) -> None: ...
+
+    async def remove_participant(self, room: str, identity: str) -> None: ...
 
     def room_exists(self, name: str) -> bool: ...
 
@@ -137,6 +142,7 @@ _REQUESTS: dict[str, type[Message]] = {
     "ListParticipants": proto_room.ListParticipantsRequest,
     "GetParticipant": proto_room.RoomParticipantIdentity,
     "UpdateParticipant": proto_room.UpdateParticipantRequest,
+    "RemoveParticipant": proto_room.RoomParticipantIdentity,
     "SendData": proto_room.SendDataRequest,
     "DeleteRoom": proto_room.DeleteRoomRequest,
     "ListRooms": proto_room.ListRoomsRequest,
@@ -219,7 +225,8 @@ class RoomServiceDouble:
         return [c for c in self.calls if c.method == method]
 
     def touched_rooms(self) -> set[str]:
-        """Rooms changed by a successful UpdateParticipant, SendData or DeleteRoom."""
+        """Rooms changed by a successful UpdateParticipant, RemoveParticipant, SendData or
+        DeleteRoom."""
         return {c.room for c in self.calls if c.mutating and c.room is not None}
 
     # -- Twirp -----------------------------------------------------------------------------
@@ -329,7 +336,14 @@ class RoomServiceDouble:
                     metadata=message.metadata or None,
                     name=message.name or None,
                 )
+            if method == "RemoveParticipant":
+                await hub.remove_participant(message.room, message.identity)
+                return proto_room.RemoveParticipantResponse()
             if method == "SendData":
+                if not hub.room_exists(message.room):
+                    # livekit-server 1.13 routes the packet to the room's node, finds none
+                    # and answers this after its routing timeout (about 3 s), not not_found
+                    raise _TwirpError("unavailable", "no response from servers")
                 destinations = list(message.destination_identities)
                 if message.destination_sids:
                     sids = set(message.destination_sids)
