@@ -26,7 +26,7 @@ async def test_drafts_on_each_turn_and_periodically_then_the_final_report(tmp_pa
     draft = json.loads(job.pipeline.drafts[-1][1])
     assert draft["end_id"] == end_id and draft["complete"] is False
     assert draft["ended_reason"] == "agent-crashed" and draft["initiator"]["kind"] == "system"
-    record = job.outbox.get(end_id)
+    record = job.outbox.get(end_id + ".draft")
     assert record is not None and record.is_draft
     # periodic checkpoints without any turn
     n1 = len(job.pipeline.drafts)
