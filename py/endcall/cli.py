@@ -1,5 +1,7 @@
 """The ``endcall`` command line: ``endcall outbox list | show | deliver | replay | purge``.
 
+``replay ID`` makes one report pending again, ``replay --dead [--since DATE]`` every dead one.
+
 ``main`` is a plain click group; other parts of the kit add their own commands to it.
 """
 
@@ -234,21 +236,47 @@ def deliver_cmd(
 
 
 @outbox.command("replay")
-@click.argument("end_id")
+@click.argument("end_id", required=False)
+@click.option("--dead", is_flag=True, help="Replay every dead report (bulk).")
+@click.option(
+    "--since",
+    help="With --dead: only reports that went dead since DATE (ISO, or an age like 2h, 3d).",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --dead: print the ids as JSON.")
 @click.pass_context
-def replay_cmd(ctx: click.Context, end_id: str) -> None:
-    """Make a dead or delivered report pending again (sent by the next "deliver")."""
+def replay_cmd(
+    ctx: click.Context, end_id: str | None, dead: bool, since: str | None, as_json: bool
+) -> None:
+    """Make a dead or delivered report pending again (sent by the next "deliver"), or with
+    --dead every dead report (those dead since --since only)."""
+    if dead == (end_id is not None):
+        raise click.UsageError("give either an END_ID or --dead")
+    if since is not None and not dead:
+        raise click.UsageError("--since only goes with --dead")
+    t = None if since is None else _parse_date(since)
+    ids: list[str] = []
+    was = ""
     ob = _open(ctx)
     try:
-        rec = ob.get(end_id)
-        if rec is None:
-            raise click.ClickException(f"no report with end_id {end_id!r}")
-        if rec.status in ("draft", "delivering"):
-            raise click.ClickException(f"{end_id} is {rec.status}; it cannot be replayed now")
-        ob.replay(end_id)
+        if dead:
+            ids = ob.replay_dead(t)
+        else:
+            assert end_id is not None
+            rec = ob.get(end_id)
+            if rec is None:
+                raise click.ClickException(f"no report with end_id {end_id!r}")
+            if rec.status in ("draft", "delivering"):
+                raise click.ClickException(f"{end_id} is {rec.status}; it cannot be replayed now")
+            was = rec.status
+            ob.replay(end_id)
     finally:
         ob.close()
-    click.echo(f"{end_id}: pending (was {rec.status})")
+    if not dead:
+        click.echo(f"{end_id}: pending (was {was})")
+    elif as_json:
+        click.echo(json.dumps({"replayed": ids}))
+    else:
+        click.echo(f"{len(ids)} dead report(s) pending again" + "".join(f"\n{i}" for i in ids))
 
 
 _REL = re.compile(r"^(\d+)([smhdw])$")

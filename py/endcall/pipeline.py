@@ -14,10 +14,12 @@ inside 300 s, whereas a shutdown callback would only have ~10 s. Whatever is not
 the window stays in the outbox, unleased, for a relay: the next job process on this host
 (``endcall.prewarm``), ``endcall outbox deliver`` or the fallback server.
 
-Nothing here raises into the session. If the outbox cannot be used (read-only path, disk
-full, database down) the report is kept in memory, delivery is still tried, and the whole
-report is logged as one JSON line (logger ``endcall.report``, message starting with
-``{"endcall_unsaved_report":``) so it can be recovered from the logs.
+Nothing here raises into the session (`check` raises, for start-up). If the outbox cannot be
+used (read-only path, disk full, database down) the report is kept in memory, delivery is still
+tried, storing it is tried again after every attempt and at `aclose` (then relays deliver it,
+and receivers prefer it to any crash draft already sent), and the report is logged as one JSON
+line (logger ``endcall.report``, message starting with ``{"endcall_unsaved_report":``, bodies
+cut at 1 MiB) so it can be recovered from the logs.
 """
 
 from __future__ import annotations

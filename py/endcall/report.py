@@ -84,6 +84,8 @@ def json_safe(value: Any) -> Any:
 def _history_dict(session: Any) -> dict[str, Any]:
     try:
         history = session.history
+        if history is None:
+            return {"items": []}
         return dict(history.to_dict(exclude_timestamp=False))
     except Exception as e:
         logger.warning("endcall: could not serialize the chat history: %s", e)
