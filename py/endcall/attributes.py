@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+import time
+from typing import Any, Protocol
 
 __all__ = ["AttributeTarget", "AttributeWriter"]
 
@@ -40,6 +41,7 @@ class AttributeWriter:
         self._idle.set()
         self._warned = False
         self._closed = False
+        self._gate: tuple[asyncio.Future[Any], float] | None = None
 
     @property
     def written(self) -> dict[str, str]:
@@ -81,10 +83,19 @@ class AttributeWriter:
             self._task.cancel()
         self._idle.set()
 
+    def hold_until(self, gate: asyncio.Future[Any], timeout: float) -> None:
+        """Write nothing until ``gate`` is done (at most ``timeout`` seconds from now): the
+        attributes that acknowledge an end wait for it to be durable."""
+        self._gate = (gate, time.monotonic() + timeout)
+
     async def _flush(self, delay: float = 0.0) -> None:
         try:
             if delay > 0:
                 await asyncio.sleep(delay)
+            if self._gate is not None:
+                gate, until = self._gate
+                if not gate.done():
+                    await asyncio.wait({gate}, timeout=max(0.0, until - time.monotonic()))
             while self._pending:
                 batch, self._pending = self._pending, {}
                 if all(self._written.get(k) == v for k, v in batch.items()):

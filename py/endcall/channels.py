@@ -9,6 +9,7 @@
    by the LiveKit server API, and server data packets (`DataPacket.participant is None`) on
    topic `<method>`. Both are trusted (origin `server`); the ack is the agent's attributes.
 
+Acks wait for `before_ack` (EndCall: the accepted end being durable, `endcall.ending`).
 Requests from participants are parsed with origin `client`. Nothing here raises into the
 room's event loop: every failure becomes a protocol error answer or a log line (rate-limited,
 so a flood of garbage cannot flood the logs either).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -82,8 +84,10 @@ class Channels:
         *,
         method: str,
         decide: Decide,
+        before_ack: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._room = room
+        self._before_ack = before_ack
         self._method = method
         self._topic = method
         self._ack_topic = ack_topic(method)
@@ -171,6 +175,8 @@ class Channels:
         )
         if isinstance(answer, ProtocolError):
             raise rtc.RpcError(rpc_code(answer.code), answer.message[:256], encode_error(answer))
+        if self._before_ack is not None:
+            await self._before_ack()
         return self._encode_ack(answer)
 
     # ------------------------------------------------------------------ data
@@ -191,6 +197,8 @@ class Channels:
 
     async def _send_ack(self, body: str, identity: str) -> None:
         try:
+            if self._before_ack is not None:
+                await self._before_ack()
             await self._room.local_participant.publish_data(
                 body, reliable=True, destination_identities=[identity], topic=self._ack_topic
             )

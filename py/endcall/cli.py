@@ -1,6 +1,8 @@
 """The ``endcall`` command line: ``endcall outbox list | show | deliver | replay | purge`` and
 ``endcall secret new``.
 
+``replay ID`` makes one report pending again, ``replay --dead [--since DATE]`` every dead one.
+
 ``main`` is a plain click group; other parts of the kit add their own commands to it. Only
 ``deliver`` may create an SQLite outbox that does not exist yet (a relay started before the
 first agent); every other command refuses a path with no outbox instead of inventing one.
@@ -315,10 +317,19 @@ def deliver_cmd(
 
 
 @outbox.command("replay")
-@click.argument("end_id")
+@click.argument("end_id", required=False)
+@click.option("--dead", is_flag=True, help="Replay every dead report (bulk).")
+@click.option(
+    "--since",
+    help="With --dead: only reports that went dead since DATE (ISO, or an age like 2h, 3d).",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --dead: print the ids as JSON.")
 @click.pass_context
-def replay_cmd(ctx: click.Context, end_id: str) -> None:
-    """Send a report again: a dead, delivered or pending report becomes pending and due now.
+def replay_cmd(
+    ctx: click.Context, end_id: str | None, dead: bool, since: str | None, as_json: bool
+) -> None:
+    """Send a report again: END_ID (dead, delivered or pending), or with --dead every dead
+    report (those dead since --since only), becomes pending and due now.
 
     Its attempt count is reset to 0, so the whole retry schedule applies again (and it goes
     dead only after the schedule's last attempt fails again). The body and its webhook-id are
@@ -326,17 +337,38 @@ def replay_cmd(ctx: click.Context, end_id: str) -> None:
     and reports being delivered right now cannot be replayed. The next "deliver" (or any
     relay) sends it.
     """
+    if dead == (end_id is not None):
+        raise click.UsageError("give either an END_ID or --dead")
+    if since is not None and not dead:
+        raise click.UsageError("--since only goes with --dead")
+    t = None if since is None else _parse_date(since)
+    ids: list[str] = []
+    was = ""
+    attempts = 0
     ob = _open(ctx)
     try:
-        rec = ob.get(end_id)
-        if rec is None:
-            raise click.ClickException(f"no report with end_id {end_id!r}")
-        if rec.status in ("draft", "delivering"):
-            raise click.ClickException(f"{end_id} is {rec.status}; it cannot be replayed now")
-        ob.replay(end_id)
+        if dead:
+            ids = ob.replay_dead(t)
+        else:
+            assert end_id is not None
+            rec = ob.get(end_id)
+            if rec is None:
+                raise click.ClickException(f"no report with end_id {end_id!r}")
+            if rec.status in ("draft", "delivering"):
+                raise click.ClickException(f"{end_id} is {rec.status}; it cannot be replayed now")
+            was, attempts = rec.status, rec.attempts
+            ob.replay(end_id)
     finally:
         ob.close()
-    click.echo(f"{end_id}: pending and due now (was {rec.status}); attempts {rec.attempts} -> 0")
+    if not dead:
+        click.echo(f"{end_id}: pending and due now (was {was}); attempts {attempts} -> 0")
+    elif as_json:
+        click.echo(json.dumps({"replayed": ids}))
+    else:
+        click.echo(
+            f"{len(ids)} dead report(s) pending and due now, attempts reset to 0"
+            + "".join(f"\n{i}" for i in ids)
+        )
 
 
 _REL = re.compile(r"^(\d+)([smhdw])$")

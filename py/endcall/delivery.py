@@ -6,7 +6,14 @@
   never earlier than asked (capped at ``max_retry_after``).
 - Anything else (other statuses, timeouts, refused connections, TLS errors...) is retried on
   the schedule; after the last scheduled attempt fails the report is ``dead`` (kept, listable,
-  replayable with ``endcall outbox replay ID``).
+  replayable with ``endcall outbox replay ID`` or ``replay --dead``). A report going dead is
+  logged at ERROR (logger ``endcall.delivery``, with its end_id and last error) and passed to
+  the sender's ``on_dead`` callback, for an alert.
+- A row's own ``delivery`` settings (the agent's `Webhook`: schedule, jitter, timeout, key ids)
+  take precedence over the sender's defaults, and it is signed only with the secrets whose key
+  ids it names; a sender holding none of them does not send it (no signature the receiver
+  would reject): the row is deferred with an error saying which key is missing.
+- A crash draft whose end was accepted is sent with that end written in (`protocol.with_ending`).
 
 The HTTP client is an ``httpx.AsyncClient``; pass ``transport=`` (e.g. ``httpx.MockTransport``)
 or ``client=`` to inject one, and ``clock=`` (a `Clock`) to control time in tests.
@@ -31,11 +38,13 @@ import httpcore
 import httpx
 
 from .outbox.base import Outbox, OutboxRecord
-from .webhook import DEFAULT_JITTER, DEFAULT_SCHEDULE, signed_headers
+from .protocol import ProtocolError, with_ending
+from .webhook import DEFAULT_JITTER, DEFAULT_SCHEDULE, MAX_TIMEOUT, key_id, signed_headers
 
 __all__ = [
     "AttemptResult",
     "Clock",
+    "DeadCallback",
     "PoolTransport",
     "RetryPolicy",
     "Sender",
@@ -47,6 +56,12 @@ __all__ = [
 logger = logging.getLogger("endcall.delivery")
 
 Outcome = Literal["delivered", "retry", "dead"]
+
+DeadCallback = Callable[[OutboxRecord], None]
+"""Called (in the event loop; exceptions are logged) with the row of a report that went dead."""
+
+#: how long a row this sender cannot sign waits before it is offered again
+MISSING_KEY_DEFER = 300.0
 
 
 class Clock(Protocol):
@@ -378,6 +393,17 @@ def _env_proxies() -> bool:
     return bool(urllib.request.getproxies())
 
 
+def _body(rec: OutboxRecord) -> bytes:
+    """What to send for ``rec``: its body, or for a crash draft whose end was accepted, the
+    body with that end written in (a pure function of the row: the same bytes every time)."""
+    if rec.is_draft and rec.ending:
+        try:
+            return with_ending(rec.body, rec.ending)
+        except ProtocolError as e:
+            logger.warning("endcall: draft %s sent without its end: %s", rec.end_id, e)
+    return rec.body
+
+
 class Sender:
     """Makes attempts for outbox rows and records each outcome in the outbox.
 
@@ -397,12 +423,15 @@ class Sender:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
         on_delivered: Callable[[str, int], Awaitable[None]] | None = None,
+        on_dead: DeadCallback | None = None,
         max_in_flight: int = 256,
     ) -> None:
         if not secrets:
             raise ValueError("at least one webhook secret is required to sign reports")
         self.outbox = outbox
         self.secrets = tuple(secrets)
+        self.on_dead = on_dead
+        self._keys = {key_id(secret): secret for secret in self.secrets}
         self.owner = owner
         self.policy = policy or RetryPolicy()
         self.timeout = timeout
@@ -436,20 +465,26 @@ class Sender:
         """One attempt for ``rec``; returns the result and the next attempt time (None when
         delivered or dead). ``keep_lease``: keep owning the row that long (in-process retries);
         ``record=False``: do not write the outcome to the outbox."""
+        secrets = self._secrets_for(rec)
+        if not secrets:
+            return await self._missing_key(rec, record)
+        policy, row_timeout = self._settings(rec)
+        if timeout is None:
+            timeout = row_timeout
         async with self._in_flight:
             res = await attempt(
                 self._via,
                 rec.url,
                 rec.end_id,
-                rec.body,
-                self.secrets,
-                timeout=self.timeout if timeout is None else timeout,
+                _body(rec),
+                secrets,
+                timeout=timeout,
                 headers=rec.headers,
                 now=self.clock.time(),
             )
         nxt: float | None = None
         if res.outcome == "retry":
-            nxt = self.policy.next_attempt_at(rec.attempts + 1, self.clock.time(), res.retry_after)
+            nxt = policy.next_attempt_at(rec.attempts + 1, self.clock.time(), res.retry_after)
             if nxt is None:
                 res = AttemptResult(
                     "dead", res.status, f"retries exhausted; last: {res.error}", None, res.elapsed
@@ -459,6 +494,8 @@ class Sender:
                 await self._record(rec, res, nxt, keep_lease)
             except Exception:
                 logger.exception("endcall: could not record attempt for %s", rec.end_id)
+        if res.outcome == "dead":
+            self._dead(rec, res)
         level = logging.DEBUG if res.outcome == "delivered" else logging.WARNING
         logger.log(
             level,
@@ -469,6 +506,66 @@ class Sender:
             res.error or res.status,
         )
         return res, nxt
+
+    def _secrets_for(self, rec: OutboxRecord) -> tuple[str, ...]:
+        """The secrets to sign ``rec`` with: those whose key ids the row names (all of ours
+        for a row that names none)."""
+        keys = rec.delivery.get("keys") if rec.delivery else None
+        if not isinstance(keys, list) or not keys:
+            return self.secrets
+        return tuple(self._keys[k] for k in keys if k in self._keys)
+
+    def _settings(self, rec: OutboxRecord) -> tuple[RetryPolicy, float]:
+        """The retry policy and request timeout for ``rec``: the row's own, else ours."""
+        d = rec.delivery or {}
+        policy, timeout = self.policy, self.timeout
+        schedule, jitter, t = d.get("schedule"), d.get("jitter"), d.get("timeout")
+        if (
+            isinstance(schedule, list)
+            and schedule
+            and all(isinstance(x, (int, float)) and 0 <= x < math.inf for x in schedule)
+        ):
+            j = jitter if isinstance(jitter, (int, float)) and 0 <= jitter < 1 else policy.jitter
+            policy = RetryPolicy(
+                tuple(float(x) for x in schedule), float(j), policy.max_retry_after, policy.rng
+            )
+        if isinstance(t, (int, float)) and 0 < t <= MAX_TIMEOUT:
+            timeout = float(t)
+        return policy, timeout
+
+    async def _missing_key(
+        self, rec: OutboxRecord, record: bool
+    ) -> tuple[AttemptResult, float | None]:
+        keys = ", ".join(str(k) for k in rec.delivery.get("keys", []))
+        error = (
+            f"no secret for key id {keys}: this sender's secrets ({', '.join(self._keys)}) are"
+            " not the ones the agent signs with; give it the agent's ENDCALL_WEBHOOK_SECRET"
+        )
+        logger.error("endcall: cannot sign report %s: %s", rec.end_id, error)
+        until = self.clock.time() + MISSING_KEY_DEFER
+        if record and self.outbox is not None:
+            try:
+                await asyncio.to_thread(
+                    self.outbox.defer, rec.end_id, self.owner, until=until, error=error
+                )
+            except Exception:
+                logger.exception("endcall: could not defer %s", rec.end_id)
+        return AttemptResult("retry", error=error), until
+
+    def _dead(self, rec: OutboxRecord, res: AttemptResult) -> None:
+        logger.error(
+            "endcall: report %s is dead after %d attempts (last error: %s); replay it with"
+            " `endcall outbox replay %s` or `endcall outbox replay --dead`",
+            rec.end_id,
+            rec.attempts + 1,
+            res.error or res.status,
+            rec.end_id,
+        )
+        if self.on_dead is not None:
+            try:
+                self.on_dead(rec)
+            except Exception:
+                logger.exception("endcall: the on_dead callback failed for %s", rec.end_id)
 
     async def _record(
         self, rec: OutboxRecord, res: AttemptResult, nxt: float | None, keep_lease: float | None

@@ -76,9 +76,11 @@ from typing import Any, Protocol
 
 from livekit import rtc
 
+from . import misuse
 from .annotations import Annotations
 from .attributes import AttributeWriter
 from .channels import Channels
+from .ending import DurableEnd
 from .journal import Journal
 from .lifecycle import JobShutdown, watch_job_shutdown
 from .machine import (
@@ -107,7 +109,7 @@ from .protocol import (
     is_valid_id,
     is_valid_reason,
 )
-from .report import build_draft, build_report
+from .report import build_draft, build_draft_async, build_report
 from .silence import SilenceWatcher, silence_conflicts, user_away_timeout
 from .timers import MaxDurationTimer
 from .tool import (
@@ -131,6 +133,8 @@ Allow = Callable[[str, EndRequest], bool]
 #: the job's shutdown callbacks get ~10 s before the process is killed; keep a margin
 SHUTDOWN_CALLBACK_BUDGET = 8.0
 CHECKPOINT_INTERVAL = 30.0
+#: drafts are rebuilt at most this often (seconds)
+DRAFT_MIN_INTERVAL = 2.0
 #: how long after a report's `endcall.report` update the writes may take before the room goes
 ATTRIBUTE_SETTLE = 1.0
 #: bound of the RoomService DeleteRoom call itself
@@ -223,6 +227,8 @@ class EndCall:
     ) -> None:
         if pipeline is None and webhook is None:
             raise ValueError("EndCall needs a webhook (or a pipeline) for the session report")
+        if _INSTANCES.get(ctx) is not None:
+            raise misuse.second_instance()
         for name, value in (
             ("drain_timeout", drain_timeout),
             ("transcript_flush_timeout", transcript_flush_timeout),
@@ -301,7 +307,13 @@ class EndCall:
         self._uncommitted: list[str] = []
         self._final_evt = asyncio.Event()
         self._end_info: dict[str, Any] = {}
+        self._durable = DurableEnd()
+        self._session_end_called = False
         _INSTANCES[ctx] = self
+        try:  # here, not in start(): a job whose start() never ran still gets its report
+            self._ctx.add_shutdown_callback(self._on_job_shutdown_callback)
+        except Exception as e:
+            logger.warning("endcall: could not add a job shutdown callback: %s", e)
 
     # ------------------------------------------------------------------ public API
 
@@ -344,7 +356,9 @@ class EndCall:
         self._attrs = AttributeWriter(room.local_participant)
         self._attrs.update({ATTR_STATE: EndState.ACTIVE.value})
         self._refresh_customer()
-        self._channels = Channels(room, method=self._method, decide=self._decide)
+        self._channels = Channels(
+            room, method=self._method, decide=self._decide, before_ack=self._durable.wait
+        )
         self._channels.attach()
         room.on("participant_connected", self._on_participant_connected)
         room.on("participant_disconnected", self._on_participant_disconnected)
@@ -354,10 +368,7 @@ class EndCall:
         self._session.on("user_input_transcribed", self._on_transcribed)
         if not watch_job_shutdown(self._ctx, self._on_job_shutdown):
             logger.debug("endcall: job shutdown future not found; using the session close event")
-        try:
-            self._ctx.add_shutdown_callback(self._on_job_shutdown_callback)
-        except Exception as e:
-            logger.warning("endcall: could not add a job shutdown callback: %s", e)
+        await self._check_outbox()
         if self._max_duration is not None:
             self._max_duration.start()
         if self._silence is not None:
@@ -402,7 +413,9 @@ class EndCall:
         trigger = Trigger(
             reason=reason, initiator=who, channel="api", request_id=request_id, meta=meta
         )
-        return self._submit(trigger, GoodbyePlan(say=say) if say else None).ack
+        ack = self._submit(trigger, GoodbyePlan(say=say) if say else None).ack
+        await self._durable.wait()
+        return ack
 
     def annotate(self, **fields: Any) -> bool:
         """Add the job's own fields to the report's `annotations` (a later value for a key
@@ -430,6 +443,7 @@ class EndCall:
         if end is None:
             logger.warning("endcall: on_session_end: no EndCall for this job")
             return
+        end._session_end_called = True
         await end._finish_for_job(deadline=None)
 
     @staticmethod
@@ -497,6 +511,7 @@ class EndCall:
             self._journal.ending(
                 rec.reason, trigger.initiator.kind, trigger.channel, trigger.request_id
             )
+            self._make_durable()
             if self._attrs is not None:
                 self._attrs.update(
                     {
@@ -831,7 +846,7 @@ class EndCall:
         while not self._drafts_stopped:
             self._draft_dirty = False
             try:
-                body = build_draft(
+                body = await build_draft_async(
                     self.end_id,
                     ctx=self._ctx,
                     session=self._session,
@@ -844,6 +859,7 @@ class EndCall:
                 logger.exception("endcall: could not checkpoint the draft")
             if not self._draft_dirty:
                 return
+            await asyncio.sleep(DRAFT_MIN_INTERVAL)  # a burst of turns: one draft per interval
 
     async def _checkpoints(self) -> None:
         while not self._drafts_stopped:
@@ -857,6 +873,48 @@ class EndCall:
         if self._draft_task is not None and not self._draft_task.done():
             if not await settle(self._draft_task, 5.0, cancel=False):
                 logger.warning("endcall: a draft checkpoint was still running at the end")
+
+    # ------------------------------------------------------------------ misuse, durability
+
+    async def _check_outbox(self) -> None:
+        """An outbox that cannot be written is an error at start-up, not drafts silently
+        skipped later (the call goes on: the report is then kept in memory and logged)."""
+        check = getattr(self._pipe, "check", None)
+        if check is None:
+            return
+        try:
+            await check()
+        except Exception as e:
+            logger.error("endcall: %s", e)
+
+    def _make_durable(self) -> None:
+        """Write the accepted end to the outbox now; its acks wait for it (`endcall.ending`)."""
+        self._durable.begin(self._pipe, self._machine.record, self._minimal_draft)
+        if self._attrs is not None and self._durable.task is not None:
+            self._attrs.hold_until(self._durable.task, self._durable.timeout)
+
+    def _minimal_draft(self) -> bytes:
+        return build_draft(
+            self.end_id,
+            ctx=self._ctx,
+            session=None,
+            room_name=self._room_name(),
+            started_at=self._started_at,
+        )
+
+    def _start_late(self) -> asyncio.Future[EndRecord]:
+        """The job ends and `start()` never ran: build and hand over the report anyway."""
+        logger.error("endcall: %s", misuse.NOT_STARTED)
+        self._started = True
+        self._started_at = getattr(self._session, "_started_at", None) or self._started_at
+        done: asyncio.Future[EndRecord] = asyncio.get_running_loop().create_future()
+        self._done = done
+        if not getattr(self._session, "_started", False):
+            self._closed.set()  # not running (any more): nothing to drain or close
+        else:
+            self._session.on("close", self._on_session_close)
+        self._trigger(EndReason.AGENT_ERROR.value, "system", "job", error=misuse.NOT_STARTED)
+        return done
 
     # ------------------------------------------------------------------ the end path
 
@@ -1124,8 +1182,7 @@ class EndCall:
                 return default
             return max(0.0, deadline - time.monotonic())
 
-        if self._done is None:
-            return
+        done = self._done if self._done is not None else self._start_late()
         if self._machine.held is not None and self._machine.state is EndState.ACTIVE:
             # a tentative end (a grace) is still waiting for a request: let it run out
             bound = max(self._grace, self._shutdown_grace) + 0.5
@@ -1137,7 +1194,7 @@ class EndCall:
             else:
                 self._trigger(EndReason.SERVER_ENDED_CALL.value, "server", "job")
         bound = self._drain_timeout + self._flush_timeout + self._close_timeout + 10.0
-        if not await settle(self._done, left(bound), cancel=False):
+        if not await settle(done, left(bound), cancel=False):
             logger.error("endcall: the end path did not finish in time")
             return
         room_task = self._room_task
@@ -1165,6 +1222,8 @@ class EndCall:
 
     async def _on_job_shutdown_callback(self, reason: str) -> None:
         deadline = time.monotonic() + SHUTDOWN_CALLBACK_BUDGET
+        if not self._session_end_called:
+            logger.error("endcall: %s", misuse.NO_SESSION_END)
         if self._job_shutdown is None:
             self._job_shutdown = JobShutdown(user_initiated=self._shutdown_requested, reason=reason)
         await self._finish_for_job(deadline=deadline)

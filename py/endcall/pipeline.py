@@ -14,36 +14,53 @@ inside 300 s, whereas a shutdown callback would only have ~10 s. Whatever is not
 the window stays in the outbox, unleased, for a relay: the next job process on this host
 (``endcall.prewarm``), ``endcall outbox deliver`` or the fallback server.
 
-Nothing here raises into the session. If the outbox cannot be used (read-only path, disk
-full, database down) the report is kept in memory and delivery is still tried. Only a report
-that is neither stored nor delivered — the in-process window ended, or the receiver refused it
-for good — is logged whole, as one JSON line (logger ``endcall.report``, message starting with
-``{"endcall_unsaved_report":``) so it can be recovered from the logs: reports hold private
-data (the transcript), and one that was stored or delivered is never logged.
+Nothing here raises into the session (`check` raises, for start-up). If the outbox cannot be
+used (read-only path, disk full, database down) the report is kept in memory, delivery is still
+tried, and storing it is tried again after every attempt and at `aclose` (then relays deliver
+it, and receivers prefer it to any crash draft already sent). Only a report that is neither
+stored nor delivered — the in-process window ended, or the receiver refused it for good — is
+logged whole, as one JSON line (logger ``endcall.report``, message starting with
+``{"endcall_unsaved_report":``, bodies cut at 1 MiB) so it can be recovered from the logs:
+reports hold private data (the transcript), and one that was stored or delivered is never
+logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import httpx
 
-from .delivery import Clock, RetryPolicy, Sender, SystemClock
+from .delivery import Clock, DeadCallback, RetryPolicy, Sender, SystemClock
 from .outbox.base import Outbox, OutboxRecord, SqlOutbox, default_outbox_path, make_owner
+from .storage import OutboxError, check_outbox, open_checked
 from .webhook import Webhook
 
-__all__ = ["DeliveryOutcome", "ReportPipeline", "unsaved_report_line"]
+__all__ = ["DeliveryOutcome", "ReportPipeline", "lease_for", "unsaved_report_line"]
 
 logger = logging.getLogger("endcall.report")
 
 #: lease kept on a draft / a report being delivered; drafts are refreshed at least every 30 s
 DEFAULT_LEASE = 90.0
+#: a lease always covers one request timeout plus this much
+LEASE_MARGIN = 60.0
+#: a logged report body is cut here (the rest is named by its size and SHA-256)
+MAX_LOGGED_BODY = 1024 * 1024
+
+
+def lease_for(timeout: float, lease: float = DEFAULT_LEASE, margin: float = LEASE_MARGIN) -> float:
+    """The lease to hold for requests of ``timeout`` seconds: at least ``timeout`` plus
+    ``margin`` (default `LEASE_MARGIN`, never below 1 s), so no relay can take a report over
+    while an attempt is still in flight."""
+    return max(lease, timeout + max(1.0, margin))
 
 
 @dataclass(frozen=True)
@@ -58,8 +75,12 @@ class DeliveryOutcome:
 
 
 def unsaved_report_line(end_id: str, url: str, body: bytes, error: str) -> str:
-    """The one-line JSON log record of a report the outbox could not keep."""
+    """The one-line JSON log record of a report the outbox could not keep. Bodies above
+    `MAX_LOGGED_BODY` are cut there (``"truncated": true``, with the full size and SHA-256)."""
     doc: dict[str, object] = {"end_id": end_id, "url": url, "error": error}
+    if len(body) > MAX_LOGGED_BODY:
+        doc.update(truncated=True, size=len(body), sha256=hashlib.sha256(body).hexdigest())
+        body = body[:MAX_LOGGED_BODY]
     try:
         doc["body"] = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -179,9 +200,13 @@ class GroupCommit(Generic[T, R]):
 class ReportPipeline:
     """Drafts, durable commit and bounded in-process delivery of one agent's reports.
 
-    ``outbox=None`` opens ``SqliteOutbox(default_outbox_path())`` on first use. ``owner`` names
-    this process for leases (default ``"<hostname>:<pid>:<random>"``). ``transport``/``client``
-    inject the HTTP layer, ``clock`` the time source.
+    ``outbox=None`` opens `default_outbox_path` (``$ENDCALL_OUTBOX``: a SQLite path or a
+    ``postgresql://`` DSN) on first use or at `check`. ``owner`` names this process for leases
+    (default ``"<hostname>:<pid>:<random>"``). ``lease`` is raised to cover one request timeout
+    plus ``lease_margin`` (`lease_for`). ``on_dead(record)`` is called when a report goes dead
+    (also logged at ERROR). ``transport``/``client`` inject the HTTP layer, ``clock`` the time
+    source. Constructing a pipeline offers its webhook's secrets to a relay `endcall.prewarm`
+    was asked to start without any (`endcall.relay.offer_webhook`).
     """
 
     def __init__(
@@ -195,10 +220,12 @@ class ReportPipeline:
         clock: Clock | None = None,
         lease: float = DEFAULT_LEASE,
         policy: RetryPolicy | None = None,
+        on_dead: DeadCallback | None = None,
+        lease_margin: float = LEASE_MARGIN,
     ) -> None:
         self.webhook = webhook
         self.owner = owner or make_owner()
-        self.lease = lease
+        self.lease = lease_for(webhook.timeout, lease, lease_margin)
         self.clock: Clock = clock or SystemClock()
         self._outbox = outbox
         self._own_outbox = outbox is None
@@ -206,7 +233,10 @@ class ReportPipeline:
         self._open_lock = asyncio.Lock()
         self._memory: dict[str, _Memory] = {}
         self._fresh: dict[str, OutboxRecord] = {}
+        #: until when (``time.monotonic()``) we surely hold a row's lease
+        self._lease_until: dict[str, float] = {}
         self._headers = dict(webhook.headers)
+        self._delivery = webhook.delivery()
         self._sender = Sender(
             outbox,
             webhook.secrets,
@@ -217,8 +247,12 @@ class ReportPipeline:
             transport=transport,
             clock=self.clock,
             on_delivered=self._mark_delivered,
+            on_dead=on_dead,
         )
         self._writes: GroupCommit[_Write, object] | None = None
+        from .relay import offer_webhook
+
+        offer_webhook(webhook, outbox)
 
     @property
     def outbox(self) -> Outbox | None:
@@ -229,19 +263,32 @@ class ReportPipeline:
         """One group-commit queue for final reports and delivered marks: concurrent session
         ends and finished deliveries share one durable transaction (one fsync)."""
         if self._writes is None:
-            owner, lease, headers = self.owner, self.lease, self._headers
+            owner, lease, headers, delivery = self.owner, self.lease, self._headers, self._delivery
 
             def write(items: list[_Write]) -> list[object]:
                 stores = [w[1] for w in items if w[0] == "store"]
                 marks = [w[1] for w in items if w[0] == "delivered"]
                 if isinstance(ob, SqlOutbox):
                     res: list[object] = list(
-                        ob.write_many(stores, marks, owner=owner, lease=lease, headers=headers)
+                        ob.write_many(
+                            stores,
+                            marks,
+                            owner=owner,
+                            lease=lease,
+                            headers=headers,
+                            delivery=delivery,
+                        )
                     )
                 else:  # any other Outbox: two transactions, failing separately
                     try:
                         res = list(
-                            ob.store_many(stores, owner=owner, lease=lease, headers=headers)
+                            ob.store_many(
+                                stores,
+                                owner=owner,
+                                lease=lease,
+                                headers=headers,
+                                delivery=delivery,
+                            )
                             if stores
                             else []
                         )
@@ -260,22 +307,30 @@ class ReportPipeline:
         if ob is not None:
             await self._writer(ob).submit(("delivered", (end_id, status)))
 
+    async def check(self) -> None:
+        """Open the outbox now and make sure it can be written; raises `OutboxError` (naming
+        the outbox, the cause and what to do) when it cannot. Warns (once) when a SQLite
+        outbox is on storage that will not survive the container."""
+        if self._outbox is None:
+            try:
+                self._outbox = await asyncio.to_thread(open_checked, default_outbox_path())
+            except OutboxError:
+                self._outbox_failed = True
+                raise
+            self._sender.outbox = self._outbox
+            self._outbox_failed = False
+            return
+        await asyncio.to_thread(check_outbox, self._outbox)
+
     async def _ob(self) -> Outbox | None:
         if self._outbox is not None or self._outbox_failed:
             return self._outbox
         async with self._open_lock:
             if self._outbox is None and not self._outbox_failed:
-                from .outbox.sqlite import SqliteOutbox
-
-                path = default_outbox_path()
                 try:
-                    self._outbox = await asyncio.to_thread(
-                        SqliteOutbox, path, clock=self.clock.time
-                    )
-                    self._sender.outbox = self._outbox
-                except Exception as e:
-                    self._outbox_failed = True
-                    logger.error("endcall: cannot open outbox %s: %s", path, e)
+                    await self.check()
+                except OutboxError as e:
+                    logger.error("endcall: %s", e)
         return self._outbox
 
     async def save_draft(self, end_id: str, body: bytes) -> None:
@@ -292,46 +347,74 @@ class ReportPipeline:
                 owner=self.owner,
                 lease=self.lease,
                 headers=self._headers,
+                delivery=self._delivery,
             )
         except Exception as e:
             logger.warning("endcall: could not save the draft of %s: %s", end_id, e)
 
-    async def store(self, end_id: str, body: bytes) -> bool:
-        """Commit the final report before any send; True when it is durable."""
-        error = "no outbox"
+    async def mark_ending(self, end_id: str, ending: Mapping[str, Any], body: bytes) -> bool:
+        """Make an accepted end durable at once: its reason, initiator, request id and meta go
+        into the session's draft row (created with ``body``, a minimal draft, if none was
+        saved yet), so a crash from now on delivers the right reason. True when written."""
         try:
             ob = await self._ob()
-            if ob is not None:
-                res = await self._writer(ob).submit(("store", (end_id, self.webhook.url, body)))
-                if isinstance(res, Exception):
-                    raise res
-                if res == "stored":  # we hold its lease: the first attempt needs no re-read
-                    now = self.clock.time()
-                    self._fresh[end_id] = OutboxRecord(
-                        end_id=end_id,
-                        status="pending",
-                        is_draft=False,
-                        url=self.webhook.url,
-                        headers=self._headers,
-                        body=body,
-                        attempts=0,
-                        next_attempt_at=now,
-                        last_error=None,
-                        last_status=None,
-                        lease_owner=self.owner,
-                        lease_expires_at=now + self.lease,
-                        created_at=now,
-                        updated_at=now,
-                        delivered_at=None,
-                    )
-                if res in ("stored", "exists"):
-                    if res == "exists":
-                        logger.info("endcall: report %s was already stored; kept as is", end_id)
-                    return True
-                error = "a relay already delivers this session's crash draft"
-                logger.error(unsaved_report_line(end_id, self.webhook.url, body, error))
+            if ob is None:
                 return False
-            error = "outbox unavailable"
+            return await asyncio.to_thread(
+                ob.mark_ending,
+                end_id,
+                dict(ending),
+                url=self.webhook.url,
+                body=body,
+                owner=self.owner,
+                lease=self.lease,
+                headers=self._headers,
+                delivery=self._delivery,
+            )
+        except Exception as e:
+            logger.error("endcall: could not record the accepted end of %s: %s", end_id, e)
+            return False
+
+    async def _store_now(self, end_id: str, body: bytes) -> bool:
+        """One attempt at committing the final report; raises what the outbox raises."""
+        ob = await self._ob()
+        if ob is None:
+            raise OutboxError("outbox unavailable")
+        started = time.monotonic()
+        res = await self._writer(ob).submit(("store", (end_id, self.webhook.url, body)))
+        if isinstance(res, Exception):
+            raise res
+        if res == "stored":  # we hold its lease: the first attempt needs no re-read
+            self._lease_until[end_id] = started + self.lease
+            now = self.clock.time()
+            self._fresh[end_id] = OutboxRecord(
+                end_id=end_id,
+                status="pending",
+                is_draft=False,
+                url=self.webhook.url,
+                headers=self._headers,
+                body=body,
+                attempts=0,
+                next_attempt_at=now,
+                last_error=None,
+                last_status=None,
+                lease_owner=self.owner,
+                lease_expires_at=now + self.lease,
+                created_at=now,
+                updated_at=now,
+                delivered_at=None,
+                delivery=self._delivery,
+            )
+        else:
+            logger.info("endcall: report %s was already stored; kept as is", end_id)
+        return True
+
+    async def store(self, end_id: str, body: bytes) -> bool:
+        """Commit the final report before any send; True when it is durable. On failure the
+        report is kept in memory (and logged), delivery is tried from there, and storing it
+        is tried again on every retry and at `aclose`."""
+        try:
+            return await self._store_now(end_id, body)
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
         self._memory[end_id] = _Memory(end_id, self.webhook.url, body, self.clock.time())
@@ -342,6 +425,20 @@ class ReportPipeline:
             error,
         )
         return False
+
+    async def _store_again(self, mem: _Memory) -> bool:
+        """Retry committing a report kept in memory; True once it is in the outbox (it is
+        then delivered from there, by us or by a relay)."""
+        if self._outbox is None:
+            return False
+        try:
+            await self._store_now(mem.end_id, mem.body)
+        except Exception as e:
+            logger.warning("endcall: the outbox still fails for %s: %s", mem.end_id, e)
+            return False
+        del self._memory[mem.end_id]
+        logger.info("endcall: report %s is stored after all", mem.end_id)
+        return True
 
     async def _load(self, end_id: str) -> OutboxRecord | _Memory | None:
         mem = self._memory.get(end_id)
@@ -370,14 +467,11 @@ class ReportPipeline:
                 return DeliveryOutcome(False, False, attempts, last_status, f"outbox: {e}")
             if rec is None:
                 return DeliveryOutcome(False, False, 0, None, "unknown end_id (not stored)")
-            if isinstance(rec, _Memory):
-                total, status = rec.attempts, rec.status
-                last_status, last_error = rec.last_status, rec.last_error
-            else:
-                total, status = rec.attempts, rec.status
-                last_status, last_error = rec.last_status, rec.last_error
-                if rec.is_draft and status != "draft":
-                    return DeliveryOutcome(False, False, total, last_status, "draft taken over")
+            if isinstance(rec, _Memory) and rec.status == "pending" and attempts:
+                if await self._store_again(rec):
+                    continue
+            total, status = rec.attempts, rec.status
+            last_status, last_error = rec.last_status, rec.last_error
             if status == "delivered":
                 return DeliveryOutcome(True, False, total, last_status, None)
             if status == "dead":
@@ -398,7 +492,7 @@ class ReportPipeline:
                 rec.last_status, rec.last_error = res.status, res.error
                 if res.outcome == "delivered":
                     rec.status = "delivered"
-                    await self._settle_draft(end_id, res.status or 200)
+                    await self._settle_draft(end_id)
                 elif res.outcome == "dead":
                     rec.status = "dead"
                 else:
@@ -408,11 +502,14 @@ class ReportPipeline:
             try:
                 ob = self._outbox
                 assert ob is not None
-                lease_left = (rec.lease_expires_at or 0.0) - self.clock.time()
+                lease_left = self._lease_until.get(end_id, 0.0) - time.monotonic()
                 if rec.lease_owner == self.owner and lease_left > self.webhook.timeout + 10:
                     fresh: OutboxRecord | None = rec  # our lease, long enough for this attempt
                 else:
+                    started = time.monotonic()
                     fresh = await asyncio.to_thread(ob.renew, end_id, self.owner, self.lease)
+                    if fresh is not None:
+                        self._lease_until[end_id] = started + self.lease
                 if fresh is None:
                     again = await asyncio.to_thread(ob.get, end_id)
                     if again is not None and again.status in ("delivered", "dead"):
@@ -445,18 +542,16 @@ class ReportPipeline:
         error = why or f"not stored and not delivered ({rec.last_error or rec.status})"
         logger.error(unsaved_report_line(rec.end_id, rec.url, rec.body, error))
 
-    async def _settle_draft(self, end_id: str, status: int) -> None:
-        """After an in-memory delivery, best effort: mark a crash draft left in the outbox
-        (saved before the outbox failed) delivered, so no relay ever sends it as well."""
+    async def _settle_draft(self, end_id: str) -> None:
+        """After an in-memory delivery, best effort: discard the session's crash draft left
+        in the outbox (saved before the outbox failed), so no relay sends it later."""
         ob = self._outbox
         if ob is None:
             return
         try:
-            rec = await asyncio.to_thread(ob.get, end_id)
-            if rec is not None and rec.status == "draft":
-                await asyncio.to_thread(ob.mark_delivered_many, [(end_id, status)], self.owner)
+            await asyncio.to_thread(ob.discard_draft, end_id)
         except Exception as e:
-            logger.warning("endcall: could not settle the draft of %s: %s", end_id, e)
+            logger.warning("endcall: could not discard the draft of %s: %s", end_id, e)
 
     def _timeout(self, deadline: float) -> float:
         t = self.webhook.timeout
@@ -472,9 +567,13 @@ class ReportPipeline:
             logger.warning("endcall: could not release %s: %s", end_id, e)
 
     async def aclose(self) -> None:
-        """Close the HTTP client and the outbox the pipeline opened."""
+        """Close the HTTP client and the outbox the pipeline opened. Reports still only in
+        memory get a last try at the outbox (then relays deliver them); what still fails is
+        logged whole (`unsaved_report_line`)."""
         await self._sender.aclose()
-        for mem in self._memory.values():
+        for mem in list(self._memory.values()):
+            if mem.status == "pending" and await self._store_again(mem):
+                continue
             self._log_unsaved(mem, f"undelivered at close ({mem.last_error})")
         if self._own_outbox and self._outbox is not None:
             await asyncio.to_thread(self._outbox.close)

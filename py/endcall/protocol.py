@@ -11,7 +11,7 @@ import math
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Literal, NoReturn, cast
 
@@ -26,6 +26,7 @@ __all__ = [
     "CLIENT_REASON_PREFIX",
     "DEFAULT_METHOD",
     "DEFAULT_REASON",
+    "DRAFT_WEBHOOK_SUFFIX",
     "ERROR_CODES",
     "ERROR_RPC_CODES",
     "INITIATOR_KINDS",
@@ -50,6 +51,7 @@ __all__ = [
     "ack_topic",
     "canonical_json",
     "check_annotations",
+    "draft_webhook_id",
     "encode_ack",
     "encode_error",
     "encode_report",
@@ -61,7 +63,10 @@ __all__ = [
     "parse_error",
     "parse_report",
     "parse_request",
+    "report_supersedes",
     "rpc_code",
+    "webhook_id",
+    "with_ending",
 ]
 
 VERSION = 1
@@ -684,12 +689,79 @@ def parse_report(raw: str | bytes) -> SessionEnded:
     )
 
 
-def encode_report(report: SessionEnded) -> bytes:
-    """Serialize a report once; the bytes are what is stored, signed and sent on every attempt."""
+def _utf8(text: str) -> bytes:
+    """UTF-8 of `text`; lone surrogates (which no UTF-8 can carry) become U+FFFD."""
     try:
-        return canonical_json(report.to_dict()).encode("utf-8")
-    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return fixed.encode("utf-8", "replace")
+
+
+def encode_report(report: SessionEnded) -> bytes:
+    """Serialize a report once; the bytes are what is stored, signed and sent on every attempt.
+
+    Text that UTF-8 cannot carry (a lone surrogate in the chat history or `meta`) is replaced
+    with U+FFFD, never fatal."""
+    try:
+        return _utf8(canonical_json(report.to_dict()))
+    except (ValueError, TypeError) as exc:
         raise ProtocolError("internal", f"report is not serializable: {exc}") from exc
+
+
+#: appended to a crash draft's `end_id` to make its `webhook-id` (§6)
+DRAFT_WEBHOOK_SUFFIX = ".draft"
+
+
+def draft_webhook_id(end_id: str) -> str:
+    """The `webhook-id` of a session's crash draft: `<end_id>.draft` (§6)."""
+    return end_id + DRAFT_WEBHOOK_SUFFIX
+
+
+def webhook_id(report: SessionEnded) -> str:
+    """The `webhook-id` a report is sent with: `end_id` for the final report
+    (`complete: true`), `<end_id>.draft` for a crash draft."""
+    return report.end_id if report.complete else draft_webhook_id(report.end_id)
+
+
+def report_supersedes(incoming: SessionEnded, stored: SessionEnded) -> bool:
+    """True when a receiver holding `stored` must replace it with `incoming` (§6): only a
+    final report (`complete: true`) replaces a crash draft of the same session; a draft never
+    replaces a final report, and a repeat changes nothing. Reports of different sessions
+    (`end_id`) are no pair: `ProtocolError("bad_request")`."""
+    if incoming.end_id != stored.end_id:
+        raise ProtocolError("bad_request", "the reports belong to different sessions (end_id)")
+    return incoming.complete and not stored.complete
+
+
+def with_ending(draft: bytes, ending: Mapping[str, Any]) -> bytes:
+    """A crash draft with the accepted end's `ended_reason`, `initiator`, `request_id` and
+    `meta` (and `end.channel`, `end.requested_at` when given) written in; still
+    `complete: false`. A pure function of its inputs, so every attempt sends the same bytes.
+    `ending` values that would make an invalid report are ignored."""
+    doc = parse_report(draft)
+    changes: dict[str, Any] = {}
+    reason = ending.get("ended_reason")
+    if isinstance(reason, str) and is_valid_reason(reason):
+        changes["ended_reason"] = reason
+    who = ending.get("initiator")
+    if isinstance(who, Mapping) and who.get("kind") in INITIATOR_KINDS:
+        identity = who.get("identity")
+        if identity is None or (isinstance(identity, str) and identity):
+            changes["initiator"] = Initiator(
+                kind=cast(InitiatorKind, who["kind"]), identity=identity
+            )
+    rid = ending.get("request_id")
+    if rid is None or is_valid_id(rid):
+        changes["request_id"] = rid
+    meta = ending.get("meta")
+    if meta is None or isinstance(meta, dict):
+        changes["meta"] = meta
+    end = dict(doc.end)
+    for key in ("channel", "requested_at"):
+        if ending.get(key) is not None:
+            end[key] = ending[key]
+    return encode_report(replace(doc, **changes, end=end, complete=False))
 
 
 def _encode_checked(body: dict[str, Any]) -> str:

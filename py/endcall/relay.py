@@ -1,18 +1,22 @@
 """Relay: deliver what agent processes left in the outbox.
 
-A relay claims due rows — pending reports, reports whose sender's lease expired, and
-abandoned crash drafts (lease expired, or with an owner on this host whose pid is gone) — makes
-one attempt each and records the outcome per the retry schedule. Drafts go out as stored:
-their body already is a ``complete: false`` / ``agent-crashed`` report, in the same row (same
-``end_id``) as the final report would have been, so a session never gets both.
+A relay claims due rows — pending reports, reports whose sender's lease expired, and crash
+drafts whose agent's lease expired (nothing else: no guess from process ids, which a sidecar in
+another PID namespace cannot see) — makes one attempt each and records the outcome per the
+row's retry schedule. A draft goes out as a ``complete: false`` report with ``webhook-id``
+``<end_id>.draft`` (with the accepted end written in, if there was one); the final report, if
+it comes, still goes out and receivers keep it (protocol.md §6).
 
 Runs in: the next agent job process on the host (``endcall.prewarm``), the CLI
 (``endcall outbox deliver [--forever]``, for cron or a sidecar), and the fallback server.
 
-Each row stores its destination URL (and extra headers). The signing secret(s) are not
-stored: relays outside the agent read them from ``ENDCALL_WEBHOOK_SECRET`` (several secrets
+Each row stores its destination URL, extra headers and its ``delivery`` settings (the agent's
+retry schedule, request timeout and the key ids of its secrets). The secrets themselves are
+not stored: relays outside the agent read them from ``ENDCALL_WEBHOOK_SECRET`` (several secrets
 comma or space separated, for rotation: each adds one ``v1`` signature) or take them as
-arguments (CLI ``--secret``).
+arguments (CLI ``--secret``); they are validated when the relay is made, and a row whose key
+ids the relay has no secret for is not sent but deferred, with an error naming the key. A
+relay's lease covers the row's request timeout plus a margin.
 """
 
 from __future__ import annotations
@@ -28,11 +32,22 @@ from typing import Any
 
 import httpx
 
-from .delivery import Clock, RetryPolicy, Sender, SystemClock
+from .delivery import Clock, DeadCallback, RetryPolicy, Sender, SystemClock
 from .outbox.base import Outbox, OutboxRecord, default_outbox_path, make_owner
-from .webhook import SECRET_ENV, parse_secrets
+from .webhook import MAX_TIMEOUT, SECRET_ENV, Webhook, parse_secrets, validate_secret
 
-__all__ = ["BackgroundRelay", "Relay", "RelayStats", "prewarm", "secrets_from_env"]
+__all__ = [
+    "BackgroundRelay",
+    "Relay",
+    "RelayStats",
+    "check_secrets",
+    "offer_webhook",
+    "prewarm",
+    "secrets_from_env",
+]
+
+#: a relay's lease covers a request of the longest timeout a Webhook may have, plus a margin
+RELAY_LEASE_MARGIN = 60.0
 
 logger = logging.getLogger("endcall.relay")
 
@@ -40,6 +55,18 @@ logger = logging.getLogger("endcall.relay")
 def secrets_from_env(env: str = SECRET_ENV) -> tuple[str, ...]:
     """The signing secrets in ``$ENDCALL_WEBHOOK_SECRET`` (empty tuple if unset)."""
     return parse_secrets(os.environ.get(env, ""))
+
+
+def check_secrets(secrets: Sequence[str], source: str = SECRET_ENV) -> tuple[str, ...]:
+    """``secrets`` as a tuple if every one is a valid ``whsec_`` secret; else ``ValueError``
+    naming which one (by position, never its value) and where it came from."""
+    out = tuple(secrets)
+    for i, secret in enumerate(out):
+        try:
+            validate_secret(secret)
+        except ValueError as e:
+            raise ValueError(f"{source}: secret #{i + 1} is not usable: {e}") from None
+    return out
 
 
 @dataclass
@@ -77,8 +104,12 @@ class Relay:
         batch: int = 32,
         concurrency: int = 64,
         lease: float | None = None,
+        on_dead: DeadCallback | None = None,
     ) -> None:
-        secrets = tuple(secrets) if secrets else secrets_from_env()
+        if secrets:
+            secrets = check_secrets(secrets, "webhook secrets")
+        else:
+            secrets = check_secrets(secrets_from_env())
         if not secrets:
             raise ValueError(
                 f"no webhook secret: set {SECRET_ENV} (comma/space separated) or pass secrets"
@@ -87,7 +118,8 @@ class Relay:
         self.owner = owner or make_owner("relay")
         self.clock: Clock = clock or SystemClock()
         self.batch = batch
-        self.lease = lease if lease is not None else 2 * timeout + 30.0
+        # the claim's lease covers our timeout; a row with a longer one extends it (`_one`)
+        self.lease = max(lease if lease is not None else 2 * timeout + 30.0, timeout + 30.0)
         self.concurrency = concurrency
         self.sender = Sender(
             outbox,
@@ -98,9 +130,18 @@ class Relay:
             client=client,
             transport=transport,
             clock=self.clock,
+            on_dead=on_dead,
         )
 
     async def _one(self, rec: OutboxRecord, stats: RelayStats) -> None:
+        t = rec.delivery.get("timeout") if rec.delivery else None
+        if isinstance(t, (int, float)) and 0 < t <= MAX_TIMEOUT:
+            need = t + RELAY_LEASE_MARGIN
+            if need > self.lease:  # the row's request may outlast the claim's lease
+                renewed = await asyncio.to_thread(self.outbox.renew, rec.end_id, self.owner, need)
+                if renewed is None:
+                    return
+                rec = renewed
         res, _ = await self.sender.send(rec)
         if rec.is_draft:
             stats.drafts += 1
@@ -190,7 +231,9 @@ class BackgroundRelay:
         poll: float = 30.0,
         timeout: float = 15.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_dead: DeadCallback | None = None,
     ) -> None:
+        self.on_dead = on_dead
         self.target = target
         self.secrets = tuple(secrets)
         self.poll = poll
@@ -229,6 +272,7 @@ class BackgroundRelay:
             owner=make_owner("prewarm"),
             timeout=self.timeout,
             transport=self.transport,
+            on_dead=self.on_dead,
         )
         try:
             while not self._stop.is_set():
@@ -258,6 +302,24 @@ class BackgroundRelay:
 
 _prewarm_lock = threading.Lock()
 _prewarmed: dict[int, BackgroundRelay] = {}
+#: prewarm() without secrets: (outbox target, poll, on_dead) waiting for `offer_webhook`
+_wanted: dict[int, tuple[str | Path | None, float, DeadCallback | None]] = {}
+
+
+def _start(
+    target: str | Path | None,
+    secrets: Sequence[str],
+    poll: float,
+    on_dead: DeadCallback | None,
+) -> BackgroundRelay:
+    pid = os.getpid()
+    with _prewarm_lock:
+        relay = _prewarmed.get(pid)
+        if relay is None or not relay.thread.is_alive():
+            where = target if target is not None else default_outbox_path()
+            relay = BackgroundRelay(where, secrets, poll=poll, on_dead=on_dead).start()
+            _prewarmed[pid] = relay
+        return relay
 
 
 def prewarm(
@@ -266,35 +328,57 @@ def prewarm(
     secret: str | Sequence[str] | None = None,
     outbox: str | Path | None = None,
     poll: float = 30.0,
+    on_dead: DeadCallback | None = None,
 ) -> BackgroundRelay | None:
     """Start a background relay for leftover reports; usable as livekit-agents ``setup_fnc``
     / ``prewarm_fnc`` (it receives the ``JobProcess``), or called from your own prewarm.
 
-    Cheap and non-blocking: it only starts one daemon thread per process (later calls return
-    the same relay), which opens the outbox (default: `default_outbox_path`, the one the
-    agent's `ReportPipeline` uses) and every ``poll`` seconds delivers due reports and
-    abandoned crash drafts of this host. Secrets: ``secret=`` or ``$ENDCALL_WEBHOOK_SECRET``;
-    without any, nothing is started (logged). The relay is put in
+    Cheap and non-blocking: it checks that the outbox (default: `default_outbox_path`, the one
+    the agent's `ReportPipeline` uses) can be written — raising `endcall.storage.OutboxError`
+    when it cannot, so a misconfigured worker fails at start-up — and starts one daemon thread
+    per process (later calls return the same relay) that every ``poll`` seconds delivers due
+    reports and abandoned crash drafts. Secrets: ``secret=`` or ``$ENDCALL_WEBHOOK_SECRET``
+    (``ValueError`` if malformed); without either, the relay starts as soon as the first
+    `Webhook` given in code is used in this process (`offer_webhook`, called by
+    `ReportPipeline`), and ``None`` is returned. The relay is put in
     ``proc.userdata["endcall.relay"]``. Use ``functools.partial(endcall.prewarm, secret=...)``
     to pass arguments as a ``setup_fnc``.
     """
+    from .storage import open_checked
+
     if secret is None:
-        secrets = secrets_from_env()
+        secrets = check_secrets(secrets_from_env())
     elif isinstance(secret, str):
-        secrets = parse_secrets(secret)
+        secrets = check_secrets(parse_secrets(secret), "secret")
     else:
-        secrets = tuple(secret)
+        secrets = check_secrets(secret, "secret")
+    open_checked(outbox).close()
     if not secrets:
-        logger.info("endcall.prewarm: no %s set; leftover reports are not relayed", SECRET_ENV)
+        logger.info(
+            "endcall.prewarm: no %s set; the relay starts with the first Webhook's secrets",
+            SECRET_ENV,
+        )
+        with _prewarm_lock:
+            _wanted[os.getpid()] = (outbox, poll, on_dead)
         return None
-    pid = os.getpid()
-    with _prewarm_lock:
-        relay = _prewarmed.get(pid)
-        if relay is None or not relay.thread.is_alive():
-            target = outbox if outbox is not None else default_outbox_path()
-            relay = BackgroundRelay(target, secrets, poll=poll).start()
-            _prewarmed[pid] = relay
+    relay = _start(outbox, secrets, poll, on_dead)
     userdata = getattr(proc, "userdata", None)
     if isinstance(userdata, dict):
         userdata["endcall.relay"] = relay
     return relay
+
+
+def offer_webhook(webhook: Webhook, outbox: Any = None) -> BackgroundRelay | None:
+    """Start the relay `prewarm` was asked for without secrets, with ``webhook``'s secrets
+    (the README's agent gives its secret in code). The outbox is ``outbox`` when it is a
+    SQLite or PostgreSQL outbox (its path / DSN), else the one prewarm named."""
+    with _prewarm_lock:
+        wanted = _wanted.pop(os.getpid(), None)
+    if wanted is None:
+        return None
+    target, poll, on_dead = wanted
+    where = getattr(outbox, "path", None) or getattr(outbox, "dsn", None)
+    if isinstance(where, (str, Path)) and str(where) != ":memory:":
+        target = where
+    logger.info("endcall: starting the background relay with the agent's webhook secrets")
+    return _start(target, webhook.secrets, poll, on_dead)

@@ -19,9 +19,11 @@ import functools
 import hashlib
 import hmac
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import standardwebhooks
 
@@ -30,10 +32,12 @@ __all__ = [
     "DEFAULT_SCHEDULE",
     "SECRET_ENV",
     "Webhook",
+    "key_id",
     "parse_secrets",
     "sign",
     "signed_headers",
     "validate_secret",
+    "validate_url",
 ]
 
 #: Seconds to wait before each attempt: immediately, 5 s, 30 s, 2 min, 10 min, 30 min, 1 h,
@@ -59,6 +63,9 @@ DEFAULT_JITTER = 0.1
 #: (comma or whitespace separated, for rotation).
 SECRET_ENV = "ENDCALL_WEBHOOK_SECRET"
 
+#: the longest request timeout a `Webhook` accepts (leases are sized from it)
+MAX_TIMEOUT = 300.0
+
 _SPLIT = re.compile(r"[\s,]+")
 USER_AGENT = "endcall-webhook/1"
 
@@ -80,6 +87,45 @@ def validate_secret(secret: str) -> None:
         raise ValueError("webhook secret must decode to at least 16 bytes")
 
 
+def _key(secret: str) -> bytes:
+    raw = secret[len("whsec_") :] if secret.startswith("whsec_") else secret
+    raw = raw.rstrip("=")
+    return base64.b64decode(raw + "=" * (-len(raw) % 4))
+
+
+def key_id(secret: str) -> str:
+    """A fingerprint naming a secret without revealing it: ``"k1_"`` + the first 16 hex digits
+    of SHA-256 over the decoded key. Outbox rows carry the key ids their report is to be
+    signed with, so a relay can tell whether it holds the right secret."""
+    validate_secret(secret)
+    return "k1_" + hashlib.sha256(b"endcall-key-id:" + _key(secret)).hexdigest()[:16]
+
+
+def validate_url(url: object) -> str:
+    """Return ``url`` if it is an absolute ``http://`` or ``https://`` URL with a host and no
+    whitespace, user info or fragment; else raise ``ValueError`` saying what is wrong."""
+    if not isinstance(url, str):
+        raise ValueError(f"webhook url must be a string, got {type(url).__name__}")
+    if not url or url != url.strip() or any(c.isspace() or ord(c) < 32 for c in url):
+        raise ValueError(f"webhook url must not be empty or contain whitespace: {url!r}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"webhook url is malformed ({e}): {url!r}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"webhook url must start with http:// or https://, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"webhook url has no host: {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("webhook url must not carry user:password (the report is signed)")
+    if parts.fragment or url.endswith("#"):
+        raise ValueError(f"webhook url must not have a #fragment: {url!r}")
+    if port == 0:
+        raise ValueError(f"webhook url has port 0: {url!r}")
+    return url
+
+
 def _as_tuple(secret: str | Sequence[str]) -> tuple[str, ...]:
     if isinstance(secret, str):
         return parse_secrets(secret)
@@ -97,6 +143,12 @@ class Webhook:
     ends (what is left is delivered later by a relay, see ``endcall.relay``). ``headers`` are
     extra request headers (stored with the report in the outbox so relays send them too — do
     not put credentials there if the outbox is shared with less trusted readers).
+
+    Everything is checked here, so a mistake fails when the agent starts, not when a report is
+    due: ``ValueError`` for a URL that is not an absolute http(s) URL with a host (or has
+    whitespace, user info or a fragment), a secret that is not ``whsec_`` + base64 of at least
+    16 bytes (naming which one), a timeout outside (0, 300] s, a negative or infinite delay in
+    ``schedule``, ``in_process_window < 0`` or ``jitter`` outside [0, 1).
     """
 
     url: str
@@ -108,17 +160,23 @@ class Webhook:
     jitter: float = DEFAULT_JITTER
 
     def __post_init__(self) -> None:
-        if not (self.url.startswith("http://") or self.url.startswith("https://")):
-            raise ValueError(f"webhook url must be http(s)://..., got {self.url!r}")
+        validate_url(self.url)
+        if not isinstance(self.secret, (str, Sequence)):
+            raise ValueError("webhook secret must be a string or a sequence of strings")
         secrets = _as_tuple(self.secret)
         if not secrets:
             raise ValueError("at least one webhook secret is required")
-        for s in secrets:
-            validate_secret(s)
-        if self.timeout <= 0:
-            raise ValueError("timeout must be > 0")
-        if not self.schedule or any(d < 0 for d in self.schedule):
-            raise ValueError("schedule must be a non-empty sequence of delays >= 0")
+        for i, s in enumerate(secrets):
+            if not isinstance(s, str):
+                raise ValueError(f"webhook secret #{i + 1} must be a string")
+            try:
+                validate_secret(s)
+            except ValueError as e:
+                raise ValueError(f"webhook secret #{i + 1}: {e}") from None
+        if not 0 < self.timeout <= MAX_TIMEOUT:
+            raise ValueError(f"timeout must be > 0 and <= {MAX_TIMEOUT:g} seconds")
+        if not self.schedule or any(not 0 <= d < float("inf") for d in self.schedule):
+            raise ValueError("schedule must be a non-empty sequence of finite delays >= 0")
         if self.in_process_window < 0:
             raise ValueError("in_process_window must be >= 0")
         if not 0 <= self.jitter < 1:
@@ -131,6 +189,17 @@ class Webhook:
     def secrets(self) -> tuple[str, ...]:
         """All secrets, in order; each produces one signature."""
         return _as_tuple(self.secret)
+
+    def delivery(self) -> dict[str, Any]:
+        """What a relay needs to deliver a report like this agent would, stored with each
+        outbox row: the schedule, jitter, request timeout and the key ids of the secrets
+        (`key_id`) — never the secrets themselves."""
+        return {
+            "schedule": list(self.schedule),
+            "jitter": self.jitter,
+            "timeout": self.timeout,
+            "keys": [key_id(s) for s in self.secrets],
+        }
 
 
 @functools.lru_cache(maxsize=64)

@@ -151,7 +151,12 @@ async def start_job(
     agent_tools: list[Any] | None = None,
     session_kwargs: dict[str, Any] | None = None,
     on_started: Callable[[Job], Awaitable[None]] | None = None,
+    entry: str = "normal",
+    pipeline_cls: type[CountingPipeline] | None = None,
+    outbox_setup: Callable[[SqliteOutbox], None] | None = None,
 ) -> Job:
+    """``entry``: ``"normal"``; ``"no_start"`` (the entrypoint forgets ``end.start()``);
+    ``"raise"`` (it raises right after ``session.start``, before ``end.start()``)."""
     hub = LoopbackServer()
     agent_room = await hub.connect(ROOM, AGENT_ID, kind=AGENT)
     customer = await hub.connect(ROOM, CUSTOMER)
@@ -165,7 +170,11 @@ async def start_job(
         url="https://backend.test/session/end", secret=SECRET, in_process_window=delivery_window
     )
     outbox = SqliteOutbox(tmp_path / "outbox.db")
-    pipeline = CountingPipeline(webhook, outbox, transport=httpx.MockTransport(receiver.handler))
+    if outbox_setup is not None:
+        outbox_setup(outbox)
+    pipeline = (pipeline_cls or CountingPipeline)(
+        webhook, outbox, transport=httpx.MockTransport(receiver.handler)
+    )
 
     async def entrypoint(ctx: JobContext) -> None:
         session: AgentSession = AgentSession(
@@ -185,7 +194,11 @@ async def start_job(
         )
         job.session, job.end, job.agent = session, end, agent
         await session.start(agent=agent, room=ctx.room)
-        await end.start()
+        if entry == "raise":
+            job.started.set()
+            raise RuntimeError("the entrypoint failed after session.start")
+        if entry == "normal":
+            await end.start()
         job.started.set()
 
     job = Job(hub, agent_room, customer, stt, llm, tts, receiver, pipeline, outbox)

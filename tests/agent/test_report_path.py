@@ -17,8 +17,8 @@ async def test_drafts_on_each_turn_and_periodically_then_the_final_report(tmp_pa
     job = await start_job(tmp_path, endcall_kwargs={"checkpoint_interval": 1.0})
     assert job.end is not None
     end_id = job.end.end_id
-    n0 = len(job.pipeline.drafts)
-    assert n0 >= 1  # the first checkpoint when the call starts
+    # the first checkpoint when the call starts (serialized in a worker thread)
+    await wait_until(lambda: len(job.pipeline.drafts) >= 1)
     job.llm.add("Good answer.")
     job.stt.say("My first answer.")
     await wait_until(lambda: any("My first answer." in b.decode() for _, b in job.pipeline.drafts))
@@ -26,7 +26,7 @@ async def test_drafts_on_each_turn_and_periodically_then_the_final_report(tmp_pa
     draft = json.loads(job.pipeline.drafts[-1][1])
     assert draft["end_id"] == end_id and draft["complete"] is False
     assert draft["ended_reason"] == "agent-crashed" and draft["initiator"]["kind"] == "system"
-    record = job.outbox.get(end_id)
+    record = job.outbox.get(end_id + ".draft")
     assert record is not None and record.is_draft
     # periodic checkpoints without any turn
     n1 = len(job.pipeline.drafts)

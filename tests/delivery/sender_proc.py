@@ -12,6 +12,9 @@ import asyncio
 import json
 import sys
 
+#: the agent's lease here: a killed sender's rows are free this long after its last write
+LEASE = 2.0
+
 
 async def main() -> None:
     from endcall.outbox import SqliteOutbox
@@ -28,7 +31,7 @@ async def main() -> None:
         schedule=(0, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 1),
         in_process_window=2.0,
     )
-    pipe = ReportPipeline(wh, ob)
+    pipe = ReportPipeline(wh, ob, lease=LEASE, lease_margin=1.0)
     if mode == "draft-only":
         for i in range(int(count)):
             end_id = f"{prefix}-{i}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import socket
 import threading
@@ -148,6 +149,21 @@ class Receiver:
             for r in self.requests:
                 out.setdefault(r.end_id, []).append(r)
         return out
+
+    def kept(self) -> dict[str, bytes]:
+        """What a receiver following protocol.md §6 ends with, per session: accepted reports in
+        arrival order, a ``complete: true`` one replacing a ``complete: false`` one (a draft,
+        webhook-id ``<end_id>.draft``), never the other way round."""
+        out: dict[str, tuple[bool, bytes]] = {}
+        with self._lock:
+            for r in self.requests:
+                if not (200 <= r.status < 300 and r.completed):
+                    continue
+                session = r.end_id.removesuffix(".draft")
+                complete = json.loads(r.body).get("complete") is True
+                if session not in out or (complete and not out[session][0]):
+                    out[session] = (complete, r.body)
+        return {k: v[1] for k, v in out.items()}
 
     def assert_invariants(self, expected: dict[str, bytes] | None = None) -> None:
         """Every request verified; every id's bodies byte-identical (and equal to expected);

@@ -1,5 +1,6 @@
 """Crashes: SIGTERM/SIGKILL of a delivering subprocess at random points, then restart and
-replay; crash drafts delivered as agent-crashed and never alongside their final report."""
+replay; crash drafts delivered as agent-crashed once their lease expired, and a receiver
+following protocol.md §6 always ends with the final report."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ async def test_killed_sender_then_replay_loses_nothing(
     assert p.returncode == -sig
     print(f"seed={seed} killed after {kill_after:.2f}s with {len(stored)} stored")
     ob = SqliteOutbox(outbox_path)
-    # restart: a relay on the same host takes over (the dead pid releases its leases)
+    # restart: a relay takes over once the killed sender's leases have expired
     await relay_until_done(ob, secret)
     rows = {r.end_id: r for r in ob.records(limit=1000)}
     assert set(stored) <= set(rows), f"seed={seed}: acknowledged report missing from outbox"
@@ -90,10 +91,12 @@ async def test_killed_sender_then_replay_loses_nothing(
     drafts = {e: r.body for e, r in rows.items() if r.is_draft}
     receiver.assert_invariants({**expected, **drafts})
     for e, body in drafts.items():  # only sessions that never stored a final report
-        assert e not in stored
+        assert e.removesuffix(".draft") not in stored
         assert json.loads(body)["ended_reason"] == "agent-crashed"
+    kept = receiver.kept()
     for e in stored:
         assert json.loads(rows[e].body)["complete"] is True
+        assert kept[e] == rows[e].body
     ob.close()
 
 
@@ -112,23 +115,31 @@ async def test_crashed_session_draft_delivered_as_agent_crashed(
     assert (await relay.run_once()).claimed == 0
     p.kill()
     p.wait()
+    # its leases run out (nothing but the lease decides), then the drafts go out
     stats = await relay.run_once()
+    for _ in range(100):
+        if stats.delivered:
+            break
+        await asyncio.sleep(0.1)
+        stats = await relay.run_once()
     await relay.aclose()
     assert stats.delivered == 3 and stats.drafts == 3
     for r in receiver.requests:
         doc = json.loads(r.body)
         assert doc["complete"] is False and doc["ended_reason"] == "agent-crashed"
+        assert r.end_id == doc["end_id"] + ".draft"
     receiver.assert_invariants({r.end_id: r.body for r in ob.records()})
-    # the agent comes back (e.g. it was only stalled) with its final report: not sent again
+    # the agent comes back (e.g. it was only stalled) with its final report: it is still
+    # stored and delivered, and the receiver ends with it (protocol.md §6)
     wh = Webhook(url=receiver.url, secret=secret)
     pipe = ReportPipeline(wh, ob)
-    assert await pipe.store("crash-0", b'{"complete":true}') is False
+    final = b'{"complete":true}'
+    assert await pipe.store("crash-0", final) is True
     out = await pipe.deliver("crash-0")
-    assert not out.delivered
+    assert out.delivered
     await pipe.aclose()
-    assert {r.body for r in receiver.by_id()["crash-0"]} == {
-        ob.get("crash-0").body  # type: ignore[union-attr]
-    }
+    assert receiver.kept()["crash-0"] == final
+    assert [r.body for r in receiver.by_id()["crash-0"]] == [final]
     ob.close()
 
 

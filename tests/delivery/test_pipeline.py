@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,8 @@ async def test_outbox_failing_at_store_time_delivers_from_memory_and_settles_dra
     out = await pipe.deliver("m1")
     assert out.delivered
     await pipe.aclose()
-    # the stale draft is settled: a relay finds nothing to send
-    rec = inner.get("m1")
-    assert rec is not None and rec.status == "delivered"
+    # the stale draft is discarded: a relay finds nothing to send
+    assert inner.get("m1.draft") is None and inner.get("m1") is None
     relay = Relay(inner, [secret])
     assert (await relay.run_once()).claimed == 0
     await relay.aclose()
@@ -115,3 +115,62 @@ async def test_deliver_within_zero_leaves_it_for_relays(
     await again.aclose()
     assert len(receiver.requests) == 1
     ob.close()
+
+
+class FlakyStores:
+    """A real outbox whose first final-report write fails (a full disk that was cleaned up)."""
+
+    def __init__(self, inner: SqliteOutbox, failures: int = 1) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    def store_many(self, *a: Any, **k: Any) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.inner.store_many(*a, **k)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class Now:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_final_report_wins_when_the_outbox_fails_at_the_final_store(
+    receiver: Receiver, secret: str, outbox_path: Path
+) -> None:
+    """Issue 11 point 5: the final store failed, the receiver was down during the in-process
+    window, and later a relay delivered only the stale crash draft. Now the store is retried
+    and the final report is what the receiver ends with."""
+    clock = Now()
+    inner = SqliteOutbox(outbox_path, clock=clock)
+    receiver.plan = lambda e, n: Action(503)  # the receiver is down
+    hook = Webhook(url=receiver.url, secret=secret, schedule=FAST, in_process_window=0.3)
+    pipe = ReportPipeline(hook, FlakyStores(inner))  # type: ignore[arg-type]
+    draft, final = b'{"complete":false}', b'{"complete":true}'
+    await pipe.save_draft("m2", draft)
+    assert await pipe.store("m2", final) is False  # kept in memory, logged
+    out = await pipe.deliver("m2")
+    assert not out.delivered
+    await pipe.aclose()
+    rec = inner.get("m2")
+    assert rec is not None and rec.body == final and rec.status == "pending"
+    assert inner.get("m2.draft") is None
+    receiver.plan = lambda e, n: Action(200)  # the receiver is back
+    clock.now += 3600  # every lease has long expired
+    relay = Relay(inner, [secret])
+    for _ in range(50):
+        await relay.run_once()
+        if inner.counts()["delivered"]:
+            break
+        clock.now += 3600
+    await relay.aclose()
+    assert receiver.kept() == {"m2": final}
+    receiver.assert_invariants({"m2": final})
+    inner.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from support import Action, Receiver
 
 import endcall
 from endcall.outbox import SqliteOutbox, make_owner
-from endcall.relay import _prewarmed
+from endcall.pipeline import ReportPipeline
+from endcall.relay import _prewarmed, _wanted
+from endcall.storage import OutboxError
 
 
 async def test_prewarm_relays_leftovers(outbox_path: Path, receiver: Receiver, secret: str) -> None:
@@ -46,8 +49,57 @@ async def test_prewarm_relays_leftovers(outbox_path: Path, receiver: Receiver, s
     ob.close()
 
 
-def test_prewarm_without_secret_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prewarm_without_secret_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch, outbox_path: Path
+) -> None:
     monkeypatch.delenv("ENDCALL_WEBHOOK_SECRET", raising=False)
+    monkeypatch.setenv("ENDCALL_OUTBOX", str(outbox_path))
     _prewarmed.clear()
     assert endcall.prewarm(None) is None
     assert not _prewarmed
+    _wanted.clear()
+
+
+async def test_prewarm_starts_with_the_secret_given_in_code(
+    monkeypatch: pytest.MonkeyPatch, outbox_path: Path, receiver: Receiver, secret: str
+) -> None:
+    """Issue 11 point 8: with the secret given in code (the README's agent) and no
+    ENDCALL_WEBHOOK_SECRET, prewarm started no relay and leftovers stayed forever."""
+    monkeypatch.delenv("ENDCALL_WEBHOOK_SECRET", raising=False)
+    monkeypatch.setenv("ENDCALL_OUTBOX", str(outbox_path))
+    ob = SqliteOutbox(outbox_path)
+    ob.store("left-3", receiver.url, b'{"a":3}', owner=make_owner(), lease=0)
+    _prewarmed.clear()
+    proc = JobProcess(executor_type=JobExecutorType.PROCESS, user_arguments=None, http_proxy=None)
+    assert endcall.prewarm(proc, poll=0.1) is None
+    # the job's agent: EndCall builds a pipeline from the Webhook given in code
+    pipe = ReportPipeline(endcall.Webhook(url=receiver.url, secret=secret))
+    relay = _prewarmed.get(os.getpid())
+    try:
+        assert relay is not None
+        for _ in range(100):
+            if ob.counts()["delivered"] == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert ob.counts()["delivered"] == 1
+    finally:
+        if relay is not None:
+            relay.stop()
+        _prewarmed.clear()
+        await pipe.aclose()
+    receiver.assert_invariants({"left-3": b'{"a":3}'})
+    ob.close()
+
+
+def test_prewarm_refuses_malformed_secrets_and_unwritable_outboxes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue 11 point 8: a malformed ENDCALL_WEBHOOK_SECRET was accepted and every attempt
+    failed before sending; point 12: an outbox that cannot be opened is an error at start-up."""
+    monkeypatch.setenv("ENDCALL_WEBHOOK_SECRET", "whsec_not*base64")
+    with pytest.raises(ValueError, match="ENDCALL_WEBHOOK_SECRET: secret #1"):
+        endcall.prewarm(None, outbox=tmp_path / "o.sqlite3")
+    monkeypatch.delenv("ENDCALL_WEBHOOK_SECRET")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutboxError, match="cannot open the endcall outbox"):
+        endcall.prewarm(None, outbox=tmp_path / "file" / "o.sqlite3")

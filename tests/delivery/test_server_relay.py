@@ -65,3 +65,16 @@ def test_outbox_and_secrets_come_from_the_environment(outbox_path: Path, secret:
     assert settings.relay_outbox == str(outbox_path)
     assert settings.relay_secrets == (secret, secret)
     assert settings.relay_poll == 5.0
+
+
+def test_a_malformed_relay_secret_is_refused_at_start(outbox_path: Path) -> None:
+    """Issue 11 point 8: a malformed ENDCALL_WEBHOOK_SECRET was accepted by every relay."""
+    env = {
+        "LIVEKIT_URL": LIVEKIT["livekit_url"],
+        "LIVEKIT_API_KEY": "key",
+        "LIVEKIT_API_SECRET": "s" * 32,
+        "ENDCALL_OUTBOX": str(outbox_path),
+        "ENDCALL_WEBHOOK_SECRET": "whsec_tooshort",
+    }
+    with pytest.raises(ValueError, match="ENDCALL_WEBHOOK_SECRET: secret #1"):
+        Settings.from_env(env)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from endcall.outbox import SqliteOutbox, default_outbox_path, make_owner, owner_gone
+from endcall.outbox import SqliteOutbox, default_outbox_path, draft_key, make_owner
 from endcall.outbox.base import SqlOutbox
 
 URL = "http://127.0.0.1:9/hook"
@@ -40,19 +41,24 @@ def test_binary_body_and_headers_round_trip(outbox: SqlOutbox) -> None:
     assert rec is not None and rec.body == body and dict(rec.headers) == {"X-Tenant": "t1"}
 
 
-def test_final_report_supersedes_draft_in_place(outbox: SqlOutbox, clock: object) -> None:
+def test_final_report_replaces_the_untaken_draft(outbox: SqlOutbox, clock: object) -> None:
     assert outbox.save_draft("e1", URL, b"draft1", owner=ME, lease=30)
     assert outbox.save_draft("e1", URL, b"draft2", owner=ME, lease=30)
-    rec = outbox.get("e1")
-    assert rec is not None and rec.status == "draft" and rec.body == b"draft2"
+    assert outbox.get("e1") is None  # the draft has its own key (its webhook-id)
+    rec = outbox.get(draft_key("e1"))
+    assert rec is not None and rec.status == "draft" and rec.body == b"draft2" and rec.is_draft
+    assert rec.end_id == "e1.draft" and rec.session_end_id == "e1"
     assert outbox.store("e1", URL, b"final", owner=ME, lease=30) == "stored"
     rec = outbox.get("e1")
     assert rec is not None and rec.status == "pending" and not rec.is_draft
     assert rec.body == b"final"
-    # a late checkpoint never overwrites the final report
+    assert outbox.get(draft_key("e1")) is None  # deleted with the same commit
+    # a late checkpoint never writes a draft once the final report exists
     assert not outbox.save_draft("e1", URL, b"draft3", owner=ME, lease=30)
-    rec = outbox.get("e1")
-    assert rec is not None and rec.body == b"final"
+    assert not outbox.mark_ending(
+        "e1", {"ended_reason": "x"}, url=URL, body=b"d", owner=ME, lease=30
+    )
+    assert outbox.get(draft_key("e1")) is None
     assert outbox.counts()["draft"] == 0
 
 
@@ -63,7 +69,7 @@ def test_write_many_stores_and_marks_in_one_batch(outbox: SqlOutbox, clock: obje
     assert outbox.store("sent", URL, b"sent", owner=ME, lease=30) == "stored"
     assert outbox.save_draft("d", URL, b"draft", owner=ME, lease=30)
     assert outbox.save_draft("taken", URL, b"draft-t", owner="gone-host:1:x", lease=0)
-    assert [r.end_id for r in outbox.claim(relay, limit=10, lease=30)] == ["taken"]
+    assert [r.end_id for r in outbox.claim(relay, limit=10, lease=30)] == ["taken.draft"]
     res = outbox.write_many(
         [
             ("new", URL, b"new"),
@@ -76,16 +82,21 @@ def test_write_many_stores_and_marks_in_one_batch(outbox: SqlOutbox, clock: obje
         owner=ME,
         lease=30,
         headers={"X-A": "1"},
+        delivery={"timeout": 7},
     )
-    assert res == ["stored", "stored", "exists", "taken", "exists"]
-    got = {e: outbox.get(e) for e in ("new", "d", "old", "taken", "sent")}
+    assert res == ["stored", "stored", "exists", "stored", "exists"]
+    got = {e: outbox.get(e) for e in ("new", "d", "old", "taken", "taken.draft", "sent")}
     assert all(r is not None for r in got.values())
-    new, d, old, taken, sent = (got[e] for e in ("new", "d", "old", "taken", "sent"))
+    new, d, old, taken, tdraft, sent = got.values()
     assert new is not None and new.body == b"new" and new.status == "pending"
     assert new.lease_owner == ME and dict(new.headers) == {"X-A": "1"}
+    assert dict(new.delivery) == {"timeout": 7}
     assert d is not None and d.body == b"final-d" and not d.is_draft and d.status == "pending"
+    assert outbox.get("d.draft") is None
     assert old is not None and old.body == b"old"
-    assert taken is not None and taken.body == b"draft-t" and taken.lease_owner == relay
+    # the final report is stored even though a relay took the draft (which stays, in flight)
+    assert taken is not None and taken.body == b"final-t" and not taken.is_draft
+    assert tdraft is not None and tdraft.body == b"draft-t" and tdraft.lease_owner == relay
     assert sent is not None and sent.status == "delivered" and sent.last_status == 204
     assert sent.attempts == 1 and sent.lease_owner is None
     assert outbox.get("missing") is None
@@ -110,25 +121,76 @@ def test_live_draft_is_not_claimed_but_expired_one_is(outbox: SqlOutbox, clock: 
     assert outbox.claim("relay", limit=10, lease=60) == []
     clock.now += 31  # type: ignore[attr-defined]
     got = outbox.claim("relay", limit=10, lease=60)
-    assert [r.end_id for r in got] == ["e1"]
+    assert [r.end_id for r in got] == ["e1.draft"]
     assert got[0].is_draft and got[0].status == "delivering" and got[0].body == b"draft"
-    # the owner comes back: its final report must not be sent alongside the draft
-    assert outbox.store("e1", URL, b"final", owner=other, lease=30) == "taken"
+    # the owner comes back: its final report is still stored (receivers keep it, §6)
+    assert outbox.store("e1", URL, b"final", owner=other, lease=30) == "stored"
     rec = outbox.get("e1")
-    assert rec is not None and rec.body == b"draft"
+    assert rec is not None and rec.body == b"final"
+    # the taken draft fails its attempt: it is not retried now that the final report exists
+    assert outbox.mark_failed(
+        "e1.draft", "relay", dead=False, next_attempt_at=clock.now, status_code=503, error="x"
+    )  # type: ignore[attr-defined]
+    clock.now += 1000  # type: ignore[attr-defined]
+    assert [r.end_id for r in outbox.claim("relay", limit=10, lease=60)] == ["e1"]
+    assert outbox.renew("e1.draft", "relay", 60) is None
 
 
-def test_draft_of_dead_pid_on_this_host_is_claimed_before_lease_expiry(
-    outbox: SqlOutbox,
-) -> None:
+def test_no_takeover_from_pid_guesses(outbox: SqlOutbox) -> None:
+    """Issue 11 point 2: a sidecar shares the host name but not the PID namespace. A draft
+    whose owner names this host and a pid that is not alive *here* is still owned: only its
+    lease decides. (Before, "same host, pid gone" made the relay send it at once.)"""
     gone = f"{socket.gethostname()}:{dead_pid()}:abc"
-    assert owner_gone(gone)
-    assert not owner_gone(ME)
-    assert not owner_gone(f"otherhost:{dead_pid()}:abc")
-    outbox.save_draft("crashed", URL, b"draft", owner=gone, lease=3600)
+    outbox.save_draft("live-elsewhere", URL, b"draft", owner=gone, lease=3600)
     outbox.save_draft("alive", URL, b"draft", owner=ME, lease=3600)
-    got = outbox.claim("relay", limit=10, lease=60)
-    assert [r.end_id for r in got] == ["crashed"]
+    assert outbox.claim("relay", limit=10, lease=60) == []
+
+
+def test_mark_ending_records_the_accepted_end(outbox: SqlOutbox, clock: object) -> None:
+    ending = {"ended_reason": "server-ended-call", "request_id": "r1"}
+    # no draft yet: the row is created with the given (minimal) body
+    assert outbox.mark_ending("e1", ending, url=URL, body=b"mini", owner=ME, lease=30)
+    rec = outbox.get("e1.draft")
+    assert rec is not None and rec.body == b"mini" and rec.ending == ending
+    # a later checkpoint replaces the body and keeps the accepted end
+    assert outbox.save_draft("e1", URL, b"later", owner=ME, lease=30)
+    rec = outbox.get("e1.draft")
+    assert rec is not None and rec.body == b"later" and rec.ending == ending
+    assert outbox.discard_draft("e1") and outbox.get("e1.draft") is None
+
+
+def test_replay_dead_in_bulk_since(outbox: SqlOutbox, clock: object) -> None:
+    for i, e in enumerate(("a", "b", "c")):
+        outbox.store(e, URL, b"x", owner=ME, lease=30)
+        clock.now = 1_800_000_000.0 + i * 100  # type: ignore[attr-defined]
+        assert outbox.mark_failed(
+            e, ME, dead=True, next_attempt_at=clock.now, status_code=500, error="boom"
+        )  # type: ignore[attr-defined]
+    assert outbox.replay_dead(since=1_800_000_100.0) == ["b", "c"]
+    assert outbox.counts()["dead"] == 1
+    assert outbox.replay_dead() == ["a"]
+    rec = outbox.get("a")
+    assert rec is not None and rec.status == "pending" and rec.attempts == 0
+
+
+def test_defer_gives_the_row_back_without_an_attempt(outbox: SqlOutbox, clock: object) -> None:
+    outbox.store("e1", URL, b"x", owner=ME, lease=0)
+    clock.now += 1  # type: ignore[attr-defined]
+    assert len(outbox.claim("relay", limit=1, lease=60)) == 1
+    assert outbox.defer("e1", "relay", until=clock.now + 300, error="no key")  # type: ignore[attr-defined]
+    rec2 = outbox.get("e1")
+    assert rec2 is not None and rec2.status == "pending" and rec2.attempts == 0
+    assert rec2.last_error == "no key" and rec2.lease_owner is None
+
+
+def test_probe_refuses_a_read_only_outbox(tmp_path: Path) -> None:
+    ob = SqliteOutbox(tmp_path / "o.sqlite3")
+    ob.probe()
+    ob._conn.execute("PRAGMA query_only = ON")  # what a read-only file gives, even as root
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        ob.probe()
+    assert ob.counts() == dict.fromkeys(("draft", "pending", "delivering", "delivered", "dead"), 0)
+    ob.close()
 
 
 def test_claim_respects_due_time_and_lease(outbox: SqlOutbox, clock: object) -> None:

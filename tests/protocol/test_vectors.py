@@ -37,7 +37,7 @@ def raw_input(case: dict[str, Any]) -> bytes:
     return str(case["input"]).encode("utf-8", "surrogatepass")
 
 
-def decode(case: dict[str, Any], raw: str | bytes) -> dict[str, Any]:
+def decode(case: dict[str, Any], raw: str | bytes) -> Any:
     kind = case["kind"]
     if kind == "request":
         return protocol.parse_request(raw, origin=case["origin"]).to_dict()
@@ -47,6 +47,9 @@ def decode(case: dict[str, Any], raw: str | bytes) -> dict[str, Any]:
         return protocol.parse_error(raw).to_dict()
     if kind == "report":
         return protocol.parse_report(raw).to_dict()
+    if kind == "supersede":
+        incoming = protocol.parse_report(raw)
+        return protocol.report_supersedes(incoming, protocol.parse_report(case["stored"]))
     raise AssertionError(f"unknown vector kind {kind!r}")
 
 

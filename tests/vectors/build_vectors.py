@@ -824,6 +824,34 @@ def report_cases() -> list[dict[str, Any]]:
     c.append(bad("report missing room", P, compact(rep(room=_DROP)), "bad_request"))
     c.append(bad("report bad end_id", P, compact(rep(end_id="no spaces")), "bad_request"))
     c.append(bad("report future version", P, compact(rep(v=2)), "unsupported_version"))
+    ended = rep(
+        ended_reason="server-ended-call",
+        complete=False,
+        request_id="r9",
+        meta={"by": "backend"},
+        initiator={"kind": "server", "identity": None},
+    )
+    c.append(ok("report crash draft after an accepted end", P, compact(ended), ended))
+    # which of two reports of one session a receiver keeps (protocol.md §6): `input` arrives
+    # while `stored` is kept; the value says whether `input` replaces it
+    S = "supersede"
+
+    def pair(name: str, incoming: dict[str, Any], stored: dict[str, Any], value: bool) -> None:
+        case = ok(name, S, compact(incoming), value)  # type: ignore[arg-type]
+        case["stored"] = compact(stored)
+        c.append(case)
+
+    final = rep()
+    pair("supersede: the final report replaces the crash draft", final, crash, True)
+    pair("supersede: a crash draft never replaces the final report", crash, final, False)
+    pair("supersede: the final report replaces a draft of an accepted end", final, ended, True)
+    pair("supersede: a repeat of the final report changes nothing", final, final, False)
+    pair("supersede: a repeat of the crash draft changes nothing", crash, crash, False)
+    other = bad(
+        "supersede: reports of different sessions", S, compact(rep(end_id="e_2")), "bad_request"
+    )
+    other["stored"] = compact(final)
+    c.append(other)
     return c
 
 

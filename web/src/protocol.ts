@@ -460,6 +460,26 @@ export function parseReport(raw: string | Uint8Array): SessionEnded {
   };
 }
 
+/** Appended to a crash draft's `end_id` to make its `webhook-id` (protocol.md §6). */
+export const DRAFT_WEBHOOK_SUFFIX = ".draft";
+
+/** The `webhook-id` a report is sent with: `end_id` for the final report, `<end_id>.draft` for a
+ * crash draft (`complete: false`). */
+export function webhookId(report: SessionEnded): string {
+  return report.complete ? report.end_id : report.end_id + DRAFT_WEBHOOK_SUFFIX;
+}
+
+/** True when a receiver holding `stored` must replace it with `incoming` (protocol.md §6): only
+ * a final report (`complete: true`) replaces a crash draft of the same session; a draft never
+ * replaces a final report, and a repeat changes nothing. Reports of different sessions throw
+ * `ProtocolError("bad_request")`. */
+export function reportSupersedes(incoming: SessionEnded, stored: SessionEnded): boolean {
+  if (incoming.end_id !== stored.end_id) {
+    throw new ProtocolError("bad_request", "the reports belong to different sessions (end_id)");
+  }
+  return incoming.complete && !stored.complete;
+}
+
 /** Serialize a report once (`duration_s` recomputed from the timestamps); the text is what is
  * stored, signed and sent on every attempt. */
 export function encodeReport(report: SessionEnded): string {

@@ -7,9 +7,10 @@ import * as protocol from "../src/protocol";
 
 interface Case {
   name: string;
-  kind: "request" | "ack" | "error" | "report";
+  kind: "request" | "ack" | "error" | "report" | "supersede";
   origin?: protocol.Origin;
   input?: string;
+  stored?: string;
   input_b64?: string;
   expect: { ok: true; value: unknown } | { ok: false; code: string };
 }
@@ -52,6 +53,8 @@ function decode(c: Case, raw: string | Uint8Array): unknown {
       return protocol.parseError(raw);
     case "report":
       return protocol.parseReport(raw);
+    case "supersede":
+      return protocol.reportSupersedes(protocol.parseReport(raw), protocol.parseReport(String(c.stored)));
     default:
       throw new Error(`unknown vector kind ${String(c.kind)}`);
   }
@@ -65,6 +68,8 @@ function encode(c: Case, raw: string | Uint8Array): string {
       return protocol.encodeAck(protocol.parseAck(raw));
     case "error":
       return protocol.encodeError(protocol.parseError(raw));
+    case "supersede":
+      return protocol.encodeReport(protocol.parseReport(raw));
     default:
       return protocol.encodeReport(protocol.parseReport(raw));
   }

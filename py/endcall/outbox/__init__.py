@@ -17,8 +17,9 @@ from .base import (
     Status,
     StoreResult,
     default_outbox_path,
+    draft_key,
     make_owner,
-    owner_gone,
+    session_of,
 )
 from .sqlite import SqliteOutbox
 
@@ -35,9 +36,10 @@ __all__ = [
     "Status",
     "StoreResult",
     "default_outbox_path",
+    "draft_key",
     "make_owner",
     "open_outbox",
-    "owner_gone",
+    "session_of",
 ]
 
 

@@ -1,17 +1,31 @@
-"""The outbox contract: one durable row per session report, shared by SQLite and PostgreSQL.
+"""The outbox contract: one durable row per report to send, shared by SQLite and PostgreSQL.
 
-A row moves ``draft`` → ``pending`` ⇄ ``delivering`` → ``delivered`` | ``dead``:
+Rows are keyed by the report's ``webhook-id``: a session's final report by its ``end_id``, its
+crash draft by ``<end_id>.draft`` (`draft_key`; protocol.md §6). A row moves ``draft`` →
+``pending`` ⇄ ``delivering`` → ``delivered`` | ``dead``:
 
-- ``draft``: a crash checkpoint of a running session (its body is already a ``complete: false``,
-  ``agent-crashed`` report). It is only sent when its owner is gone: lease expired, or (same
-  host) the owner's pid no longer alive. A final report with the same ``end_id`` replaces the
-  draft in place, so a draft is never delivered alongside its final report.
+- ``draft``: a crash checkpoint of a running session (a ``complete: false`` report), leased
+  to the agent process writing it, which renews the lease with every checkpoint. It is only
+  sent when that lease has expired and no final report of the session is stored. When an end
+  is accepted its reason, initiator, request id and meta are written to the row (``ending``)
+  at once; whoever sends the draft writes them into the body (`protocol.with_ending`).
+- storing the final report deletes the session's draft in the same transaction unless a relay
+  already took it over; a draft is never written once a final report exists, and a taken
+  draft is not retried once it does (receivers keep the final one, protocol.md §6).
 - ``pending``: committed, waiting for ``next_attempt_at``.
 - ``delivering``: claimed by a sender holding the lease (``lease_owner``/``lease_expires_at``).
 - ``delivered`` / ``dead``: final; dead rows stay until purged and can be replayed.
 
-The body is written once and never changes afterwards (except a draft being superseded), so
-every attempt sends the same bytes. Owners are ``"<hostname>:<pid>:<token>"`` strings.
+Ownership is a lease and nothing else: no guess from process ids or host names (a sidecar
+shares the host name but not the PID namespace) and no comparison of one host's clock with
+another's. Lease times are read from the database's clock — PostgreSQL's ``clock_timestamp()``
+(the same for every host of a fleet); a SQLite file lives on one host, whose clock every
+process sharing it reads. A sender's lease always covers its request timeout plus a margin.
+
+The body is written once and never changes afterwards (except a draft being rewritten before it
+is taken), so every attempt sends the same bytes. Each row also carries ``delivery``: what a
+relay needs to send it as the agent would (retry schedule, jitter, request timeout and the key
+ids of the signing secrets — never a secret).
 
 This module holds the dialect-neutral SQL; ``sqlite.py`` and ``postgres.py`` supply connections.
 """
@@ -28,7 +42,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -36,9 +50,10 @@ import platformdirs
 
 Status = Literal["draft", "pending", "delivering", "delivered", "dead"]
 STATUSES: tuple[Status, ...] = ("draft", "pending", "delivering", "delivered", "dead")
-StoreResult = Literal["stored", "exists", "taken"]
+StoreResult = Literal["stored", "exists"]
 OUTBOX_ENV = "ENDCALL_OUTBOX"
 TABLE = "endcall_outbox"
+DRAFT_SUFFIX = ".draft"
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -57,34 +72,14 @@ def make_owner(token: str | None = None) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{token or _secrets.token_hex(4)}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
-    except (OSError, ValueError):
-        return True
+def draft_key(end_id: str) -> str:
+    """The row key (and ``webhook-id``) of a session's crash draft: ``<end_id>.draft``."""
+    return end_id + DRAFT_SUFFIX
 
 
-def owner_gone(owner: str) -> bool:
-    """True when ``owner`` names a process on this host that is no longer alive."""
-    parts = owner.split(":")
-    if len(parts) < 3:
-        return False
-    host = ":".join(parts[:-2])
-    try:
-        pid = int(parts[-2])
-    except ValueError:
-        return False
-    return host == socket.gethostname() and not _pid_alive(pid)
+def session_of(key: str) -> str:
+    """The session's ``end_id`` of a row key (a draft key or a final report's)."""
+    return key[: -len(DRAFT_SUFFIX)] if key.endswith(DRAFT_SUFFIX) else key
 
 
 @dataclass(frozen=True)
@@ -106,6 +101,15 @@ class OutboxRecord:
     created_at: float
     updated_at: float
     delivered_at: float | None
+    #: how to deliver it: ``schedule``, ``jitter``, ``timeout``, ``keys`` (`Webhook.delivery`)
+    delivery: Mapping[str, Any] = field(default_factory=dict)
+    #: a draft's accepted end (``ended_reason``, ``initiator``, ``request_id``, ``meta``...)
+    ending: Mapping[str, Any] | None = None
+
+    @property
+    def session_end_id(self) -> str:
+        """The session's ``end_id`` (``end_id`` is the row key: ``<end_id>.draft`` for a draft)."""
+        return session_of(self.end_id)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly view without the body."""
@@ -124,13 +128,17 @@ class OutboxRecord:
             "updated_at": self.updated_at,
             "delivered_at": self.delivered_at,
             "size": len(self.body),
+            "delivery": dict(self.delivery),
+            "ending": None if self.ending is None else dict(self.ending),
         }
 
 
 @runtime_checkable
 class Outbox(Protocol):
     """Durable store of reports. All methods are synchronous and thread-safe; async callers
-    run them in a worker thread. Every write is durable when the method returns."""
+    run them in a worker thread. Every write is durable when the method returns. ``lease`` is
+    in seconds from the database's clock. ``end_id`` arguments name the session; drafts are
+    keyed ``<end_id>.draft`` internally (`draft_key`)."""
 
     def save_draft(
         self,
@@ -141,8 +149,30 @@ class Outbox(Protocol):
         owner: str,
         lease: float,
         headers: Mapping[str, str] | None = None,
+        delivery: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Insert or refresh the crash draft and renew its lease; False if a final report exists."""
+        """Insert or refresh the session's crash draft and renew its lease; False (nothing
+        written) if a final report is stored or a relay took the draft over."""
+        ...
+
+    def mark_ending(
+        self,
+        end_id: str,
+        ending: Mapping[str, Any],
+        *,
+        url: str,
+        body: bytes,
+        owner: str,
+        lease: float,
+        headers: Mapping[str, str] | None = None,
+        delivery: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Record an accepted end on the session's draft (creating it with ``body`` if there
+        is none yet) and renew its lease; False if the draft can no longer change."""
+        ...
+
+    def discard_draft(self, end_id: str) -> bool:
+        """Delete the session's draft unless a relay took it; True if it was deleted."""
         ...
 
     def store(
@@ -154,12 +184,13 @@ class Outbox(Protocol):
         owner: str,
         lease: float,
         headers: Mapping[str, str] | None = None,
+        delivery: Mapping[str, Any] | None = None,
     ) -> StoreResult:
-        """Commit the final report (replacing a draft of the same end_id), leased to ``owner``.
+        """Commit the final report, leased to ``owner``, and drop the session's draft unless a
+        relay already took it (then both exist; receivers keep the final one).
 
         ``"stored"``: committed now; ``"exists"``: a final report with this end_id was already
-        stored (kept as it was); ``"taken"``: a relay already took over the crash draft, which
-        stays (its body may have been sent already)."""
+        stored (kept as it was)."""
         ...
 
     def store_many(
@@ -169,6 +200,7 @@ class Outbox(Protocol):
         owner: str,
         lease: float,
         headers: Mapping[str, str] | None = None,
+        delivery: Mapping[str, Any] | None = None,
     ) -> list[StoreResult]:
         """`store` for several ``(end_id, url, body)`` in one transaction (group commit)."""
         ...
@@ -177,7 +209,9 @@ class Outbox(Protocol):
         """`mark_delivered` for several ``(end_id, status_code)`` in one transaction."""
         ...
 
-    def get(self, end_id: str) -> OutboxRecord | None: ...
+    def get(self, end_id: str) -> OutboxRecord | None:
+        """The row with this key (a final report's end_id, or `draft_key` for a draft)."""
+        ...
 
     def renew(self, end_id: str, owner: str, lease: float) -> OutboxRecord | None:
         """Take/extend the lease for an attempt (status ``delivering``) if free, ours or
@@ -204,6 +238,11 @@ class Outbox(Protocol):
         """Record a failed attempt; False if another owner holds the lease (nothing written)."""
         ...
 
+    def defer(self, end_id: str, owner: str, *, until: float, error: str) -> bool:
+        """Give a leased row back without an attempt (e.g. this relay lacks its secret):
+        pending again at ``until``, ``last_error`` set, attempts unchanged."""
+        ...
+
     def release(self, end_id: str, owner: str) -> None:
         """Drop our lease so relays may take the row when it is due."""
         ...
@@ -218,6 +257,10 @@ class Outbox(Protocol):
         """Make a delivered or dead row pending again (due now, attempts reset)."""
         ...
 
+    def replay_dead(self, since: float | None = None) -> list[str]:
+        """`replay` every dead row (that went dead at or after ``since``); their keys."""
+        ...
+
     def purge(self, delivered_before: float) -> int:
         """Delete delivered rows delivered before the given Unix time; returns the count."""
         ...
@@ -227,7 +270,8 @@ class Outbox(Protocol):
 
 _COLS = (
     "end_id, status, is_draft, url, headers, body, attempts, next_attempt_at, last_error,"
-    " last_status, lease_owner, lease_expires_at, created_at, updated_at, delivered_at"
+    " last_status, lease_owner, lease_expires_at, created_at, updated_at, delivered_at,"
+    " delivery, ending"
 )
 
 SCHEMA = f"""
@@ -246,10 +290,24 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     lease_expires_at DOUBLE PRECISION,
     created_at DOUBLE PRECISION NOT NULL,
     updated_at DOUBLE PRECISION NOT NULL,
-    delivered_at DOUBLE PRECISION
+    delivered_at DOUBLE PRECISION,
+    delivery TEXT NOT NULL DEFAULT '{{}}',
+    ending TEXT
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (status, next_attempt_at);
 """
+
+#: columns added after the first release: ``ALTER TABLE ... ADD COLUMN`` on older tables
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("delivery", "TEXT NOT NULL DEFAULT '{}'"),
+    ("ending", "TEXT"),
+)
+
+#: a draft row whose session has a final report: never sent (any more)
+_NO_FINAL = (
+    f" AND NOT (is_draft = 1 AND EXISTS (SELECT 1 FROM {TABLE} f"
+    f" WHERE f.end_id = substr({TABLE}.end_id, 1, length({TABLE}.end_id) - {len(DRAFT_SUFFIX)})))"
+)
 
 
 def _row(r: Sequence[Any]) -> OutboxRecord:
@@ -269,7 +327,13 @@ def _row(r: Sequence[Any]) -> OutboxRecord:
         created_at=float(r[12]),
         updated_at=float(r[13]),
         delivered_at=None if r[14] is None else float(r[14]),
+        delivery=json.loads(r[15] or "{}"),
+        ending=None if r[16] is None else json.loads(r[16]),
     )
+
+
+def _json(value: Mapping[str, Any] | None) -> str:
+    return json.dumps(dict(value or {}), separators=(",", ":"), ensure_ascii=True)
 
 
 class Tx(ABC):
@@ -280,15 +344,18 @@ class Tx(ABC):
 
 
 class SqlOutbox(ABC):
-    """Dialect-neutral implementation of `Outbox` over a ``Tx`` factory."""
+    """Dialect-neutral implementation of `Outbox` over a ``Tx`` factory.
+
+    ``clock`` stands in for the database's clock (tests); by default SQLite reads the host's
+    clock and PostgreSQL the server's."""
 
     #: appended to the claim's SELECT (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)
     claim_lock = ""
 
     def __init__(self, clock: Clock | None = None) -> None:
+        self._injected_clock = clock
         self._clock: Clock = clock or time.time
         self._lock = threading.RLock()
-        self._host_prefix = socket.gethostname() + ":"
 
     @abstractmethod
     def _tx(self, *, write: bool) -> contextlib.AbstractContextManager[Tx]: ...
@@ -296,6 +363,20 @@ class SqlOutbox(ABC):
     @abstractmethod
     def close(self) -> None:
         """Close the connection."""
+
+    @abstractmethod
+    def _columns(self, tx: Tx) -> set[str]:
+        """The columns the outbox table has now."""
+
+    def _now(self, tx: Tx) -> float:
+        """The database's clock: what every lease and due time is measured on."""
+        return self._clock()
+
+    def _migrate(self, tx: Tx) -> None:
+        have = self._columns(tx)
+        for name, decl in MIGRATIONS:
+            if name not in have:
+                tx.run(f"ALTER TABLE {TABLE} ADD COLUMN {name} {decl}")
 
     @contextlib.contextmanager
     def _t(self, write: bool = True) -> Iterator[Tx]:
@@ -310,6 +391,61 @@ class SqlOutbox(ABC):
         with self._t(write=False) as tx:
             return self._get(tx, end_id)
 
+    def probe(self) -> None:
+        """Write a row and remove it in one transaction: raises when the outbox cannot be
+        written (read-only file or database, full disk, no permission)."""
+        key = "endcall-probe-" + _secrets.token_hex(6)
+        with self._t() as tx:
+            now = self._now(tx)
+            tx.run(
+                f"INSERT INTO {TABLE} (end_id, status, url, body, next_attempt_at, created_at,"
+                " updated_at) VALUES (:k, 'dead', '', :b, :now, :now, :now)",
+                {"k": key, "b": b"", "now": now},
+            )
+            tx.run(f"DELETE FROM {TABLE} WHERE end_id = :k", {"k": key})
+
+    def _upsert_draft(
+        self, tx: Tx, end_id: str, params: dict[str, Any], body_sql: str, ending_sql: str
+    ) -> bool:
+        """Insert the draft row or update it while it is still a draft, never once the
+        session's final report exists."""
+        if self._get(tx, end_id) is not None:
+            return False
+        key = draft_key(end_id)
+        rows = tx.run(
+            f"INSERT INTO {TABLE} (end_id, status, is_draft, url, headers, body, attempts,"
+            " next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at, delivery,"
+            " ending) VALUES (:key, 'draft', 1, :url, :h, :b, 0, :now, :o, :exp, :now, :now,"
+            " :d, :ending)"
+            f" ON CONFLICT (end_id) DO UPDATE SET url = :url, headers = :h, {body_sql}"
+            f" lease_owner = :o, lease_expires_at = :exp, updated_at = :now, delivery = :d"
+            f"{ending_sql} WHERE {TABLE}.status = 'draft' RETURNING end_id",
+            {"key": key, **params},
+        )
+        return bool(rows)
+
+    def _draft_params(
+        self,
+        tx: Tx,
+        url: str,
+        body: bytes,
+        owner: str,
+        lease: float,
+        headers: Mapping[str, str] | None,
+        delivery: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        now = self._now(tx)
+        return {
+            "url": url,
+            "h": _json(headers),
+            "b": body,
+            "now": now,
+            "o": owner,
+            "exp": now + lease,
+            "d": _json(delivery),
+            "ending": None,
+        }
+
     def save_draft(
         self,
         end_id: str,
@@ -319,29 +455,36 @@ class SqlOutbox(ABC):
         owner: str,
         lease: float,
         headers: Mapping[str, str] | None = None,
+        delivery: Mapping[str, Any] | None = None,
     ) -> bool:
-        now = self._clock()
-        p = {
-            "id": end_id,
-            "url": url,
-            "h": json.dumps(dict(headers or {})),
-            "b": body,
-            "now": now,
-            "o": owner,
-            "exp": now + lease,
-        }
         with self._t() as tx:
-            tx.run(
-                f"INSERT INTO {TABLE} (end_id, status, is_draft, url, headers, body, attempts,"
-                " next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at)"
-                " VALUES (:id, 'draft', 1, :url, :h, :b, 0, :now, :o, :exp, :now, :now)"
-                " ON CONFLICT (end_id) DO UPDATE SET url = :url, headers = :h, body = :b,"
-                " lease_owner = :o, lease_expires_at = :exp, updated_at = :now"
-                f" WHERE {TABLE}.status = 'draft'",
-                p,
+            p = self._draft_params(tx, url, body, owner, lease, headers, delivery)
+            return self._upsert_draft(tx, end_id, p, "body = :b,", "")
+
+    def mark_ending(
+        self,
+        end_id: str,
+        ending: Mapping[str, Any],
+        *,
+        url: str,
+        body: bytes,
+        owner: str,
+        lease: float,
+        headers: Mapping[str, str] | None = None,
+        delivery: Mapping[str, Any] | None = None,
+    ) -> bool:
+        with self._t() as tx:
+            p = self._draft_params(tx, url, body, owner, lease, headers, delivery)
+            p["ending"] = _json(ending)
+            return self._upsert_draft(tx, end_id, p, "", ", ending = :ending")
+
+    def discard_draft(self, end_id: str) -> bool:
+        with self._t() as tx:
+            rows = tx.run(
+                f"DELETE FROM {TABLE} WHERE end_id = :key AND status = 'draft' RETURNING end_id",
+                {"key": draft_key(end_id)},
             )
-            rec = self._get(tx, end_id)
-        return rec is not None and rec.status == "draft"
+        return bool(rows)
 
     def store(
         self,
@@ -352,8 +495,11 @@ class SqlOutbox(ABC):
         owner: str,
         lease: float,
         headers: Mapping[str, str] | None = None,
+        delivery: Mapping[str, Any] | None = None,
     ) -> StoreResult:
-        return self.store_many([(end_id, url, body)], owner=owner, lease=lease, headers=headers)[0]
+        return self.store_many(
+            [(end_id, url, body)], owner=owner, lease=lease, headers=headers, delivery=delivery
+        )[0]
 
     def store_many(
         self,
@@ -362,8 +508,11 @@ class SqlOutbox(ABC):
         owner: str,
         lease: float,
         headers: Mapping[str, str] | None = None,
+        delivery: Mapping[str, Any] | None = None,
     ) -> list[StoreResult]:
-        return self.write_many(items, (), owner=owner, lease=lease, headers=headers)
+        return self.write_many(
+            items, (), owner=owner, lease=lease, headers=headers, delivery=delivery
+        )
 
     def write_many(
         self,
@@ -373,20 +522,22 @@ class SqlOutbox(ABC):
         owner: str,
         lease: float,
         headers: Mapping[str, str] | None = None,
+        delivery: Mapping[str, Any] | None = None,
     ) -> list[StoreResult]:
         """`store_many` and `mark_delivered_many` in one transaction: one durable commit (one
         fsync with SQLite) for a sender's new reports and its finished deliveries together.
         Returns the store results.
 
-        A batch costs a constant number of statements (one multi-row upsert, one update per
-        distinct status code), not a few per report: each statement is a round trip into the
-        database and, from a worker thread, a fight for the GIL with the event loop."""
-        now = self._clock()
-        h = json.dumps(dict(headers or {}))
+        A batch costs a constant number of statements (one multi-row insert and one draft
+        delete per chunk, one update per distinct status code), not a few per report: each
+        statement is a round trip into the database and, from a worker thread, a fight for
+        the GIL with the event loop."""
+        h, d = _json(headers), _json(delivery)
         out: list[StoreResult] = []
         with self._t() as tx:
+            now = self._now(tx)
             if stores:
-                out = self._store_rows(tx, stores, h, owner, now, now + lease)
+                out = self._store_rows(tx, stores, h, d, owner, now, now + lease)
             by_code: dict[int, list[str]] = {}
             for end_id, code in delivered:
                 by_code.setdefault(code, []).append(end_id)
@@ -407,102 +558,74 @@ class SqlOutbox(ABC):
         tx: Tx,
         items: Sequence[tuple[str, str, bytes]],
         h: str,
+        d: str,
         owner: str,
         now: float,
         exp: float,
     ) -> list[StoreResult]:
-        """Insert final reports (replacing drafts) with one upsert per chunk; an end_id already
-        final is left as it was: ``"taken"`` if it was a draft a relay took, else ``"exists"``
-        (also for a repeat of an end_id within the batch)."""
+        """Insert final reports with one insert per chunk and delete their untaken drafts; an
+        end_id already stored is left as it was (``"exists"``, also for a repeat within the
+        batch)."""
         first: dict[str, int] = {}
         for i, (end_id, _, _) in enumerate(items):
             first.setdefault(end_id, i)
         stored: set[str] = set()
         order = list(first.values())
         for part in _chunks(order, 100):
-            params: dict[str, Any] = {"h": h, "now": now, "o": owner, "exp": exp}
+            params: dict[str, Any] = {"h": h, "d": d, "now": now, "o": owner, "exp": exp}
             values = []
+            drafts = {}
             for j, i in enumerate(part):
                 end_id, url, body = items[i]
                 params[f"i{j}"], params[f"u{j}"], params[f"b{j}"] = end_id, url, body
+                drafts[f"k{j}"] = draft_key(end_id)
                 values.append(
-                    f"(:i{j}, 'pending', 0, :u{j}, :h, :b{j}, 0, :now, :o, :exp, :now, :now)"
+                    f"(:i{j}, 'pending', 0, :u{j}, :h, :b{j}, 0, :now, :o, :exp, :now, :now, :d)"
                 )
             rows = tx.run(
                 f"INSERT INTO {TABLE} (end_id, status, is_draft, url, headers, body, attempts,"
-                " next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at)"
-                f" VALUES {', '.join(values)}"
-                " ON CONFLICT (end_id) DO UPDATE SET status = 'pending', is_draft = 0,"
-                " url = excluded.url, headers = excluded.headers, body = excluded.body,"
-                " attempts = 0, next_attempt_at = excluded.next_attempt_at,"
-                " lease_owner = excluded.lease_owner,"
-                " lease_expires_at = excluded.lease_expires_at, updated_at = excluded.updated_at"
-                f" WHERE {TABLE}.status = 'draft' RETURNING end_id",
+                " next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at,"
+                f" delivery) VALUES {', '.join(values)}"
+                " ON CONFLICT (end_id) DO NOTHING RETURNING end_id",
                 params,
             )
             stored.update(r[0] for r in rows)
-        kept = [e for e in first if e not in stored]
-        was_draft: dict[str, bool] = {}
-        for ids in _chunks(kept):  # rare: final reports that were already there
-            sql_in, params = _in_list(ids)
-            rows = tx.run(f"SELECT end_id, is_draft FROM {TABLE} WHERE end_id IN {sql_in}", params)
-            was_draft.update((r[0], bool(r[1])) for r in rows)
+            tx.run(
+                f"DELETE FROM {TABLE} WHERE status = 'draft'"
+                f" AND end_id IN ({', '.join(':' + k for k in drafts)})",
+                drafts,
+            )
         out: list[StoreResult] = []
         for i, (end_id, _, _) in enumerate(items):
-            if end_id in stored and first[end_id] == i:
-                out.append("stored")
-            elif end_id in stored:
-                out.append("exists")
-            else:
-                out.append("taken" if was_draft.get(end_id) else "exists")
+            out.append("stored" if end_id in stored and first[end_id] == i else "exists")
         return out
 
     def renew(self, end_id: str, owner: str, lease: float) -> OutboxRecord | None:
-        now = self._clock()
         with self._t() as tx:
+            now = self._now(tx)
             rows = tx.run(
                 f"UPDATE {TABLE} SET status = 'delivering', lease_owner = :o,"
                 " lease_expires_at = :exp, updated_at = :now"
                 " WHERE end_id = :id AND status IN ('pending', 'delivering')"
                 " AND (lease_owner IS NULL OR lease_owner = :o OR lease_expires_at <= :now)"
-                f" RETURNING {_COLS}",
+                f"{_NO_FINAL} RETURNING {_COLS}",
                 {"id": end_id, "o": owner, "exp": now + lease, "now": now},
             )
         return _row(rows[0]) if rows else None
 
-    def _dead_owners(self, tx: Tx, now: float) -> list[str]:
-        rows = tx.run(
-            f"SELECT DISTINCT lease_owner FROM {TABLE}"
-            " WHERE status IN ('draft', 'pending', 'delivering')"
-            " AND substr(lease_owner, 1, :n) = :host"
-            " AND lease_expires_at > :now",
-            {"host": self._host_prefix, "n": len(self._host_prefix), "now": now},
-        )
-        return [r[0] for r in rows if r[0] and owner_gone(r[0])]
-
     def claim(self, owner: str, *, limit: int, lease: float) -> list[OutboxRecord]:
-        now = self._clock()
         with self._t() as tx:
-            dead = self._dead_owners(tx, now)
-            params: dict[str, Any] = {"now": now, "lim": limit}
-            dead_sql = ""
-            if dead:
-                names = []
-                for i, d in enumerate(dead[:50]):
-                    params[f"d{i}"] = d
-                    names.append(f":d{i}")
-                dead_sql = f" OR lease_owner IN ({', '.join(names)})"
+            now = self._now(tx)
             rows = tx.run(
                 f"SELECT end_id FROM {TABLE}"
                 " WHERE status IN ('draft', 'pending', 'delivering')"
                 " AND next_attempt_at <= :now"
-                f" AND (lease_owner IS NULL OR lease_expires_at <= :now{dead_sql})"
-                " ORDER BY next_attempt_at LIMIT :lim" + self.claim_lock,
-                params,
+                " AND (lease_owner IS NULL OR lease_expires_at <= :now)"
+                f"{_NO_FINAL} ORDER BY next_attempt_at LIMIT :lim" + self.claim_lock,
+                {"now": now, "lim": limit},
             )
-            ids = [r[0] for r in rows]
             out: list[OutboxRecord] = []
-            for end_id in ids:
+            for (end_id,) in rows:
                 upd = tx.run(
                     f"UPDATE {TABLE} SET status = 'delivering', lease_owner = :o,"
                     " lease_expires_at = :exp, updated_at = :now WHERE end_id = :id"
@@ -529,9 +652,9 @@ class SqlOutbox(ABC):
         error: str,
         keep_lease: float | None = None,
     ) -> bool:
-        now = self._clock()
         keep = keep_lease is not None
         with self._t() as tx:
+            now = self._now(tx)
             rows = tx.run(
                 f"UPDATE {TABLE} SET status = :st, attempts = attempts + 1,"
                 " last_status = :s, last_error = :e, next_attempt_at = :nxt,"
@@ -552,9 +675,21 @@ class SqlOutbox(ABC):
             )
         return bool(rows)
 
-    def release(self, end_id: str, owner: str) -> None:
-        now = self._clock()
+    def defer(self, end_id: str, owner: str, *, until: float, error: str) -> bool:
         with self._t() as tx:
+            now = self._now(tx)
+            rows = tx.run(
+                f"UPDATE {TABLE} SET status = 'pending', last_error = :e, next_attempt_at = :nxt,"
+                " lease_owner = NULL, lease_expires_at = NULL, updated_at = :now"
+                " WHERE end_id = :id AND status IN ('pending', 'delivering')"
+                " AND (lease_owner IS NULL OR lease_owner = :o) RETURNING end_id",
+                {"id": end_id, "o": owner, "e": error[:2000], "nxt": until, "now": now},
+            )
+        return bool(rows)
+
+    def release(self, end_id: str, owner: str) -> None:
+        with self._t() as tx:
+            now = self._now(tx)
             tx.run(
                 f"UPDATE {TABLE} SET lease_owner = NULL, lease_expires_at = NULL,"
                 " status = CASE WHEN status = 'delivering' THEN 'pending' ELSE status END,"
@@ -583,8 +718,8 @@ class SqlOutbox(ABC):
         return out
 
     def replay(self, end_id: str) -> bool:
-        now = self._clock()
         with self._t() as tx:
+            now = self._now(tx)
             rows = tx.run(
                 f"UPDATE {TABLE} SET status = 'pending', attempts = 0, next_attempt_at = :now,"
                 " lease_owner = NULL, lease_expires_at = NULL, delivered_at = NULL,"
@@ -597,8 +732,8 @@ class SqlOutbox(ABC):
     def make_due(self) -> int:
         """Make every pending report that waits for a later attempt due now (its attempt
         count unchanged; drafts and leased rows untouched). Returns how many."""
-        now = self._clock()
         with self._t() as tx:
+            now = self._now(tx)
             rows = tx.run(
                 f"UPDATE {TABLE} SET next_attempt_at = :now, updated_at = :now"
                 " WHERE status = 'pending' AND next_attempt_at > :now"
@@ -606,6 +741,17 @@ class SqlOutbox(ABC):
                 {"now": now},
             )
         return len(rows)
+
+    def replay_dead(self, since: float | None = None) -> list[str]:
+        with self._t() as tx:
+            now = self._now(tx)
+            rows = tx.run(
+                f"UPDATE {TABLE} SET status = 'pending', attempts = 0, next_attempt_at = :now,"
+                " lease_owner = NULL, lease_expires_at = NULL, updated_at = :now"
+                " WHERE status = 'dead' AND updated_at >= :since RETURNING end_id",
+                {"now": now, "since": 0.0 if since is None else since},
+            )
+        return sorted(r[0] for r in rows)
 
     def purge(self, delivered_before: float) -> int:
         with self._t() as tx:

@@ -3,7 +3,9 @@
 Same semantics as the SQLite outbox. Claims select due rows with
 ``FOR UPDATE SKIP LOCKED`` and lease them, so any number of relays on any hosts can work the
 same table without sending a report twice at the same time; a crashed sender's rows come back
-when its lease expires. Uses psycopg 3 (one connection, serialised by a lock).
+when its lease expires. Every lease and due time is measured on the server's clock
+(``clock_timestamp()``), so hosts whose clocks disagree never take over each other's live rows.
+Uses psycopg 3 (one connection, serialised by a lock).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..redact import redact
-from .base import SCHEMA, Clock, SqlOutbox, Tx, to_pyformat
+from .base import SCHEMA, TABLE, Clock, SqlOutbox, Tx, to_pyformat
 
 __all__ = ["PostgresOutbox"]
 
@@ -56,9 +58,23 @@ class PostgresOutbox(SqlOutbox):
                 for stmt in SCHEMA.replace("{blob}", "BYTEA").split(";"):
                     if stmt.strip():
                         tx.run(stmt)
+                self._migrate(tx)
         except BaseException:
             self._conn.close()
             raise
+
+    def _columns(self, tx: Tx) -> set[str]:
+        rows = tx.run(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = :t AND table_schema = current_schema()",
+            {"t": TABLE},
+        )
+        return {r[0] for r in rows}
+
+    def _now(self, tx: Tx) -> float:
+        if self._injected_clock is not None:
+            return self._injected_clock()
+        return float(tx.run("SELECT extract(epoch FROM clock_timestamp())::float8")[0][0])
 
     @contextlib.contextmanager
     def _tx(self, *, write: bool) -> Iterator[Tx]:

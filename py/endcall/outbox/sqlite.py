@@ -3,6 +3,10 @@
 WAL journal with ``synchronous=FULL`` (a commit survives power loss and OS crashes; NORMAL
 would not), ``busy_timeout`` so several processes (agent jobs, the CLI relay, the fallback
 server) can share the file, and ``BEGIN IMMEDIATE`` for every write so claims never race.
+
+A SQLite outbox belongs to **one host**: every process using it reads the same (host) clock for
+leases, and SQLite's locking is not safe over network filesystems. Several hosts (or pods)
+share a PostgreSQL outbox instead.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .base import SCHEMA, Clock, SqlOutbox, Tx
+from .base import SCHEMA, TABLE, Clock, SqlOutbox, Tx
 
 __all__ = ["SqliteOutbox"]
 
@@ -50,9 +54,13 @@ class SqliteOutbox(SqlOutbox):
                 for stmt in SCHEMA.replace("{blob}", "BLOB").split(";"):
                     if stmt.strip():
                         tx.run(stmt)
+                self._migrate(tx)
         except BaseException:
             self._conn.close()
             raise
+
+    def _columns(self, tx: Tx) -> set[str]:
+        return {r[1] for r in tx.run(f"PRAGMA table_info({TABLE})")}
 
     @contextlib.contextmanager
     def _tx(self, *, write: bool) -> Iterator[Tx]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..protocol import DEFAULT_METHOD
-from ..webhook import SECRET_ENV, parse_secrets
+from ..webhook import SECRET_ENV, parse_secrets, validate_secret
 
 __all__ = ["Escalation", "RateLimit", "Settings"]
 
@@ -146,6 +146,11 @@ class Settings:
             raise ValueError(
                 "ENDCALL_OUTBOX is set but ENDCALL_WEBHOOK_SECRET is not: the relay cannot sign"
             )
+        for i, secret in enumerate(self.relay_secrets):
+            try:
+                validate_secret(secret)
+            except ValueError as e:
+                raise ValueError(f"{SECRET_ENV}: secret #{i + 1} is not usable: {e}") from None
         if not math.isfinite(self.relay_poll) or self.relay_poll <= 0:
             raise ValueError("ENDCALL_RELAY_POLL must be a positive number of seconds")
 
