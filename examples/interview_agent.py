@@ -40,6 +40,7 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli
 
+import endcall
 from endcall import EndCall, Webhook
 from endcall.protocol import DEFAULT_METHOD
 
@@ -273,9 +274,16 @@ on_session_end = EndCall.on_session_end
 server = (
     # a small test machine: health server on loopback, a free port, never "full", one idle
     # process kept warm
-    AgentServer(host="127.0.0.1", port=0, load_fnc=lambda: 0.0, num_idle_processes=1)
+    AgentServer(
+        setup_fnc=endcall.prewarm,
+        host="127.0.0.1",
+        port=0,
+        load_fnc=lambda: 0.0,
+        num_idle_processes=1,
+    )
     if scripted_mode()
-    else AgentServer()
+    # every job process relays the reports a killed process left in the outbox
+    else AgentServer(setup_fnc=endcall.prewarm)
 )
 
 

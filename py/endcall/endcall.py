@@ -227,8 +227,6 @@ class EndCall:
     ) -> None:
         if pipeline is None and webhook is None:
             raise ValueError("EndCall needs a webhook (or a pipeline) for the session report")
-        if _INSTANCES.get(ctx) is not None:
-            raise misuse.second_instance()
         for name, value in (
             ("drain_timeout", drain_timeout),
             ("transcript_flush_timeout", transcript_flush_timeout),
@@ -241,6 +239,11 @@ class EndCall:
                 raise ValueError(f"{name} must be >= 0")
         if not method or len(method) > 64:
             raise ValueError("method must be 1-64 characters")
+        goodbyes = Goodbyes(goodbye)
+        annotations = Annotations(report_meta)
+        # (after the arguments are checked: a wrong argument says so, whatever else is wrong)
+        if _INSTANCES.get(ctx) is not None:
+            raise misuse.second_instance()
         self._ctx = ctx
         self._session = session
         self._own_pipeline = pipeline is None
@@ -250,8 +253,8 @@ class EndCall:
             pipeline = ReportPipeline(webhook, outbox)
         self._pipe: ReportSink = pipeline
         self._webhook = webhook if webhook is not None else getattr(pipeline, "webhook", None)
-        self._goodbye = Goodbyes(goodbye)
-        self._annotations = Annotations(report_meta)
+        self._goodbye = goodbyes
+        self._annotations = annotations
         self._tool_name = tool_name
         self._method = method
         self._drain_timeout = drain_timeout

@@ -344,6 +344,7 @@ def prewarm(
     ``proc.userdata["endcall.relay"]``. Use ``functools.partial(endcall.prewarm, secret=...)``
     to pass arguments as a ``setup_fnc``.
     """
+    from . import pipeline  # noqa: F401 - imported here, not on the job's event loop
     from .storage import open_checked
 
     if secret is None:
