@@ -1,14 +1,17 @@
-"""Opt-in live test against a real LiveKit server: an in-process agent (real AgentSession with
-scripted models, EndCall) and a customer, both joined with livekit.rtc; the customer ends the
-call over RPC. Skipped unless LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET are set."""
+"""A real LiveKit server: an in-process agent (real AgentSession with scripted models, EndCall)
+and a customer, both joined with livekit.rtc; the customer ends the call over RPC.
+
+The server is the one LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET name, else a
+livekit-server started here (``make livekit-server``; run inside ``scripts/in-netns``, as
+``make test`` does). Never skipped: without a server it fails and says why."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,18 +24,23 @@ from endcall import EndCall, EndState
 from endcall.outbox.sqlite import SqliteOutbox
 from endcall.pipeline import ReportPipeline
 from endcall.testing import ScriptedLLM, ScriptedSTT, TimedTTS
+from endcall.testing.livekit_server import ServerInfo, server_for_tests
 from endcall.webhook import Webhook
 
-_ENV = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
-pytestmark = pytest.mark.skipif(
-    not all(os.environ.get(k) for k in _ENV),
-    reason="live LiveKit test: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET to run it",
-)
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[ServerInfo]:
+    info, started = server_for_tests()
+    try:
+        yield info
+    finally:
+        if started is not None:
+            started.stop()
 
 
-def _token(room: str, identity: str, *, agent: bool = False) -> str:
+def _token(info: ServerInfo, room: str, identity: str, *, agent: bool = False) -> str:
     tok = (
-        api.AccessToken(os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"])
+        api.AccessToken(info.api_key, info.api_secret)
         .with_identity(identity)
         .with_grants(api.VideoGrants(room_join=True, room=room, can_update_own_metadata=True))
     )
@@ -41,8 +49,8 @@ def _token(room: str, identity: str, *, agent: bool = False) -> str:
     return tok.to_jwt()
 
 
-async def test_live_customer_ends_over_rpc(tmp_path: Path) -> None:
-    url = os.environ["LIVEKIT_URL"]
+async def test_live_customer_ends_over_rpc(tmp_path: Path, live: ServerInfo) -> None:
+    url = live.url
     room_name = f"endcall-live-{uuid.uuid4().hex[:8]}"
     posted: list[httpx.Request] = []
 
@@ -56,15 +64,15 @@ async def test_live_customer_ends_over_rpc(tmp_path: Path) -> None:
         transport=httpx.MockTransport(receiver),
     )
     agent_room, customer = rtc.Room(), rtc.Room()
-    lkapi = api.LiveKitAPI(url, os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"])
+    lkapi = api.LiveKitAPI(live.http_url, live.api_key, live.api_secret)
     try:
-        await agent_room.connect(url, _token(room_name, "agent-live", agent=True))
+        await agent_room.connect(url, _token(live, room_name, "agent-live", agent=True))
         with fake_job_context(room=agent_room) as ctx:
             session: AgentSession = AgentSession(
                 stt=ScriptedSTT(), llm=ScriptedLLM(), tts=TimedTTS(), vad=None
             )
             end = EndCall(ctx, session, pipeline=pipeline, delete_room=False)
-            await customer.connect(url, _token(room_name, "customer-live"))
+            await customer.connect(url, _token(live, room_name, "customer-live"))
             await session.start(agent=Agent(instructions="test", tools=[end.tool]), room=agent_room)
             await end.start()
             await asyncio.sleep(1.0)  # attributes and the RPC method registration propagate
