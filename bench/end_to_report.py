@@ -97,6 +97,7 @@ async def run(ends: int, parallel: int, output: Path) -> dict[str, Any]:
     def ms(x: float) -> float:
         return round(x * 1000, 1)
 
+    channels = sorted({str(r.channel) for r in timed})
     return {
         "server": name,
         "ends": ends,
@@ -113,7 +114,8 @@ async def run(ends: int, parallel: int, output: Path) -> dict[str, Any]:
             "p50": round(pct(report, 50) / pct(ack, 50), 2),
             "p99": round(pct(report, 99) / pct(ack, 99), 2),
         },
-        "channels": sorted({str(r.channel) for r in timed}),
+        # how the page's ack came: "rpc", or "rest (agent: rpc)" when the page escalated
+        "channels": {c: sum(1 for r in timed if str(r.channel) == c) for c in channels},
     }
 
 
