@@ -1,29 +1,43 @@
-"""Ack latency of EndCall's RPC handler vs a bare echo handler, on the same LoopbackRoom.
+"""Ack latency of EndCall's RPC handler vs a bare echo handler, in the same room.
 
-One agent (a real AgentSession with scripted models, `EndCall` started, in a fake job) and one
-customer on an in-process `LoopbackServer`. The agent also registers `echo`, a handler that
-returns its payload. The customer sends N end requests (unique ids, so none is answered from
-the idempotency cache) and N echo calls, interleaved one at a time, and the script prints the
-round-trip p50/p99 of both and their ratio (goal: kit / echo <= 1.2).
+One agent (a real AgentSession with scripted models, ``EndCall`` started, in livekit-agents'
+``fake_job_context``) and one customer, both ``rtc.Room``\\s. By default they join a room on a
+real livekit-server (started here: run inside ``scripts/in-netns``; or the one
+``LIVEKIT_URL``/``LIVEKIT_API_KEY``/``LIVEKIT_API_SECRET`` name), so every call crosses the SFU;
+``--loopback`` uses endcall.testing's in-process ``LoopbackServer`` instead. The agent also
+registers ``echo``, a handler that returns its payload. The customer sends N end requests
+(unique ids, so none is answered from the idempotency cache) and N echo calls, interleaved one
+at a time, and the script prints the round-trip p50/p99 of both and their ratio (goal:
+kit / echo <= 1.2).
 
 What is measured: the first end request is accepted (the session then drains and closes in
-the background); the measured ones are answered `already_ending`/`already_ended`, i.e. the
+the background); the measured ones are answered ``already_ending``/``already_ended``, i.e. the
 full handler path — parse, authorize, state machine, attribute update, encode — minus the
-one-off start of the end path. Run: `python bench/ack_latency.py [N]` (default 2000).
+one-off start of the end path. Run::
+
+    scripts/in-netns .venv/bin/python bench/ack_latency.py [N] [--json]   # real server
+    .venv/bin/python bench/ack_latency.py --loopback [N] [--json]        # the double
+
+N defaults to 1000 on the real server and 2000 on the loopback.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
-from livekit import rtc
+from livekit import api, rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.testing import fake_job_context
 
@@ -31,7 +45,20 @@ from endcall import EndCall
 from endcall.outbox.sqlite import SqliteOutbox
 from endcall.pipeline import ReportPipeline
 from endcall.testing import LoopbackServer, ScriptedLLM, ScriptedSTT, TimedTTS
+from endcall.testing.livekit_server import (
+    LiveKitServer,
+    ServerInfo,
+    ServerUnavailable,
+    external_server,
+    node_ip,
+)
 from endcall.webhook import Webhook
+
+NO_SERVER = (
+    "no LiveKit server to measure on: run inside a test network namespace "
+    "(scripts/in-netns .venv/bin/python bench/ack_latency.py), set LIVEKIT_URL/"
+    "LIVEKIT_API_KEY/LIVEKIT_API_SECRET, or pass --loopback"
+)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -39,12 +66,66 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def main(n: int) -> None:
+@contextlib.asynccontextmanager
+async def loopback_rooms() -> AsyncIterator[
+    tuple[Any, Any, str, str, Callable[[], Awaitable[Any]]]
+]:
     hub = LoopbackServer()
-    agent_room = await hub.connect(
-        "bench", "agent", kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-    )
+    agent = await hub.connect("bench", "agent", kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
     customer = await hub.connect("bench", "customer")
+    try:
+        yield agent, customer, "agent", "loopback", hub.settle
+    finally:
+        await customer.disconnect()
+        await agent.disconnect()
+
+
+def _token(info: ServerInfo, room: str, identity: str, *, agent: bool) -> str:
+    grants = api.VideoGrants(room_join=True, room=room, can_update_own_metadata=True)
+    token = api.AccessToken(info.api_key, info.api_secret).with_identity(identity)
+    token = token.with_grants(grants)
+    if agent:
+        token = token.with_kind("agent")
+    return token.to_jwt()
+
+
+@contextlib.asynccontextmanager
+async def real_rooms() -> AsyncIterator[tuple[Any, Any, str, str, Callable[[], Awaitable[Any]]]]:
+    """Agent and customer ``rtc.Room``\\s in one room of a real livekit-server."""
+    info = external_server()
+    server = None
+    if info is None:
+        if node_ip() is None:
+            raise SystemExit(NO_SERVER)
+        server = LiveKitServer()
+        try:
+            info = await asyncio.to_thread(server.start)
+        except ServerUnavailable as e:
+            raise SystemExit(f"livekit-server did not start: {e}") from e
+    room = f"bench-ack-{uuid.uuid4().hex[:8]}"
+    agent, customer = rtc.Room(), rtc.Room()
+    try:
+        await agent.connect(info.url, _token(info, room, "agent", agent=True))
+        await customer.connect(info.url, _token(info, room, "customer", agent=False))
+
+        async def settle() -> None:
+            # the server announces a participant once its connection is up (~2 s here)
+            deadline = time.monotonic() + 30
+            while "customer" not in agent.remote_participants:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the agent never saw the customer join")
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # the agent's attributes propagate
+
+        yield agent, customer, "agent", info.name, settle
+    finally:
+        await customer.disconnect()
+        await agent.disconnect()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+
+async def measure(n: int, loopback: bool) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp())
     pipeline = ReportPipeline(
         Webhook(url="https://backend.test/end", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
@@ -55,58 +136,87 @@ async def main(n: int) -> None:
     async def echo(data: rtc.RpcInvocationData) -> str:
         return data.payload
 
-    agent_room.local_participant.register_rpc_method("echo", echo)
-    with fake_job_context(room=agent_room) as ctx:
-        session: AgentSession[None] = AgentSession(
-            stt=ScriptedSTT(), llm=ScriptedLLM(), tts=TimedTTS(), vad=None
-        )
-        end = EndCall(ctx, session, pipeline=pipeline, delete_room=False)
-        await session.start(agent=Agent(instructions="bench", tools=[end.tool]), room=agent_room)
-        await end.start()
-        await hub.settle()
-
-        async def call(method: str, payload: str) -> float:
-            t0 = time.perf_counter()
-            await customer.local_participant.perform_rpc(
-                destination_identity="agent", method=method, payload=payload
+    rooms = loopback_rooms() if loopback else real_rooms()
+    async with rooms as (agent_room, customer, agent_identity, server, settle):
+        agent_room.local_participant.register_rpc_method("echo", echo)
+        with fake_job_context(room=agent_room) as ctx:
+            session: AgentSession[None] = AgentSession(
+                stt=ScriptedSTT(), llm=ScriptedLLM(), tts=TimedTTS(), vad=None
             )
-            return time.perf_counter() - t0
+            end = EndCall(ctx, session, pipeline=pipeline, delete_room=False)
+            await session.start(
+                agent=Agent(instructions="bench", tools=[end.tool]), room=agent_room
+            )
+            await end.start()
+            await settle()
 
-        def req(i: int) -> str:
-            return json.dumps({"type": "end.request", "v": 1, "id": f"bench-{i}"})
+            async def call(method: str, payload: str) -> float:
+                t0 = time.perf_counter()
+                await customer.local_participant.perform_rpc(
+                    destination_identity=agent_identity, method=method, payload=payload
+                )
+                return time.perf_counter() - t0
 
-        first = await customer.local_participant.perform_rpc(
-            destination_identity="agent", method="end_interview", payload=req(-1)
-        )
-        assert json.loads(first)["status"] == "accepted"
-        for i in range(100):  # warm-up
-            await call("end_interview", req(-100 - i))
-            await call("echo", req(-100 - i))
-        kit: list[float] = []
-        bare: list[float] = []
-        for i in range(n):
-            payload = req(i)
-            if i % 2:
-                kit.append(await call("end_interview", payload))
-                bare.append(await call("echo", payload))
-            else:
-                bare.append(await call("echo", payload))
-                kit.append(await call("end_interview", payload))
-        await end.wait()
-        await EndCall.on_session_end(ctx)
-        await session.aclose()
-    await customer.disconnect()
-    await agent_room.disconnect()
+            def req(i: int) -> str:
+                return json.dumps({"type": "end.request", "v": 1, "id": f"bench-{i}"})
 
-    def ms(x: float) -> str:
-        return f"{x * 1000:.3f} ms"
+            first = await customer.local_participant.perform_rpc(
+                destination_identity=agent_identity, method="end_interview", payload=req(-1)
+            )
+            assert json.loads(first)["status"] == "accepted", first
+            for i in range(100):  # warm-up
+                await call("end_interview", req(-100 - i))
+                await call("echo", req(-100 - i))
+            kit: list[float] = []
+            bare: list[float] = []
+            for i in range(n):
+                payload = req(i)
+                if i % 2:
+                    kit.append(await call("end_interview", payload))
+                    bare.append(await call("echo", payload))
+                else:
+                    bare.append(await call("echo", payload))
+                    kit.append(await call("end_interview", payload))
+            await end.wait()
+            await EndCall.on_session_end(ctx)
+            await session.aclose()
+
+    def ms(x: float) -> float:
+        return round(x * 1000, 3)
 
     k50, k99, b50, b99 = pct(kit, 50), pct(kit, 99), pct(bare, 50), pct(bare, 99)
-    print(f"end requests over LoopbackRoom RPC: {n} kit + {n} echo, interleaved")
-    print(f"  kit  handler  p50 {ms(k50)}  p99 {ms(k99)}  mean {ms(statistics.mean(kit))}")
-    print(f"  echo handler  p50 {ms(b50)}  p99 {ms(b99)}  mean {ms(statistics.mean(bare))}")
-    print(f"  ratio kit/echo  p50 {k50 / b50:.3f}  p99 {k99 / b99:.3f}  (goal <= 1.2)")
+    return {
+        "server": server,
+        "calls": n,
+        "kit": {"p50_ms": ms(k50), "p99_ms": ms(k99), "mean_ms": ms(statistics.mean(kit))},
+        "echo": {"p50_ms": ms(b50), "p99_ms": ms(b99), "mean_ms": ms(statistics.mean(bare))},
+        "ratio": {"p50": round(k50 / b50, 3), "p99": round(k99 / b99, 3)},
+        "goal": {"ratio_max": 1.2},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("n", nargs="?", type=int, help="calls of each kind")
+    parser.add_argument("--loopback", action="store_true", help="endcall.testing's double")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    n = args.n or (2000 if args.loopback else 1000)
+    if not args.loopback and external_server() is None and node_ip() is None:
+        sys.exit(NO_SERVER)
+    r = asyncio.run(measure(n, args.loopback))
+    if args.json:
+        print(json.dumps(r))
+        return
+    kit, echo = r["kit"], r["echo"]
+    print(f"end requests over RPC on {r['server']}: {n} kit + {n} echo, interleaved")
+    print(
+        f"  kit  handler  p50 {kit['p50_ms']} ms  p99 {kit['p99_ms']} ms  mean {kit['mean_ms']} ms"
+    )
+    e50, e99, emean = echo["p50_ms"], echo["p99_ms"], echo["mean_ms"]
+    print(f"  echo handler  p50 {e50} ms  p99 {e99} ms  mean {emean} ms")
+    print(f"  ratio kit/echo  p50 {r['ratio']['p50']}  p99 {r['ratio']['p99']}  (goal <= 1.2)")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000))
+    main()

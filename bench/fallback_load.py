@@ -1,30 +1,37 @@
 """Load benchmark of the fallback server: ``POST /v1/end`` vs a bare Starlette route.
 
-Three processes on 127.0.0.1 (uvloop and httptools when installed, as ``uvicorn[standard]``
-gives them, in all three):
+By default on a **real livekit-server** (started here: run inside ``scripts/in-netns``; or the
+one ``LIVEKIT_URL``/``LIVEKIT_API_KEY``/``LIVEKIT_API_SECRET`` name). Processes:
 
-- **livekit**: the loopback hub with one room per request, each with an agent that acks at once
-  (it answers the server channel by setting ``endcall.request_id``/``state``/``end_id``/
-  ``reason``), behind the Twirp RoomService double on uvicorn;
-- **server**: one uvicorn serving ``create_app(settings)`` (rate limits off) with two more
-  routes on the same app (same middleware): ``POST /bare`` answering a constant 202 JSON, and
-  ``POST /raw`` making the same LiveKit calls as ``/v1/end`` with none of the kit's checks (no
-  token, no body checks, no idempotency): the floor set by LiveKit's API;
-- this process: the load generator (aiohttp, ``--concurrency`` connections, default 64),
-  bounded by ``--count`` requests and ``--duration`` seconds per route, run in ``--rounds``
-  interleaved rounds (bare, end, raw, bare, ...) so that other load on a shared machine
-  falls on the three routes alike.
+- **livekit**: livekit-server itself;
+- **agents**: one ``rtc.Room`` per load connection (``--concurrency``, default 32 here), each
+  an agent participant in its own room that acks at once: on the server channel's data packet
+  it sets ``endcall.request_id``/``end_id``/``reason`` in one ``set_attributes`` (it keeps
+  ``endcall.state`` at ``active``, so the next request to its room runs the full flow again
+  instead of being answered ``already_ending`` from the attributes);
+- **server**: one uvicorn serving ``create_app(settings)`` on the real RoomService (rate
+  limits off, ``escalation="none"`` so a late ack cannot delete a room mid-bench) with two
+  more routes on the same app (same middleware): ``POST /bare`` answering a constant 202 JSON,
+  and ``POST /raw`` making the same LiveKit calls as ``/v1/end`` with none of the kit's checks
+  (no token, no body checks, no idempotency): the floor set by LiveKit's API;
+- this process: the load generator (aiohttp), connection *k* always ending room *k* (one
+  request at a time per room), bounded by ``--count`` requests and ``--duration`` seconds per
+  route, run in ``--rounds`` interleaved rounds (bare, end, raw, bare, ...) so that other load
+  on a shared machine falls on the three routes alike.
 
-Each end request has a unique request id and a fresh room, and a LiveKit token for it, so
-every request runs the full flow (ListParticipants, UpdateParticipant + SendData,
-GetParticipant until the ack); an answer other than 202 ``acked_by: agent`` counts as a
-failure. Prints req/s, p50, p99 of each route and the ratio (goal: end/bare throughput >= 0.5
-and end p99 <= 25 ms), then the same routes over one connection (``--probe`` requests each):
-latency without queueing. The LiveKit double shares the 2 cores with the server here, so the
-bench also prints the CPU time each process spent per request (from ``/proc``): the server's
-own cost, which is what the ratio would be made of if LiveKit ran elsewhere.
+``--loopback`` runs the old mode: the loopback hub with one fresh room per request and the
+Twirp RoomService double on uvicorn instead of livekit-server (default 64 connections).
 
-    .venv/bin/python bench/fallback_load.py [--count 2000] [--duration 10] [--rounds 4] [--json]
+Each end request has a unique request id and a LiveKit token for its room, so every request
+runs the full flow (ListParticipants, UpdateParticipant + SendData, GetParticipant until the
+ack); an answer other than 202 ``acked_by: agent`` counts as a failure. Prints req/s, p50, p99
+of each route and the ratios, then the same routes over one connection (``--probe`` requests
+each): latency without queueing. LiveKit shares the 2 cores with the server here, so the bench
+also prints the CPU time each process spent per request (from ``/proc``).
+
+    scripts/in-netns .venv/bin/python bench/fallback_load.py [--count 2000] [--duration 10]
+        [--rounds 4] [--concurrency 32] [--json]
+    .venv/bin/python bench/fallback_load.py --loopback [...]
 """
 
 from __future__ import annotations
@@ -41,9 +48,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -85,8 +94,10 @@ def _stack() -> str:
     return " + ".join(names)
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def _cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU seconds of process ``pid`` (Linux ``/proc``; None elsewhere)."""
+    if pid is None:
+        return None
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -149,10 +160,84 @@ async def _livekit_role(port: int, rooms: int) -> None:
     await uvicorn.Server(config).serve()
 
 
+async def _agents_role(url: str, key: str, secret: str, rooms: int, ready: str) -> None:
+    """``rooms`` agent participants on a real server, one per room, acking every end request
+    that reaches them over the server channel (see the module doc)."""
+    from livekit import api, rtc
+
+    from endcall.protocol import (
+        ATTR_END_ID,
+        ATTR_REASON,
+        ATTR_REQUEST_ID,
+        DEFAULT_METHOD,
+        ProtocolError,
+        parse_request,
+    )
+
+    background: set[asyncio.Task[None]] = set()
+
+    async def agent(i: int) -> rtc.Room:
+        room = rtc.Room()
+
+        def on_data(packet: rtc.DataPacket) -> None:
+            if packet.participant is not None or packet.topic != DEFAULT_METHOD:
+                return
+            try:
+                request = parse_request(packet.data, origin="server")
+            except ProtocolError:
+                return
+            ack = {
+                ATTR_END_ID: "e_" + uuid.uuid4().hex[:12],
+                ATTR_REASON: request.reason,
+                ATTR_REQUEST_ID: request.id,
+            }
+            task = asyncio.get_running_loop().create_task(
+                room.local_participant.set_attributes(ack)
+            )
+            background.add(task)
+            task.add_done_callback(background.discard)
+
+        room.on("data_received", on_data)
+        token = (
+            api.AccessToken(key, secret)
+            .with_identity(f"agent-{i}")
+            .with_kind("agent")
+            .with_grants(
+                api.VideoGrants(room_join=True, room=_room(i), can_update_own_metadata=True)
+            )
+            .to_jwt()
+        )
+        await room.connect(url, token)
+        await room.local_participant.set_attributes({"endcall.state": "active"})
+        return room
+
+    # created up front with long timeouts: livekit-server closes a room that holds only
+    # agents (no candidate joins here) after its empty_timeout
+    lk = api.LiveKitAPI(url, key, secret)
+    try:
+        for i in range(rooms):
+            await lk.room.create_room(
+                api.CreateRoomRequest(name=_room(i), empty_timeout=3600, departure_timeout=3600)
+            )
+    finally:
+        await lk.aclose()
+    connected = []
+    for start in range(0, rooms, 8):  # a few connections at a time
+        batch = range(start, min(rooms, start + 8))
+        connected += await asyncio.gather(*(agent(i) for i in batch))
+    await asyncio.to_thread(Path(ready).write_text, "ready\n")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for room in connected:
+            with contextlib.suppress(Exception):
+                await room.disconnect()
+
+
 # --------------------------------------------------------------------------- server role
 
 
-def _server_role(port: int, livekit_url: str) -> None:
+def _server_role(port: int, livekit_url: str, key: str, secret: str, real: bool) -> None:
     import uvicorn
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -163,13 +248,15 @@ def _server_role(port: int, livekit_url: str) -> None:
 
     settings = Settings(
         livekit_url=livekit_url,
-        api_key=API_KEY,
-        api_secret=API_SECRET,
+        api_key=key,
+        api_secret=secret,
         rate_limit_identity=None,
         rate_limit_address=None,
         ack_timeout=3.0,
+        # on the real server the rooms are reused: a late ack must not delete one
+        escalation="none" if real else "delete_room",
     )
-    gateway = RoomGateway(livekit_url, API_KEY, API_SECRET)
+    gateway = RoomGateway(livekit_url, key, secret)
 
     async def bare(request: Request) -> Response:
         await request.body()
@@ -242,17 +329,22 @@ class _Sample:
     cpu: dict[str, float | None]
 
 
+Payload = tuple[bytes, dict[str, str]]
+
+
 async def _phase(
     url: str,
-    payloads: list[tuple[bytes, dict[str, str]]],
+    rows: list[int],
+    make: Callable[[int, int], Payload],
     *,
     concurrency: int,
     duration: float,
     agent_ack: bool,
-    pids: dict[str, int],
+    pids: dict[str, int | None],
 ) -> _Sample:
-    """POST ``payloads`` to ``url`` over ``concurrency`` connections (at most ``duration`` s).
-    Success is 202, and with ``agent_ack`` also ``acked_by: agent`` in the answer."""
+    """POST ``make(connection, row)`` for each of ``rows`` to ``url`` over ``concurrency``
+    connections (at most ``duration`` s). Success is 202, and with ``agent_ack`` also
+    ``acked_by: agent`` in the answer."""
     import aiohttp
 
     latencies: list[float] = []
@@ -265,10 +357,10 @@ async def _phase(
         start = time.perf_counter()
         deadline = start + duration
 
-        async def worker() -> None:
+        async def worker(connection: int) -> None:
             nonlocal index
-            while index < len(payloads) and time.perf_counter() < deadline:
-                body, headers = payloads[index]
+            while index < len(rows) and time.perf_counter() < deadline:
+                body, headers = make(connection, rows[index])
                 index += 1
                 t0 = time.perf_counter()
                 try:
@@ -286,7 +378,7 @@ async def _phase(
                 if outcome != "202":
                     failures[outcome] = failures.get(outcome, 0) + 1
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(c) for c in range(concurrency)))
         elapsed = time.perf_counter() - start
         cpu_after = {name: _cpu_seconds(pid) for name, pid in pids.items()}
         cpu_after["loadgen"] = time.process_time()
@@ -324,51 +416,90 @@ def _summary(samples: list[_Sample]) -> dict[str, Any]:
     }
 
 
-def _end_payloads(first_room: int, count: int) -> list[tuple[bytes, dict[str, str]]]:
+def _token(key: str, secret: str, room: str) -> str:
     from livekit import api
 
-    out = []
-    for i in range(first_room, first_room + count):
-        room = _room(i)
-        token = (
-            api.AccessToken(API_KEY, API_SECRET)
-            .with_identity("candidate")
-            .with_grants(api.VideoGrants(room_join=True, room=room))
-            .with_ttl(datetime.timedelta(hours=1))
-            .to_jwt()
-        )
-        body = {"type": "end.request", "v": 1, "id": f"r_{uuid.uuid4().hex}", "room": room}
-        out.append(
-            (
-                json.dumps(body).encode(),
-                {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-            )
-        )
-    return out
+    return (
+        api.AccessToken(key, secret)
+        .with_identity("candidate")
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .with_ttl(datetime.timedelta(hours=1))
+        .to_jwt()
+    )
 
 
-def _start(
-    args: argparse.Namespace, lk_port: int, server_port: int
-) -> list[subprocess.Popen[bytes]]:
-    rooms = args.count + WARMUP + args.probe
+def _payload(room: str, token: str | None) -> Payload:
+    """An end request for ``room`` with a fresh id (and the candidate's token, if any)."""
+    body = {"type": "end.request", "v": 1, "id": f"r_{uuid.uuid4().hex}", "room": room}
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return json.dumps(body).encode(), headers
+
+
+@dataclasses.dataclass
+class _Target:
+    """Where the load goes and what LiveKit the server talks to."""
+
+    real: bool
+    server_port: int
+    livekit_url: str  #: http(s) base URL of the RoomService for the server role
+    ws_url: str  #: for the agents (real mode)
+    key: str
+    secret: str
+    name: str  #: "livekit-server 1.13.5", "external" or "loopback"
+    lk_port: int = 0  #: the loopback double's port
+    ready_file: str = ""
+
+
+def _start(args: argparse.Namespace, target: _Target) -> list[subprocess.Popen[bytes]]:
     me = [sys.executable, __file__]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    livekit = subprocess.Popen(
-        [*me, "--role", "livekit", "--port", str(lk_port), "--rooms", str(rooms)], env=env
-    )
+    if target.real:
+        helper = subprocess.Popen(
+            [
+                *me,
+                "--role",
+                "agents",
+                "--livekit-url",
+                target.ws_url,
+                "--rooms",
+                str(args.concurrency),
+                "--ready",
+                target.ready_file,
+            ],
+            env=dict(env, BENCH_LK_KEY=target.key, BENCH_LK_SECRET=target.secret),
+        )
+    else:
+        rooms = args.count + WARMUP + args.probe
+        helper = subprocess.Popen(
+            [*me, "--role", "livekit", "--port", str(target.lk_port), "--rooms", str(rooms)],
+            env=env,
+        )
     server = subprocess.Popen(
         [
             *me,
             "--role",
             "server",
             "--port",
-            str(server_port),
+            str(target.server_port),
             "--livekit-url",
-            f"http://127.0.0.1:{lk_port}",
+            target.livekit_url,
+            *(["--real"] if target.real else []),
         ],
-        env=env,
+        env=dict(env, BENCH_LK_KEY=target.key, BENCH_LK_SECRET=target.secret),
     )
-    return [server, livekit]
+    return [server, helper]
+
+
+async def _wait_file(path: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(os.path.exists, path):
+        if proc.poll() is not None:
+            raise RuntimeError(f"the agents process exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the agents did not join in {timeout:.0f} s")
+        await asyncio.sleep(0.2)
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -382,24 +513,51 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 async def _run(
-    args: argparse.Namespace, lk_port: int, server_port: int, pids: dict[str, int]
+    args: argparse.Namespace,
+    target: _Target,
+    procs: list[subprocess.Popen[bytes]],
+    pids: dict[str, int | None],
 ) -> dict[str, Any]:
     rooms = args.count + WARMUP + args.probe
-    base = f"http://127.0.0.1:{server_port}"
-    await _wait_ready(f"http://127.0.0.1:{lk_port}/twirp/livekit.RoomService/ListRooms")
+    base = f"http://127.0.0.1:{target.server_port}"
+    make_end: Callable[[int, int], Payload]
+    make_plain: Callable[[int, int], Payload]
+    if target.real:
+        await _wait_file(target.ready_file, procs[1])
+        # connection k always ends room k: one request at a time per room and agent
+        tokens = [_token(target.key, target.secret, _room(k)) for k in range(args.concurrency)]
+
+        def make_end(connection: int, row: int) -> Payload:
+            return _payload(_room(connection), tokens[connection])
+
+        def make_plain(connection: int, row: int) -> Payload:
+            return _payload(_room(connection), None)
+    else:
+        await _wait_ready(f"http://127.0.0.1:{target.lk_port}/twirp/livekit.RoomService/ListRooms")
+        # one fresh room per request (an ended agent answers from its attributes)
+        end_payloads = [
+            _payload(_room(i), _token(target.key, target.secret, _room(i))) for i in range(rooms)
+        ]
+        plain = [(body, {"Content-Type": "application/json"}) for body, _ in end_payloads]
+
+        def make_end(connection: int, row: int) -> Payload:
+            return end_payloads[row]
+
+        def make_plain(connection: int, row: int) -> Payload:
+            return plain[row]
+
     await _wait_ready(base + "/bare")
-    end_payloads = _end_payloads(0, rooms)
-    plain = [(body, {"Content-Type": "application/json"}) for body, _ in end_payloads]
     warm, measured, probe = (
         slice(0, WARMUP),
         slice(WARMUP, WARMUP + args.count),
         slice(WARMUP + args.count, rooms),
     )
 
-    async def phase(route: str, payloads: Any, concurrency: int, duration: float) -> _Sample:
+    async def phase(route: str, chunk: list[int], concurrency: int, duration: float) -> _Sample:
         return await _phase(
             base + route,
-            payloads,
+            chunk,
+            make_end if route == "/v1/end" else make_plain,
             concurrency=concurrency,
             duration=duration,
             agent_ack=route == "/v1/end",
@@ -409,8 +567,9 @@ async def _run(
     async def compare(payloads: slice, concurrency: int) -> dict[str, dict[str, Any]]:
         """The three routes in ``args.rounds`` interleaved rounds (bare, end, raw; each on its
         share of ``payloads``, for at most its share of ``args.duration``), so that load from
-        other tenants of a shared machine falls on all three alike. /raw reuses the rooms
-        /v1/end just ended (its agent acks every request; /v1/end needs fresh rooms)."""
+        other tenants of a shared machine falls on all three alike. On the loopback /raw
+        reuses the rooms /v1/end just ended (its agent acks every request; /v1/end needs
+        fresh rooms there)."""
         rows = list(range(rooms))[payloads]
         size = -(-len(rows) // args.rounds)
         samples: dict[str, list[_Sample]] = {"bare": [], "end": [], "raw": []}
@@ -419,11 +578,9 @@ async def _run(
             if not chunk:
                 break
             share = args.duration / args.rounds
-            ends = [end_payloads[i] for i in chunk]
-            plains = [plain[i] for i in chunk]
-            samples["bare"].append(await phase("/bare", plains, concurrency, share))
-            samples["end"].append(await phase("/v1/end", ends, concurrency, share))
-            samples["raw"].append(await phase("/raw", plains, concurrency, share))
+            samples["bare"].append(await phase("/bare", chunk, concurrency, share))
+            samples["end"].append(await phase("/v1/end", chunk, concurrency, share))
+            samples["raw"].append(await phase("/raw", chunk, concurrency, share))
         return {name: _summary(runs) for name, runs in samples.items()}
 
     load_before = os.getloadavg()[0]
@@ -431,6 +588,7 @@ async def _run(
     loaded = await compare(measured, args.concurrency)
     one = await compare(probe, 1)
     result: dict[str, Any] = {
+        "livekit": target.name,
         "concurrency": args.concurrency,
         "stack": _stack(),
         "cpus": os.cpu_count(),
@@ -460,12 +618,13 @@ async def _run(
 def _print(args: argparse.Namespace, result: dict[str, Any]) -> None:
     names = {"bare": "/bare", "raw": "/raw", "end": "/v1/end"}
     print(
-        f"fallback server load ({args.concurrency} connections, then 1 connection; "
+        f"fallback server load on {result['livekit']} ({args.concurrency} connections, "
+        "then 1 connection; "
         f"{result['stack']}; {result['cpus']} CPUs; load average "
         f"{result['load_average_before']} before, {result['load_average_after']} after)"
     )
     header = ("route", "conns", "requests", "req/s", "p50 ms", "p99 ms")
-    cpu_header = ("server", "livekit", "loadgen")
+    cpu_header = tuple(result["end"]["cpu_ms_per_request"])
     print(
         f"{header[0]:<10}"
         + "".join(f"{h:>9}" for h in header[1:])
@@ -511,6 +670,13 @@ def _print(args: argparse.Namespace, result: dict[str, Any]) -> None:
         )
 
 
+NO_SERVER = (
+    "no LiveKit server to measure on: run inside a test network namespace "
+    "(scripts/in-netns .venv/bin/python bench/fallback_load.py), set LIVEKIT_URL/"
+    "LIVEKIT_API_KEY/LIVEKIT_API_SECRET, or pass --loopback"
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=2000, help="requests per phase (max)")
@@ -518,28 +684,90 @@ def main() -> None:
         "--duration", type=float, default=10.0, help="seconds per route and load (max)"
     )
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per load")
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--concurrency", type=int, help="connections (default 32 on a real server, 64 loopback)"
+    )
     parser.add_argument("--probe", type=int, default=300, help="requests over one connection")
+    parser.add_argument("--loopback", action="store_true", help="endcall.testing's double")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--role", choices=["livekit", "server"], help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["livekit", "server", "agents"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rooms", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--livekit-url", help=argparse.SUPPRESS)
+    parser.add_argument("--ready", help=argparse.SUPPRESS)
+    parser.add_argument("--real", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    key = os.environ.get("BENCH_LK_KEY", API_KEY)
+    secret = os.environ.get("BENCH_LK_SECRET", API_SECRET)
     if args.role == "livekit":
         with contextlib.suppress(KeyboardInterrupt):
             _run_loop(_livekit_role(args.port, args.rooms))
         return
-    if args.role == "server":
-        _server_role(args.port, args.livekit_url)
+    if args.role == "agents":
+        with contextlib.suppress(KeyboardInterrupt):
+            _run_loop(_agents_role(args.livekit_url, key, secret, args.rooms, args.ready))
         return
-    lk_port, server_port = _free_port(), _free_port()
-    procs = _start(args, lk_port, server_port)
-    pids = {"server": procs[0].pid, "livekit": procs[1].pid}
+    if args.role == "server":
+        _server_role(args.port, args.livekit_url, key, secret, args.real)
+        return
+    if args.concurrency is None:
+        args.concurrency = 64 if args.loopback else 32
+    server_port = _free_port()
+    lkserver = None
+    if args.loopback:
+        lk_port = _free_port()
+        target = _Target(
+            False,
+            server_port,
+            f"http://127.0.0.1:{lk_port}",
+            "",
+            API_KEY,
+            API_SECRET,
+            "loopback",
+            lk_port=lk_port,
+        )
+        pids: dict[str, int | None] = {}
+    else:
+        from endcall.testing.livekit_server import (
+            LiveKitServer,
+            ServerUnavailable,
+            external_server,
+            node_ip,
+        )
+
+        info = external_server()
+        if info is None:
+            if node_ip() is None:
+                sys.exit(NO_SERVER)
+            lkserver = LiveKitServer()
+            try:
+                info = lkserver.start()
+            except ServerUnavailable as e:
+                sys.exit(f"livekit-server did not start: {e}")
+        ready = os.path.join(tempfile.mkdtemp(prefix="bench-fallback-"), "agents-ready")
+        target = _Target(
+            True,
+            server_port,
+            info.http_url,
+            info.url,
+            info.api_key,
+            info.api_secret,
+            info.name,
+            ready_file=ready,
+        )
+        pids = {"livekit": lkserver.pid if lkserver is not None else None}
     try:
-        result = _run_loop(_run(args, lk_port, server_port, pids))
+        procs = _start(args, target)
+        pids = {"server": procs[0].pid, "livekit": pids.get("livekit", procs[1].pid)}
+        if target.real:
+            pids["agents"] = procs[1].pid
+        try:
+            result = _run_loop(_run(args, target, procs, pids))
+        finally:
+            _stop(procs)
     finally:
-        _stop(procs)
+        if lkserver is not None:
+            lkserver.stop()
     if args.json:
         print(json.dumps(result))
     else:

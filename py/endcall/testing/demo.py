@@ -171,6 +171,10 @@ class ScenarioResult:
     seconds: float = 0.0
     error: str | None = None
     transcript: list[str] | None = field(default=None, repr=False)
+    #: wall clock (``time.time()``) just before End was clicked, and when the receiver stored
+    #: the report (for ``bench/end_to_report.py``; not in ``row()``)
+    clicked_at: float | None = field(default=None, repr=False)
+    report_at: float | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -194,7 +198,9 @@ class ScenarioResult:
             {
                 k: v
                 for k, v in asdict(self).items()
-                if k not in out and v is not None and k not in ("seconds", "transcript")
+                if k not in out
+                and v is not None
+                and k not in ("seconds", "transcript", "clicked_at", "report_at")
             }
         )
         out["seconds"] = round(self.seconds, 1)
@@ -335,6 +341,7 @@ async def _run_scenario(
         if scenario.agent_unreachable:
             await run.job.partition()
         if scenario.action == "click":
+            result.clicked_at = time.time()
             await browser.click(page, "end-button")
             await browser.wait_text(page, "ack", "Acknowledged|Not acknowledged", 20)
             outcome = await _page_outcome(browser, page)
@@ -412,6 +419,7 @@ async def _collect_report(stack: Any, room: str, result: ScenarioResult, run: Ag
             result.end_id = stored.webhook_id
             result.delivered = True
             result.verified = stored.verified
+            result.report_at = stored.received_at
             result.attempts = stored.attempts
             result.ended_reason = stored.ended_reason
             body = stored.body
