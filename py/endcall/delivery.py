@@ -390,7 +390,8 @@ class PoolTransport(httpx.AsyncBaseTransport):
 def _env_proxies() -> bool:
     """True when proxy environment variables are set (the client honours them; a bare
     transport would not)."""
-    return bool(urllib.request.getproxies())
+    # NO_PROXY alone (`{"no": ...}`) names no proxy
+    return any(scheme != "no" for scheme in urllib.request.getproxies())
 
 
 def _body(rec: OutboxRecord) -> bytes:

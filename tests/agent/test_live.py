@@ -75,7 +75,14 @@ async def test_live_customer_ends_over_rpc(tmp_path: Path, live: ServerInfo) -> 
             await customer.connect(url, _token(live, room_name, "customer-live"))
             await session.start(agent=Agent(instructions="test", tools=[end.tool]), room=agent_room)
             await end.start()
-            await asyncio.sleep(1.0)  # attributes and the RPC method registration propagate
+            # livekit-server announces a participant once its connection is up (2-3 s here):
+            # until then the agent cannot tell the customer from anyone else
+            for _ in range(150):
+                if "customer-live" in agent_room.remote_participants:
+                    break
+                await asyncio.sleep(0.1)
+            assert "customer-live" in agent_room.remote_participants
+            await asyncio.sleep(0.5)  # the agent's attributes reach the customer
             payload = json.dumps({"type": "end.request", "v": 1, "id": "live-1"})
             raw = await customer.local_participant.perform_rpc(
                 destination_identity="agent-live", method="end_interview", payload=payload

@@ -452,7 +452,9 @@ async def test_duplicate_request_ids_get_identical_acks(tmp_path: Path) -> None:
     over_data = await data_end(job, request("dup"))
     assert json.loads(first) == json.loads(again) == over_data
     other = json.loads(await rpc_end(job, request("other")))
-    assert other["status"] == "already_ending" and other["end_id"] == over_data["end_id"]
+    # ending or already ended, depending on how fast the (short) end path ran meanwhile
+    assert other["status"] in ("already_ending", "already_ended")
+    assert other["end_id"] == over_data["end_id"]
     assert other["reason"] == "customer-ended-call"
     assert job.end is not None
     await job.end.wait()
