@@ -383,6 +383,15 @@ class SqlOutbox(ABC):
         with self._lock, self._tx(write=write) as tx:
             yield tx
 
+    def transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Tx]:
+        """A transaction on the outbox's database, for modules that keep their own tables
+        next to it (the room ledger); ``:name`` parameters, as in this module."""
+        return self._t(write)
+
+    def db_now(self, tx: Tx) -> float:
+        """The database's clock inside ``tx`` (PostgreSQL's, or the SQLite host's)."""
+        return self._now(tx)
+
     def _get(self, tx: Tx, end_id: str) -> OutboxRecord | None:
         rows = tx.run(f"SELECT {_COLS} FROM {TABLE} WHERE end_id = :id", {"id": end_id})
         return _row(rows[0]) if rows else None
