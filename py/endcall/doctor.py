@@ -233,12 +233,13 @@ def _livekit(opts: DoctorOptions) -> Check:
             "LIVEKIT_URL, LIVEKIT_API_KEY or LIVEKIT_API_SECRET is not set",
             "set the LiveKit project's URL and an API key pair",
         )
+    import aiohttp
     from livekit import api
 
     async def list_rooms() -> int:
         assert opts.livekit_url and opts.api_key and opts.api_secret
         url = opts.livekit_url.replace("wss://", "https://").replace("ws://", "http://")
-        lk = api.LiveKitAPI(url, opts.api_key, opts.api_secret, timeout=5)  # type: ignore[arg-type]
+        lk = api.LiveKitAPI(url, opts.api_key, opts.api_secret, timeout=aiohttp.ClientTimeout(5))
         try:
             return len((await lk.room.list_rooms(api.ListRoomsRequest())).rooms)
         finally:
