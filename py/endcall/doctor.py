@@ -267,7 +267,10 @@ def _ledger(outbox: Outbox, opts: DoctorOptions) -> Check:
         return Check(name, False, "the outbox keeps no ledger", fix)
     from .ledger import Ledger
 
-    last = Ledger(outbox).last_received_at()
+    try:
+        last = Ledger(outbox).last_received_at()
+    except Exception as e:
+        return Check(name, False, redact(f"the ledger cannot be read: {e}"), fix)
     if last is None:
         return Check(name, False, "no LiveKit webhook was ever recorded", fix)
     age = time.time() - last

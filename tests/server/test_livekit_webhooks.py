@@ -225,3 +225,16 @@ def test_outbox_why_refuses_a_missing_outbox_and_creates_nothing(tmp_path: Path)
     result = CliRunner().invoke(main, ["outbox", "--outbox", str(path), "why", "RM_x"])
     assert result.exit_code == 1 and "no outbox at" in result.output
     assert not path.exists()
+
+
+def test_the_server_and_the_cli_never_import_the_agent_module() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, endcall.server, endcall.cli, endcall.doctor, endcall.reconcile;"
+        "bad = [m for m in sys.modules if m in ('endcall.endcall', 'livekit.agents')"
+        " or m.startswith('endcall.testing')]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
