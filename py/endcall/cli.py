@@ -1,5 +1,5 @@
-"""The ``endcall`` command line: ``endcall outbox list | show | deliver | replay | purge`` and
-``endcall secret new``.
+"""The ``endcall`` command line: ``endcall outbox list | show | why | deliver | replay | purge``,
+``endcall doctor`` and ``endcall secret new``.
 
 ``replay ID`` makes one report pending again, ``replay --dead [--since DATE]`` every dead one.
 
@@ -240,6 +240,143 @@ def show_cmd(ctx: click.Context, end_id: str, as_json: bool, body_only: bool) ->
         click.echo(repr(rec.body))
 
 
+def _why_story(ob: Outbox, key: str) -> dict[str, Any]:
+    """Everything the ledger and the outbox know about one session (room name, room sid, an
+    end_id or a row key): the room's events, each report with its attempts, and a verdict."""
+    from .ledger import Ledger
+    from .protocol import missing_webhook_id
+    from .reconcile import report_of_room
+
+    assert isinstance(ob, SqlOutbox)
+    ledger = Ledger(ob)
+    rows: list[OutboxRecord] = []
+    rec = ob.get(key) or ob.get(key + ".draft")
+    room_key = key
+    if rec is not None:
+        fields = _report_fields(rec)
+        room_key = fields["room_sid"] or fields["room"] or key
+        if rec.end_id.endswith(".missing"):
+            room_key = rec.end_id[: -len(".missing")]
+    rooms = ledger.rooms(room_key)
+    story: dict[str, Any] = {"query": key, "rooms": [], "reports": []}
+    for room in rooms:
+        story["rooms"].append(
+            room.to_dict() | {"events": [e.to_dict() for e in ledger.events(room.room_sid)]}
+        )
+        found = report_of_room(ob, room)
+        if found is not None:
+            rows.append(found)
+        missing = ob.get(missing_webhook_id(room.room_sid))
+        if missing is not None:
+            rows.append(missing)
+    if rec is not None:
+        rows.append(rec)
+    wanted = {room_key, *(r.room_sid for r in rooms), *(r.room_name for r in rooms)}
+    offset = 0
+    while True:  # every report of the room (final and draft), not only the first found
+        batch = ob.records(limit=500, offset=offset)
+        for r in batch:
+            f = _report_fields(r)
+            if f["room_sid"] in wanted or (f["room_sid"] is None and f["room"] in wanted):
+                rows.append(r)
+        if len(batch) < 500:
+            break
+        offset += 500
+    seen: set[str] = set()
+    for r in rows:
+        if r.end_id in seen:
+            continue
+        seen.add(r.end_id)
+        try:
+            doc: Any = json.loads(r.body)
+        except ValueError:
+            doc = {}
+        entry = r.summary() | _report_fields(r)
+        entry["type"] = doc.get("type") if isinstance(doc, dict) else None
+        if isinstance(doc, dict):
+            end: dict[str, Any] = doc["end"] if isinstance(doc.get("end"), dict) else {}
+            entry["ended_reason"] = doc.get("ended_reason")
+            entry["channel"] = end.get("channel")
+            entry["cause"] = doc.get("cause")
+        entry["attempt_log"] = ob.attempts(r.end_id)
+        story["reports"].append(entry)
+    story["verdict"] = _verdict(story)
+    return story
+
+
+def _verdict(story: dict[str, Any]) -> str:
+    reports = story["reports"]
+    finals = [r for r in reports if r["type"] == "session.ended" and not r["draft"]]
+    drafts = [r for r in reports if r["type"] == "session.ended" and r["draft"]]
+    missing = [r for r in reports if r["type"] == "session.missing"]
+    for group, what in ((finals, "report"), (drafts, "crash draft"), (missing, "session.missing")):
+        if group:
+            r = group[0]
+            if r["status"] == "delivered":
+                return f"{what} {r['end_id']} delivered at {_ts(r['delivered_at'])} UTC"
+            if r["status"] == "dead":
+                tries = f"{r['attempts']} attempt(s)"
+                return f"{what} {r['end_id']} is DEAD after {tries}: {r['last_error']}"
+            return f"{what} {r['end_id']} is {r['status']} (attempt {r['attempts']} done)"
+    if story["rooms"]:
+        if any(r["finished_at"] is None for r in story["rooms"]):
+            return "the room has not finished yet; no report stored"
+        return (
+            "the room finished; no report stored yet (session.missing after the reconcile window)"
+        )
+    return "neither the ledger nor the outbox knows it"
+
+
+@outbox.command("why")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="The whole story as one JSON object.")
+@click.pass_context
+def why_cmd(ctx: click.Context, key: str, as_json: bool) -> None:
+    """The story of one session: KEY is a room name, a room sid or an end_id. Who joined and
+    left (the room ledger), how it ended, when the report was stored, every delivery attempt,
+    and whether it was delivered, is dead, or went missing."""
+    ob = _open(ctx)
+    try:
+        story = _why_story(ob, key)
+    finally:
+        ob.close()
+    if as_json:
+        click.echo(json.dumps(story))
+        return
+    click.echo(f"{key}: {story['verdict']}")
+    for room in story["rooms"]:
+        click.echo(f"room {room['room_name']} ({room['room_sid']})")
+        click.echo(f"  {_ts(room['started_at'])}  room started")
+        for e in room["events"]:
+            if e["event"] in ("participant_joined", "participant_left"):
+                verb = "joined" if e["event"] == "participant_joined" else "left"
+                click.echo(f"  {_ts(e['at'])}  {e['identity']} ({e['kind']}) {verb}")
+        if room["finished_at"] is not None:
+            click.echo(f"  {_ts(room['finished_at'])}  room finished")
+        if room["verdict"]:
+            click.echo(f"  {_ts(room['verdict_at'])}  reconciled: {room['verdict']}")
+    for r in story["reports"]:
+        what = r["type"] or "?"
+        if r["type"] == "session.ended":
+            what += f" ({'draft' if r['draft'] else 'final'}, {r['ended_reason']}"
+            what += f" over {r['channel'] or '-'})"
+        elif r["type"] == "session.missing":
+            what += f" ({r['cause']})"
+        click.echo(f"{r['end_id']}: {what}")
+        click.echo(f"  {_ts(r['created_at'])}  stored in the outbox")
+        for a in r["attempt_log"]:
+            detail = f"HTTP {a['status_code']}" if a["status_code"] else "no answer"
+            if a["error"]:
+                detail += f": {_short(a['error'], 60)}"
+            click.echo(f"  {_ts(a['at'])}  attempt {a['attempt']} {a['outcome']} ({detail})")
+        click.echo(
+            f"  now {r['status']}"
+            + (f", next try {_ts(r['next_attempt_at'])}" if r["status"] == "pending" else "")
+        )
+    if not story["rooms"] and not story["reports"]:
+        raise SystemExit(1)
+
+
 @outbox.command("deliver")
 @click.option("--forever", is_flag=True, help="Keep polling (a sidecar); else one pass (cron).")
 @click.option(
@@ -411,6 +548,63 @@ def purge_cmd(ctx: click.Context, before: str, as_json: bool) -> None:
         click.echo(json.dumps({"purged": n, "before": t}))
     else:
         click.echo(f"purged {n} delivered report(s) delivered before {_ts(t)} UTC")
+
+
+@main.command("doctor")
+@click.option("--outbox", "target", default=None, help=f"Outbox (env {OUTBOX_ENV}).")
+@click.option("--webhook-url", default=None, help="The receiver (env ENDCALL_WEBHOOK_URL).")
+@click.option("--secret", "secrets", multiple=True, help=f"whsec_ secret (env {SECRET_ENV}).")
+@click.option("--session-end-timeout", type=float, default=None, help="AgentServer's (300).")
+@click.option("--shutdown-process-timeout", type=float, default=None, help="AgentServer's (10).")
+@click.option("--in-process-window", type=float, default=None, help="Webhook's (60).")
+@click.option("--webhook-timeout", type=float, default=None, help="Webhook's timeout (15).")
+@click.option("--ledger-max-age", type=float, default=None, help="Seconds (86400).")
+@click.option("--max-pending-age", type=float, default=None, help="Seconds (3600).")
+@click.option("--mountinfo", default=None, hidden=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def doctor_cmd(
+    target: str | None,
+    webhook_url: str | None,
+    secrets: tuple[str, ...],
+    session_end_timeout: float | None,
+    shutdown_process_timeout: float | None,
+    in_process_window: float | None,
+    webhook_timeout: float | None,
+    ledger_max_age: float | None,
+    max_pending_age: float | None,
+    mountinfo: str | None,
+    as_json: bool,
+) -> None:
+    """Check everything that would lose reports on this host, one ✓/✗ line each with what to
+    do; exit 1 when something fails. Reads LIVEKIT_*, ENDCALL_OUTBOX, ENDCALL_WEBHOOK_URL and
+    ENDCALL_WEBHOOK_SECRET; options override them."""
+    from .doctor import DoctorOptions, run_checks
+
+    keys: tuple[str, ...] = ()
+    for s in secrets:
+        keys += parse_secrets(s)
+    opts = DoctorOptions.from_env(
+        outbox=target,
+        webhook_url=webhook_url,
+        secrets=keys or None,
+        session_end_timeout=session_end_timeout,
+        shutdown_process_timeout=shutdown_process_timeout,
+        in_process_window=in_process_window,
+        webhook_timeout=webhook_timeout,
+        ledger_max_age=ledger_max_age,
+        max_pending_age=max_pending_age,
+        mountinfo=mountinfo,
+    )
+    checks = run_checks(opts)
+    ok = all(c.ok for c in checks)
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "checks": [c.to_dict() for c in checks]}))
+    else:
+        for c in checks:
+            click.echo(c.line())
+        click.echo("all good" if ok else "something would lose reports: see ✗ above")
+    if not ok:
+        raise SystemExit(1)
 
 
 @main.group()

@@ -47,6 +47,8 @@ def decode(case: dict[str, Any], raw: str | bytes) -> Any:
         return protocol.parse_error(raw).to_dict()
     if kind == "report":
         return protocol.parse_report(raw).to_dict()
+    if kind == "missing":
+        return protocol.parse_missing(raw).to_dict()
     if kind == "supersede":
         incoming = protocol.parse_report(raw)
         return protocol.report_supersedes(incoming, protocol.parse_report(case["stored"]))
@@ -61,6 +63,8 @@ def encode(case: dict[str, Any], raw: str | bytes) -> str | bytes:
         return protocol.encode_ack(protocol.parse_ack(raw))
     if kind == "error":
         return protocol.encode_error(protocol.parse_error(raw))
+    if kind == "missing":
+        return protocol.encode_missing(protocol.parse_missing(raw))
     return protocol.encode_report(protocol.parse_report(raw))
 
 

@@ -855,12 +855,144 @@ def report_cases() -> list[dict[str, Any]]:
     return c
 
 
+def missing_cases() -> list[dict[str, Any]]:
+    """`session.missing` (protocol.md §7); every expectation is written out by hand."""
+    agent = {
+        "identity": "agent-AJ_1",
+        "sid": "PA_agent",
+        "kind": "agent",
+        "joined_at": 1764000001.5,
+        "left_at": 1764000002,
+    }
+    customer = {
+        "identity": "candidate-42",
+        "sid": "PA_cust",
+        "kind": "standard",
+        "joined_at": 1764000001,
+        "left_at": 1764000030.25,
+    }
+    never = {
+        "type": "session.missing",
+        "v": 1,
+        "room": {"name": "interview-7", "sid": "RM_abc123"},
+        "cause": "agent-never-joined",
+        "agent_joined": False,
+        "started_at": 1764000000,
+        "finished_at": 1764000050.5,
+        "detected_at": 1764000080,
+        "participants": [customer],
+    }
+    noreport = dict(never, cause="no-report-from-agent", agent_joined=True)
+    noreport["participants"] = [customer, agent]
+    c: list[dict[str, Any]] = [
+        ok("agent never joined", "missing", compact(never), dict(never)),
+        ok("no report from the agent", "missing", compact(noreport), dict(noreport)),
+        ok(
+            "defaults: no participants, unknown start, unknown fields dropped",
+            "missing",
+            compact(
+                {
+                    "type": "session.missing",
+                    "v": 1,
+                    "room": {"name": "r", "sid": "RM_1", "extra": 1},
+                    "cause": "agent-never-joined",
+                    "agent_joined": False,
+                    "finished_at": 5,
+                    "detected_at": 6,
+                    "future": True,
+                }
+            ),
+            {
+                "type": "session.missing",
+                "v": 1,
+                "room": {"name": "r", "sid": "RM_1"},
+                "cause": "agent-never-joined",
+                "agent_joined": False,
+                "started_at": None,
+                "finished_at": 5,
+                "detected_at": 6,
+                "participants": [],
+            },
+        ),
+        ok(
+            "a future cause is accepted; participant optionals null",
+            "missing",
+            compact(
+                {
+                    "type": "session.missing",
+                    "v": 1,
+                    "room": {"name": "r", "sid": "RM_1"},
+                    "cause": "ledger-gap",
+                    "agent_joined": True,
+                    "started_at": None,
+                    "finished_at": 5,
+                    "detected_at": 6,
+                    "participants": [{"identity": "x", "kind": "sip"}],
+                }
+            ),
+            {
+                "type": "session.missing",
+                "v": 1,
+                "room": {"name": "r", "sid": "RM_1"},
+                "cause": "ledger-gap",
+                "agent_joined": True,
+                "started_at": None,
+                "finished_at": 5,
+                "detected_at": 6,
+                "participants": [
+                    {
+                        "identity": "x",
+                        "sid": None,
+                        "kind": "sip",
+                        "joined_at": None,
+                        "left_at": None,
+                    }
+                ],
+            },
+        ),
+    ]
+
+    def broken(name: str, code: str = "bad_request", **changes: Any) -> None:
+        doc: dict[str, Any] = json.loads(json.dumps(never))
+        for k, v in changes.items():
+            if v is _DROP:
+                doc.pop(k, None)
+            else:
+                doc[k] = v
+        c.append(bad(name, "missing", compact(doc), code))
+
+    broken("wrong type", type="session.ended")
+    broken("a report version from the future", "unsupported_version", v=2)
+    broken("room sid missing", room={"name": "r"})
+    broken("room sid null", room={"name": "r", "sid": None})
+    broken("room name empty", room={"name": "", "sid": "RM_1"})
+    broken("cause missing", cause=_DROP)
+    broken("cause not a reason", cause="Agent Never Joined")
+    broken("agent_joined not a boolean", agent_joined=0)
+    broken("agent-never-joined with an agent", agent_joined=True)
+    broken("no-report-from-agent without an agent", cause="no-report-from-agent")
+    broken("finished_at missing", finished_at=_DROP)
+    broken("finished before started", finished_at=1763999999)
+    broken("detected_at a string", detected_at="1764000080")
+    broken("participants an object", participants={"identity": "x"})
+    broken("participant without identity", participants=[{"kind": "standard"}])
+    broken("participant kind uppercase", participants=[dict(customer, kind="AGENT")])
+    broken("participant left before joining", participants=[dict(customer, left_at=1)])
+    broken(
+        "participant identity with a control character",
+        participants=[dict(customer, identity="a\nb")],
+    )
+    c.append(bad("not an object", "missing", "[1]", "bad_request"))
+    return c
+
+
 def main() -> None:
     files = {
         "request.json": request_cases(),
         "ack.json": ack_cases(),
         "error.json": error_cases(),
         "report.json": report_cases(),
+        "missing.json": missing_cases(),
     }
     total = 0
     for name, cases in files.items():

@@ -510,3 +510,110 @@ export function encodeReport(report: SessionEnded): string {
     throw new ProtocolError("internal", `report is not serializable: ${String(error)}`);
   }
 }
+
+// --------------------------------------------------------------------------- session.missing
+
+/** The known causes of a `session.missing` event (protocol.md §7); others matching REASON may come. */
+export const MISSING_CAUSES = ["agent-never-joined", "no-report-from-agent"] as const;
+/** Appended to the room sid to make a `session.missing` event's `webhook-id`. */
+export const MISSING_WEBHOOK_SUFFIX = ".missing";
+/** The `type` of the signed test event `endcall doctor` sends (protocol.md §8); never a report. */
+export const PING_TYPE = "endcall.ping";
+const KIND_RE = /^[a-z][a-z0-9_]{0,31}$/;
+
+/** One participant of a room without a report. */
+export interface MissingParticipant {
+  identity: string;
+  sid: string | null;
+  kind: string;
+  joined_at: number | null;
+  left_at: number | null;
+}
+
+/** The `session.missing` event: a room finished and no report of it arrived (protocol.md §7). */
+export interface SessionMissing {
+  type: "session.missing";
+  v: number;
+  room: { name: string; sid: string };
+  cause: string;
+  agent_joined: boolean;
+  started_at: number | null;
+  finished_at: number;
+  detected_at: number;
+  participants: MissingParticipant[];
+}
+
+/** The `webhook-id` of a room's `session.missing` event: `<room_sid>.missing`. */
+export function missingWebhookId(roomSid: string): string {
+  return roomSid + MISSING_WEBHOOK_SUFFIX;
+}
+
+function participantOf(value: unknown, i: number): MissingParticipant {
+  const name = `participants[${i}]`;
+  const obj = object(value, name);
+  const who = identity(obj.identity, `${name}.identity`, null);
+  if (typeof obj.kind != "string" || !KIND_RE.test(obj.kind)) bad(`${name}.kind must match ^[a-z][a-z0-9_]{0,31}$`);
+  const sid = nullableString(obj.sid, `${name}.sid`);
+  const joined = optional(obj.joined_at, (x) => finite(x, `${name}.joined_at`));
+  const left = optional(obj.left_at, (x) => finite(x, `${name}.left_at`));
+  if (joined !== null && left !== null && left < joined) bad(`${name}.left_at must not be before joined_at`);
+  return { identity: who, sid, kind: obj.kind, joined_at: joined, left_at: left };
+}
+
+/** Decode a `session.missing` event (protocol.md §7). Limit: 16 MiB, like a report. */
+export function parseMissing(raw: string | Uint8Array): SessionMissing {
+  const obj = load(raw, MAX_REPORT_BYTES);
+  const v = version(obj, null);
+  checkType(obj, "session.missing", null);
+  const room = object(obj.room, "room");
+  if (typeof room.name != "string" || !room.name) bad("room.name must be a non-empty string");
+  if (typeof room.sid != "string" || !room.sid) bad("room.sid must be a non-empty string");
+  const cause = reasonOf(obj.cause, null, "cause");
+  if (typeof obj.agent_joined != "boolean") bad("agent_joined must be a boolean");
+  if (cause === "agent-never-joined" && obj.agent_joined) bad("cause agent-never-joined contradicts agent_joined: true");
+  if (cause === "no-report-from-agent" && !obj.agent_joined) bad("cause no-report-from-agent needs agent_joined: true");
+  const started = optional(obj.started_at, (x) => finite(x, "started_at"));
+  const finished = finite(obj.finished_at, "finished_at");
+  if (started !== null && finished < started) bad("finished_at must not be before started_at");
+  const detected = finite(obj.detected_at, "detected_at");
+  const people = obj.participants ?? [];
+  if (!Array.isArray(people)) bad("participants must be a JSON array");
+  return {
+    type: "session.missing",
+    v,
+    room: { name: room.name, sid: room.sid },
+    cause,
+    agent_joined: obj.agent_joined,
+    started_at: started,
+    finished_at: finished,
+    detected_at: detected,
+    participants: (people as unknown[]).map(participantOf),
+  };
+}
+
+/** Serialize a `session.missing` event (the bytes that are stored, signed and sent). */
+export function encodeMissing(event: SessionMissing): string {
+  const e = event;
+  const body = {
+    type: "session.missing",
+    v: e.v,
+    room: { name: e.room.name, sid: e.room.sid },
+    cause: e.cause,
+    agent_joined: e.agent_joined,
+    started_at: e.started_at,
+    finished_at: e.finished_at,
+    detected_at: e.detected_at,
+    participants: e.participants.map((p) => ({
+      identity: p.identity,
+      sid: p.sid,
+      kind: p.kind,
+      joined_at: p.joined_at,
+      left_at: p.left_at,
+    })),
+  };
+  try {
+    return canonicalJson(body);
+  } catch (error) {
+    throw new ProtocolError("internal", `event is not serializable: ${String(error)}`);
+  }
+}

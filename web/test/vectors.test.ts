@@ -7,7 +7,7 @@ import * as protocol from "../src/protocol";
 
 interface Case {
   name: string;
-  kind: "request" | "ack" | "error" | "report" | "supersede";
+  kind: "request" | "ack" | "error" | "report" | "supersede" | "missing";
   origin?: protocol.Origin;
   input?: string;
   stored?: string;
@@ -53,6 +53,8 @@ function decode(c: Case, raw: string | Uint8Array): unknown {
       return protocol.parseError(raw);
     case "report":
       return protocol.parseReport(raw);
+    case "missing":
+      return protocol.parseMissing(raw);
     case "supersede":
       return protocol.reportSupersedes(protocol.parseReport(raw), protocol.parseReport(String(c.stored)));
     default:
@@ -68,6 +70,8 @@ function encode(c: Case, raw: string | Uint8Array): string {
       return protocol.encodeAck(protocol.parseAck(raw));
     case "error":
       return protocol.encodeError(protocol.parseError(raw));
+    case "missing":
+      return protocol.encodeMissing(protocol.parseMissing(raw));
     case "supersede":
       return protocol.encodeReport(protocol.parseReport(raw));
     default:

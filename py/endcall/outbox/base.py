@@ -53,6 +53,8 @@ STATUSES: tuple[Status, ...] = ("draft", "pending", "delivering", "delivered", "
 StoreResult = Literal["stored", "exists"]
 OUTBOX_ENV = "ENDCALL_OUTBOX"
 TABLE = "endcall_outbox"
+#: one row per delivery attempt: its outcome, HTTP status and error (`SqlOutbox.attempts`)
+ATTEMPTS_TABLE = "endcall_outbox_attempts"
 DRAFT_SUFFIX = ".draft"
 
 Clock = Callable[[], float]
@@ -295,6 +297,15 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     ending TEXT
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (
+    end_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    outcome TEXT NOT NULL,
+    status_code INTEGER,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS {ATTEMPTS_TABLE}_key ON {ATTEMPTS_TABLE} (end_id, attempt);
 """
 
 #: columns added after the first release: ``ALTER TABLE ... ADD COLUMN`` on older tables
@@ -382,6 +393,15 @@ class SqlOutbox(ABC):
     def _t(self, write: bool = True) -> Iterator[Tx]:
         with self._lock, self._tx(write=write) as tx:
             yield tx
+
+    def transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Tx]:
+        """A transaction on the outbox's database, for modules that keep their own tables
+        next to it (the room ledger); ``:name`` parameters, as in this module."""
+        return self._t(write)
+
+    def db_now(self, tx: Tx) -> float:
+        """The database's clock inside ``tx`` (PostgreSQL's, or the SQLite host's)."""
+        return self._now(tx)
 
     def _get(self, tx: Tx, end_id: str) -> OutboxRecord | None:
         rows = tx.run(f"SELECT {_COLS} FROM {TABLE} WHERE end_id = :id", {"id": end_id})
@@ -544,13 +564,15 @@ class SqlOutbox(ABC):
             for code, ids in by_code.items():
                 for part in _chunks(ids):
                     sql_in, params = _in_list(part)
-                    tx.run(
+                    rows = tx.run(
                         f"UPDATE {TABLE} SET status = 'delivered', attempts = attempts + 1,"
                         " last_status = :s, last_error = NULL, lease_owner = NULL,"
                         " lease_expires_at = NULL, delivered_at = :now, updated_at = :now"
-                        f" WHERE end_id IN {sql_in} AND status <> 'delivered'",
+                        f" WHERE end_id IN {sql_in} AND status <> 'delivered'"
+                        " RETURNING end_id, attempts",
                         {"s": code, "now": now, **params},
                     )
+                    self._log_attempts(tx, rows, now, "delivered", code, None)
         return out
 
     def _store_rows(
@@ -660,7 +682,7 @@ class SqlOutbox(ABC):
                 " last_status = :s, last_error = :e, next_attempt_at = :nxt,"
                 " lease_owner = :lo, lease_expires_at = :le, updated_at = :now"
                 " WHERE end_id = :id AND status IN ('pending', 'delivering')"
-                " AND (lease_owner IS NULL OR lease_owner = :o) RETURNING end_id",
+                " AND (lease_owner IS NULL OR lease_owner = :o) RETURNING end_id, attempts",
                 {
                     "id": end_id,
                     "st": "dead" if dead else "pending",
@@ -673,7 +695,44 @@ class SqlOutbox(ABC):
                     "o": owner,
                 },
             )
+            outcome = "dead" if dead else "failed"
+            self._log_attempts(tx, rows, now, outcome, status_code, error[:2000])
         return bool(rows)
+
+    def _log_attempts(
+        self,
+        tx: Tx,
+        rows: Sequence[Sequence[Any]],
+        now: float,
+        outcome: str,
+        code: int | None,
+        error: str | None,
+    ) -> None:
+        """One attempts-table row per ``(end_id, attempts)`` in ``rows`` (one statement)."""
+        if not rows:
+            return
+        params: dict[str, Any] = {"now": now, "o": outcome, "s": code, "e": error}
+        values = []
+        for j, (key, n) in enumerate(rows):
+            params[f"k{j}"], params[f"n{j}"] = key, int(n)
+            values.append(f"(:k{j}, :n{j}, :now, :o, :s, :e)")
+        tx.run(
+            f"INSERT INTO {ATTEMPTS_TABLE} (end_id, attempt, at, outcome, status_code, error)"
+            f" VALUES {', '.join(values)}",
+            params,
+        )
+
+    def attempts(self, end_id: str) -> list[dict[str, Any]]:
+        """Every recorded delivery attempt of one row, oldest first: ``attempt``, ``at``,
+        ``outcome`` (``delivered``/``failed``/``dead``), ``status_code``, ``error``."""
+        with self._t(write=False) as tx:
+            rows = tx.run(
+                f"SELECT attempt, at, outcome, status_code, error FROM {ATTEMPTS_TABLE}"
+                " WHERE end_id = :id ORDER BY at, attempt",
+                {"id": end_id},
+            )
+        keys = ("attempt", "at", "outcome", "status_code", "error")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def defer(self, end_id: str, owner: str, *, until: float, error: str) -> bool:
         with self._t() as tx:
@@ -760,6 +819,9 @@ class SqlOutbox(ABC):
                 " RETURNING end_id",
                 {"t": delivered_before},
             )
+            for part in _chunks([r[0] for r in rows]):
+                sql_in, params = _in_list(part)
+                tx.run(f"DELETE FROM {ATTEMPTS_TABLE} WHERE end_id IN {sql_in}", params)
         return len(rows)
 
 

@@ -1,7 +1,9 @@
 """``create_app(settings)``: the fallback server as a Starlette app.
 
-Routes: ``POST /v1/end``, ``GET /healthz``, ``GET /openapi.json``. Every error is JSON
-``{"code", "message"}`` (404 and 405 included). CORS for ``settings.allowed_origins``.
+Routes: ``POST /v1/end``, ``POST /v1/livekit/webhook`` (LiveKit's own webhooks into the room
+ledger, :mod:`endcall.server.livekit_webhooks`), ``GET /healthz``, ``GET /openapi.json``.
+Every error is JSON ``{"code", "message"}`` (404 and 405 included). CORS for
+``settings.allowed_origins``.
 
 Order of checks on ``POST /v1/end`` (nothing touches LiveKit before the last step):
 per-address rate limit (429) → Content-Type (415) → size (413) → body (400) → token (401/403)
@@ -9,7 +11,9 @@ per-address rate limit (429) → Content-Type (415) → size (413) → body (400
 (:mod:`endcall.server.flow`; 502 with Retry-After when LiveKit cannot be reached).
 
 With ``ENDCALL_OUTBOX`` (and ``ENDCALL_WEBHOOK_SECRET``) the app also runs a relay for the
-agents' outbox while it is up, so reports a killed job left behind are still delivered.
+agents' outbox while it is up, so reports a killed job left behind are still delivered; with
+``ENDCALL_WEBHOOK_URL`` too it reconciles the room ledger with the outbox
+(:mod:`endcall.reconcile`): a finished room without a report gets a ``session.missing`` event.
 
 The app can be mounted in another Starlette/FastAPI app (``Mount("/endcall", app)``); the
 LiveKit client is created on first use, and closed by this app's lifespan when it runs.
@@ -31,14 +35,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..reconcile import BackgroundReconciler
 from ..redact import redact
 from ..relay import BackgroundRelay
+from ..webhook import Webhook
 from .auth import authenticate
 from .errors import HTTP_CODES, HttpError, error_response
 from .flow import Answer, EndFlow
 from .gateway import LiveKitError, LiveKitUnavailable, RoomGateway
 from .idempotency import IdempotencyCache, IdempotencyConflict
 from .intake import read_end_body
+from .livekit_webhooks import LiveKitWebhooks
 from .openapi import openapi_document
 from .ratelimit import RateLimiter
 from .settings import Settings
@@ -60,6 +67,26 @@ def _start_relay(settings: Settings) -> BackgroundRelay | None:
     relay = BackgroundRelay(settings.relay_outbox, settings.relay_secrets, poll=settings.relay_poll)
     logger.info("endcall: relaying leftover reports from %s", redact(settings.relay_outbox))
     return relay.start()
+
+
+def _start_reconciler(settings: Settings) -> BackgroundReconciler | None:
+    """With an outbox, a webhook URL and secrets: reconcile finished rooms in the background."""
+    if not (settings.relay_outbox and settings.webhook_url and settings.relay_secrets):
+        if settings.relay_outbox:
+            logger.warning(
+                "endcall: ENDCALL_WEBHOOK_URL is not set: the room ledger is kept, but rooms"
+                " without a report get no session.missing event"
+            )
+        return None
+    webhook = Webhook(url=settings.webhook_url, secret=settings.relay_secrets)
+    logger.info(
+        "endcall: reconciling finished rooms with %s after %gs",
+        redact(settings.relay_outbox),
+        settings.reconcile_after,
+    )
+    return BackgroundReconciler(
+        settings.relay_outbox, webhook, after=settings.reconcile_after
+    ).start()
 
 
 def create_app(
@@ -85,6 +112,14 @@ def create_app(
         RateLimiter(settings.rate_limit_identity) if settings.rate_limit_identity else None
     )
     document = openapi_document()
+    livekit_hooks = LiveKitWebhooks(settings)
+    background: dict[str, BackgroundReconciler | None] = {}
+
+    def ensure_reconciler() -> None:
+        """Started by the lifespan, or by the first LiveKit webhook when the app is mounted
+        in another app (whose lifespan does not run this one's)."""
+        if "reconciler" not in background:
+            background["reconciler"] = _start_reconciler(settings)
 
     def limit(limiter: RateLimiter | None, key: str, what: str) -> None:
         if limiter is None:
@@ -140,6 +175,10 @@ def create_app(
             )
         return JSONResponse(answer.body, status_code=answer.status_code)
 
+    async def livekit_webhook(request: Request) -> Response:
+        ensure_reconciler()
+        return await livekit_hooks.handle(request)
+
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -164,11 +203,16 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         relay = _start_relay(settings)
         app.state.relay = relay
+        ensure_reconciler()
         try:
             yield
         finally:
             if relay is not None:
                 await asyncio.to_thread(relay.stop)
+            reconciler = background.pop("reconciler", None)
+            if reconciler is not None:
+                await asyncio.to_thread(reconciler.stop)
+            await asyncio.to_thread(livekit_hooks.close)
             await lk.aclose()
 
     middleware = []
@@ -185,6 +229,7 @@ def create_app(
     return Starlette(
         routes=[
             Route("/v1/end", end, methods=["POST"]),
+            Route("/v1/livekit/webhook", livekit_webhook, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],

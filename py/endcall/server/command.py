@@ -66,6 +66,18 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     help="Also deliver leftover reports from this outbox (SQLite path or postgresql:// DSN; "
     "env ENDCALL_OUTBOX; signing secrets from ENDCALL_WEBHOOK_SECRET).",
 )
+@click.option(
+    "--webhook-url",
+    default=None,
+    help="Where session.missing events go (env ENDCALL_WEBHOOK_URL; the reports' receiver).",
+)
+@click.option(
+    "--reconcile-after",
+    type=float,
+    default=None,
+    help="Seconds after room_finished before a room with no report gets session.missing "
+    "(env ENDCALL_RECONCILE_AFTER; 300).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str,
@@ -81,9 +93,12 @@ def serve(
     rate_limit_address: Any,
     forwarded_allow_ips: str | None,
     outbox: str | None,
+    webhook_url: str | None,
+    reconcile_after: float | None,
     log_level: str,
 ) -> None:
-    """Run the fallback end server (POST /v1/end, GET /healthz, GET /openapi.json)."""
+    """Run the fallback end server (POST /v1/end, POST /v1/livekit/webhook, GET /healthz,
+    GET /openapi.json)."""
     import uvicorn
 
     from .app import create_app
@@ -95,6 +110,8 @@ def serve(
         "method": method,
         "ack_timeout": ack_timeout,
         "escalation": escalation,
+        "webhook_url": webhook_url,
+        "reconcile_after": reconcile_after,
     }
     if outbox is not None:
         from ..relay import secrets_from_env

@@ -130,6 +130,46 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/livekit/webhook": {
+                "post": {
+                    "operationId": "livekitWebhook",
+                    "summary": "LiveKit's own webhooks into the room ledger",
+                    "description": (
+                        "Verified with livekit-api's WebhookReceiver (the raw JWT in "
+                        "Authorization). See README, 'Every finished room is accounted for'."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "description": "A LiveKit WebhookEvent, at most 1 MiB.",
+                        "content": {"application/webhook+json": {"schema": {"type": "object"}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "recorded, duplicate (a retried event) or ignored.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["status"],
+                                        "properties": {
+                                            "status": {
+                                                "enum": ["recorded", "duplicate", "ignored"]
+                                            },
+                                            "event": {"type": "string"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        "400": _error("Not a LiveKit event about a room (no room sid)."),
+                        "401": _error("No token, a forged or expired one, or a replayed one."),
+                        "413": _error("Body over 1 MiB."),
+                        "415": _error("Content-Type is not application/webhook+json."),
+                        "500": _error("The ledger could not be written; LiveKit retries."),
+                        "503": _error("No outbox configured (ENDCALL_OUTBOX)."),
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "operationId": "health",

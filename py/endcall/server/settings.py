@@ -18,6 +18,10 @@ Environment variables (every one has a matching ``endcall serve`` flag):
 ``ENDCALL_POLL_INTERVAL``      longest pause between ack polls, seconds (0.1)
 ``ENDCALL_RETRY_AFTER``        Retry-After seconds sent with 502 (2)
 ``ENDCALL_IDEMPOTENCY_TTL``    seconds an answer is kept for its request id (600)
+``ENDCALL_OUTBOX``             the outbox: relay leftover reports, keep the room ledger
+``ENDCALL_WEBHOOK_URL``        where ``session.missing`` events go (the reports' receiver)
+``ENDCALL_RECONCILE_AFTER``    seconds after ``room_finished`` before a room without a
+                               report gets ``session.missing`` (300)
 =============================  ===========================================================
 
 A rate is ``N/PERIOD`` where PERIOD is seconds or a unit: ``10/60``, ``10/minute``, ``5/s``,
@@ -34,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..protocol import DEFAULT_METHOD
-from ..webhook import SECRET_ENV, parse_secrets, validate_secret
+from ..webhook import SECRET_ENV, parse_secrets, validate_secret, validate_url
 
 __all__ = ["Escalation", "RateLimit", "Settings"]
 
@@ -118,6 +122,12 @@ class Settings:
     relay_secrets: tuple[str, ...] = ()
     """Webhook signing secrets for the relay (``ENDCALL_WEBHOOK_SECRET``)."""
     relay_poll: float = 30.0
+    webhook_url: str | None = None
+    """Where ``session.missing`` events are sent (``ENDCALL_WEBHOOK_URL``): the receiver of
+    the reports. Without it the ledger is kept but no room is reconciled."""
+    reconcile_after: float = 300.0
+    """Seconds after ``room_finished`` before a room without a report is declared missing
+    (``ENDCALL_RECONCILE_AFTER``)."""
 
     def __post_init__(self) -> None:
         if not self.livekit_url:
@@ -153,6 +163,13 @@ class Settings:
                 raise ValueError(f"{SECRET_ENV}: secret #{i + 1} is not usable: {e}") from None
         if not math.isfinite(self.relay_poll) or self.relay_poll <= 0:
             raise ValueError("ENDCALL_RELAY_POLL must be a positive number of seconds")
+        if not math.isfinite(self.reconcile_after) or self.reconcile_after < 0:
+            raise ValueError("ENDCALL_RECONCILE_AFTER must be a number of seconds >= 0")
+        if self.webhook_url is not None:
+            try:
+                validate_url(self.webhook_url)
+            except ValueError as e:
+                raise ValueError(f"ENDCALL_WEBHOOK_URL: {e}") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -179,6 +196,7 @@ class Settings:
             "ENDCALL_POLL_INTERVAL": "poll_interval",
             "ENDCALL_IDEMPOTENCY_TTL": "idempotency_ttl",
             "ENDCALL_RELAY_POLL": "relay_poll",
+            "ENDCALL_RECONCILE_AFTER": "reconcile_after",
         }
         for var, name in floats.items():
             if env.get(var):
@@ -186,6 +204,8 @@ class Settings:
         if env.get("ENDCALL_OUTBOX"):
             values["relay_outbox"] = env["ENDCALL_OUTBOX"].strip()
             values["relay_secrets"] = parse_secrets(env.get(SECRET_ENV, ""))
+        if env.get("ENDCALL_WEBHOOK_URL"):
+            values["webhook_url"] = env["ENDCALL_WEBHOOK_URL"].strip()
         if env.get("ENDCALL_RETRY_AFTER"):
             values["retry_after"] = int(_float("ENDCALL_RETRY_AFTER", env["ENDCALL_RETRY_AFTER"]))
         both = env.get("ENDCALL_RATE_LIMIT")

@@ -1,0 +1,143 @@
+"""``POST /v1/livekit/webhook``: LiveKit's own webhooks into the room ledger.
+
+LiveKit (Cloud project settings, or the server's ``webhook.urls``) posts every room event with
+``Content-Type: application/webhook+json`` and a JWT in ``Authorization`` signed with an API key
+of the project; livekit-api's ``WebhookReceiver`` checks it (signature, issuer, expiry, and the
+body's SHA-256 in the token). Answers, each with a JSON body:
+
+- 200 ``{"status": "recorded" | "duplicate" | "ignored"}`` — stored; a retried event (same id);
+  an event the ledger does not keep (tracks, egress…);
+- 401 ``unauthorized`` — no token, a forged or expired one, a body that does not match it, or a
+  token already used (a replayed request); nothing is recorded;
+- 400 ``bad_request`` (not JSON, no room sid), 413 (over 1 MiB), 415 (another content type);
+- 503 ``not_configured`` — the server has no outbox (``ENDCALL_OUTBOX``) to keep the ledger in;
+- 500 ``internal`` — the database failed; LiveKit retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+from typing import Any
+
+from livekit import api
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..ledger import EVENTS, Ledger, LedgerEvent
+from ..outbox.base import SqlOutbox
+from ..redact import redact
+from .errors import HttpError
+from .settings import Settings
+
+__all__ = ["MAX_WEBHOOK_BYTES", "LiveKitWebhooks", "ledger_event"]
+
+MAX_WEBHOOK_BYTES = 1024 * 1024
+_TYPES = ("application/webhook+json", "application/json")
+
+logger = logging.getLogger("endcall.server")
+
+
+def _kind(value: int) -> str:
+    try:
+        return str(api.ParticipantInfo.Kind.Name(value)).lower()
+    except ValueError:
+        return f"kind_{value}"
+
+
+def ledger_event(event: Any, received_at: float) -> LedgerEvent | None:
+    """The ledger's view of a verified LiveKit ``WebhookEvent`` (None: not kept)."""
+    if event.event not in EVENTS:
+        return None
+    room = event.room
+    if not room.sid:
+        raise HttpError(400, f"the {event.event} event names no room sid")
+    at = float(event.created_at) if event.created_at else received_at
+    p = event.participant if event.HasField("participant") else None
+    if event.event == "participant_joined" and p is not None and p.joined_at_ms:
+        at = p.joined_at_ms / 1000.0
+    return LedgerEvent(
+        event_id=event.id or f"{event.event}:{room.sid}:{p.sid if p else ''}:{at}",
+        event=event.event,
+        room_sid=room.sid,
+        room_name=room.name or room.sid,
+        at=at,
+        identity=(p.identity or None) if p is not None else None,
+        participant_sid=(p.sid or None) if p is not None else None,
+        kind=_kind(p.kind) if p is not None else None,
+        received_at=received_at,
+    )
+
+
+class LiveKitWebhooks:
+    """The endpoint; the outbox and its ledger are opened on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.receiver = api.WebhookReceiver(
+            api.TokenVerifier(settings.api_key, settings.api_secret)
+        )
+        self._ledger: Ledger | None = None
+        self._lock = threading.Lock()
+
+    def ledger(self) -> Ledger:
+        with self._lock:
+            if self._ledger is None:
+                from ..outbox import open_outbox
+
+                target = self.settings.relay_outbox
+                assert target is not None
+                outbox = open_outbox(target)
+                if not isinstance(outbox, SqlOutbox):  # pragma: no cover - always SQL
+                    raise RuntimeError("the room ledger needs an SQLite or PostgreSQL outbox")
+                self._ledger = Ledger(outbox)
+            return self._ledger
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ledger is not None:
+                self._ledger.outbox.close()
+                self._ledger = None
+
+    async def handle(self, request: Request) -> Response:
+        if not self.settings.relay_outbox:
+            raise HttpError(
+                503,
+                "this server keeps no room ledger: set ENDCALL_OUTBOX (the agents' outbox)",
+                code="not_configured",
+            )
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in _TYPES:
+            raise HttpError(415, "LiveKit webhooks are application/webhook+json")
+        body = await request.body()
+        if len(body) > MAX_WEBHOOK_BYTES:
+            raise HttpError(413, f"a LiveKit webhook is at most {MAX_WEBHOOK_BYTES} bytes")
+        auth = request.headers.get("authorization", "").strip()
+        if auth.lower().startswith("bearer "):
+            auth = auth[7:].strip()
+        if not auth:
+            raise HttpError(401, "no LiveKit webhook token in Authorization")
+        try:
+            text = body.decode("utf-8")
+            event = self.receiver.receive(text, auth)
+        except Exception as e:
+            raise HttpError(401, f"not a valid LiveKit webhook: {e}") from None
+        token_hash = hashlib.sha256(auth.encode()).hexdigest()
+        received = time.time()
+        entry = ledger_event(event, received)
+        if entry is None:
+            return JSONResponse({"status": "ignored", "event": event.event})
+        try:
+            ledger = await asyncio.to_thread(self.ledger)
+            if await asyncio.to_thread(ledger.seen_token, token_hash):
+                raise HttpError(401, "this LiveKit webhook token was already used (a replay)")
+            fresh = await asyncio.to_thread(ledger.record, entry, token_hash)
+        except HttpError:
+            raise
+        except Exception as e:
+            logger.error("endcall: cannot record a LiveKit webhook: %s", redact(str(e)))
+            raise HttpError(500, "the room ledger could not be written; retry") from None
+        return JSONResponse({"status": "recorded" if fresh else "duplicate", "event": entry.event})
