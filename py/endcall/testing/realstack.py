@@ -225,26 +225,12 @@ class RealStack(LocalStack):
         """The job dispatched when a page first joins ``room`` gets this metadata."""
         self._dispatch_metadata[room] = json.dumps(metadata)
 
-    def access_token(self, room: str, identity: str) -> str:
+    def room_configuration(self, room: str) -> api.RoomConfiguration:
+        """The page's token dispatches the agent explicitly, with the scenario's metadata."""
         dispatch = api.RoomAgentDispatch(
             agent_name=AGENT_NAME, metadata=self._dispatch_metadata.get(room, "{}")
         )
-        return (
-            api.AccessToken(self.api_key, self.api_secret)
-            .with_identity(identity)
-            .with_name(identity)
-            .with_grants(
-                api.VideoGrants(
-                    room_join=True,
-                    room=room,
-                    can_publish=True,
-                    can_subscribe=True,
-                    can_publish_data=True,
-                )
-            )
-            .with_room_config(api.RoomConfiguration(agents=[dispatch]))
-            .to_jwt()
-        )
+        return api.RoomConfiguration(agents=[dispatch])
 
     def job(self, room: str) -> RealJob:
         return RealJob(self, room)

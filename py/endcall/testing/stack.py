@@ -287,7 +287,7 @@ class LocalStack:
 
     # -- tokens ------------------------------------------------------------------------------
     def access_token(self, room: str, identity: str) -> str:
-        return (
+        token = (
             api.AccessToken(self.api_key, self.api_secret)
             .with_identity(identity)
             .with_name(identity)
@@ -300,8 +300,16 @@ class LocalStack:
                     can_publish_data=True,
                 )
             )
-            .to_jwt()
         )
+        config = self.room_configuration(room)
+        if config is not None:
+            token = token.with_room_config(config)
+        return token.to_jwt()
+
+    def room_configuration(self, room: str) -> api.RoomConfiguration | None:
+        """What the page's token asks of a room it creates (none here: the loopback demo
+        starts its agents itself)."""
+        return None
 
     def session_config(self, request: Request, room: str, identity: str) -> dict[str, Any]:
         host = request.headers.get("host") or request.url.netloc
