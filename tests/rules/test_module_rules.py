@@ -256,3 +256,16 @@ def test_a_broken_rule_names_the_offending_import() -> None:
         "endcall.relay imports endcall.endcall (relay.py:9; forbidden: endcall.endcall; via "
         "endcall.server.app -> endcall.relay -> endcall.endcall)"
     ]
+
+
+def test_the_stream_doubles_do_not_import_the_loopback_back() -> None:
+    """`testing/_streams.py` is imported by `testing/loopback.py`; importing back (even for
+    types only) would make a circle."""
+    path = PACKAGE / "testing" / "_streams.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    back = [
+        f"py/endcall/testing/_streams.py:{node.lineno} imports {node.module}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("loopback")
+    ]
+    _check(back, "endcall.testing._streams does not import endcall.testing.loopback")
