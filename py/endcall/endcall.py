@@ -56,7 +56,8 @@ Meanwhile the state stays `active`, and RoomIO may already have closed the sessi
 (`close_on_disconnect`): that close does not decide the reason; the report is built after it
 is decided.
 
-Where the work runs (see `endcall.lifecycle` for the job's own sequence and its bounds):
+Where the work runs (see `endcall.lifecycle` for the job's own sequence and its bounds, and
+`endcall.jobhooks` for what the job's hooks wait for):
 
 - an end EndCall starts (a request, the tool, a timer, `end()`) runs steps 1-6 before the job
   starts shutting down: the job shutdown is step 6 itself; step 7 then runs while the job
