@@ -141,10 +141,20 @@ def outbox(ctx: click.Context, target: str | None) -> None:
 @click.option("--status", type=click.Choice(STATUSES), default=None, help="Only this status.")
 @click.option("--room", default=None, help="Only reports of this room (name or sid).")
 @click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON Lines: one JSON object per report, one per line (no counts).",
+)
 @click.pass_context
 def list_cmd(ctx: click.Context, status: Any, room: str | None, limit: int, as_json: bool) -> None:
-    """List reports, newest first, with their room and job and a count per status."""
+    """List reports, newest first, with their room and job and a count per status.
+
+    With --json the output is JSON Lines (https://jsonlines.org): one object per report and
+    line, newest first, with the report's summary and its `room`, `room_sid` and `job_id`;
+    no report prints nothing. Read it with `jq -c .` or line by line.
+    """
     ob = _open(ctx)
     try:
         found: list[tuple[OutboxRecord, dict[str, str | None]]] = []

@@ -41,8 +41,12 @@ __all__ = [
     "GoodbyePlan",
     "Goodbyes",
     "ToolTurn",
+    "capture_turn",
+    "goodbye_plan",
     "make_end_tool",
+    "tool_result",
     "wait_speech",
+    "wait_turn",
 ]
 
 logger = logging.getLogger("endcall")
@@ -104,6 +108,24 @@ class GoodbyePlan:
 
     turn: ToolTurn | None = None
     say: str | None = None
+
+
+def goodbye_plan(turn: ToolTurn, goodbye: str | None) -> GoodbyePlan:
+    """What the drain does after the tool call: wait for `turn`, then say `goodbye` unless
+    the model says it (an auto-replying realtime model is told the words instead)."""
+    return GoodbyePlan(turn=turn, say=None if turn.auto_reply else goodbye)
+
+
+def tool_result(turn: ToolTurn, goodbye: str | None) -> str | None:
+    """What the end tool returns to the LLM (None: no reply is generated; the end path
+    says `goodbye` itself)."""
+    if turn.auto_reply:
+        if goodbye:
+            return f'Say exactly this goodbye to the user, nothing else: "{goodbye}"'
+        return "say goodbye to the user"
+    if goodbye:
+        return None
+    return "say goodbye to the user"
 
 
 def _realtime_auto_reply(ctx: RunContext[Any]) -> bool:

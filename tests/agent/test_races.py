@@ -79,12 +79,12 @@ async def _api(job: Job) -> None:
 
 async def _max_duration(job: Job) -> None:
     assert job.end is not None
-    job.end._on_max_duration()  # what the max_duration timer calls when it fires
+    job.end._agent_ends.on_max_duration()  # what the max_duration timer calls when it fires
 
 
 async def _silence(job: Job) -> None:
     assert job.end is not None
-    job.end._on_silence()  # what the silence watcher calls when it fires
+    job.end._agent_ends.on_silence()  # what the silence watcher calls when it fires
 
 
 async def _leave(job: Job) -> None:

@@ -34,18 +34,19 @@ def _table_after(heading: str) -> dict[str, str]:
 
 
 def _keys_written() -> set[str]:
-    """Keys of the `end` section as the code writes them (endcall.py and report.py)."""
+    """Keys of the `end` section as the code writes them (EndCall's parts and report.py)."""
     keys: set[str] = set()
-    source = (ROOT / "py" / "endcall" / "endcall.py").read_text()
+    parts = ("endcall.py", "endpath.py", "signals.py", "jobhooks.py", "presence.py")
+    source = "\n".join((ROOT / "py" / "endcall" / name).read_text() for name in parts)
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.FunctionDef) and node.name == "_end_section":
             for d in ast.walk(node):
                 if isinstance(d, ast.Dict):
                     keys |= {k.value for k in d.keys if isinstance(k, ast.Constant)}
-        if isinstance(node, ast.Subscript) and "_end_info" in ast.unparse(node.value):
+        if isinstance(node, ast.Subscript) and "end_info" in ast.unparse(node.value):
             if isinstance(node.slice, ast.Constant):
                 keys.add(node.slice.value)
-        if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("_end_info.setdefault"):
+        if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("end_info.setdefault"):
             first = node.args[0]
             if isinstance(first, ast.Constant):
                 keys.add(first.value)

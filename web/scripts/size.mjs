@@ -1,11 +1,18 @@
 // Prints the min+gzip size of each entry as an app would ship it (esbuild, minified, tree-shaken;
 // livekit-client, react, @livekit/components-react and the core itself — for the other entries —
-// excluded) and fails when a budget is exceeded. Run after `npm run build`.
+// excluded) and fails when a budget is exceeded. Builds `dist/` first when it is missing.
 import { build } from "esbuild";
+import { execSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import { resolve } from "node:path";
 
 const dist = resolve(import.meta.dirname, "../dist");
+// a fresh clone has no dist/: build it first rather than fail on a missing file
+if (!["index.js", "react.js", "testing.js"].every((f) => existsSync(resolve(dist, f)))) {
+  console.log("dist/ is missing or incomplete: running `npm run build` first");
+  execSync("npm run build", { cwd: resolve(import.meta.dirname, ".."), stdio: "inherit" });
+}
 const external = ["endcall", "react", "livekit-client", "@livekit/components-react"];
 
 const core = (names) => `export { ${names} } from "${dist}/index.js";`;

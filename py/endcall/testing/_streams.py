@@ -5,6 +5,9 @@ instances without the native FFI: a writer pushes chunks to one reader per recip
 and each reader is handed to the topic's handler registered with
 ``room.register_text_stream_handler`` / ``register_byte_stream_handler`` (as the real SDK
 does). Streams without a handler for their topic are dropped by the recipient.
+
+It depends on the SDK only (`rtc.LocalParticipant`, not the loopback's subclass), so
+`endcall.testing.loopback` imports it and nothing imports back.
 """
 
 from __future__ import annotations
@@ -13,12 +16,9 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, Self, TypeVar, cast
+from typing import Generic, Self, TypeVar, cast
 
 from livekit import rtc
-
-if TYPE_CHECKING:
-    from .loopback import LoopbackLocalParticipant
 
 __all__ = [
     "LoopbackByteStreamReader",
@@ -172,7 +172,7 @@ class LoopbackTextStreamWriter(_FedWriter[str, rtc.TextStreamInfo], rtc.TextStre
 
     def __init__(
         self,
-        local_participant: LoopbackLocalParticipant,
+        local_participant: rtc.LocalParticipant,
         *,
         topic: str,
         attributes: dict[str, str] | None,
@@ -206,7 +206,7 @@ class LoopbackByteStreamWriter(_FedWriter[bytes, rtc.ByteStreamInfo], rtc.ByteSt
 
     def __init__(
         self,
-        local_participant: LoopbackLocalParticipant,
+        local_participant: rtc.LocalParticipant,
         *,
         name: str,
         topic: str,
