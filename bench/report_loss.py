@@ -316,7 +316,7 @@ class AgentWorker(WorkerProcess):
             p for p in (str(ROOT / "py"), env.get("PYTHONPATH", "")) if p
         )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "wb")
         return subprocess.Popen(
             [sys.executable, str(self.script), "start", "--log-level", "INFO"],
             stdout=self._log,
@@ -563,7 +563,7 @@ async def to_mid_interview(
     session = Session(sc.name, cell.agent, room)
     cell.sessions.append(session)
     await browser.open(page, stack.page_url(room, f"candidate-{page}"))
-    await browser.wait_text(page, "connection", "^connected", 20)
+    await browser.wait_text(page, "connection", "^connected", 45)
     for i in range(sc.answers):
         await browser.wait_text(page, "transcript", MARKERS[i], 40)
         await browser.wait_text(page, "agent-state", "listening", 30)
@@ -705,14 +705,18 @@ class Bench:
                 *(to_mid_interview(stack, browser, cell, p) for p in pages),
                 return_exceptions=True,
             )
-            for r in results:
+            for page, r in zip(pages, results, strict=True):
                 if isinstance(r, Session):
                     sessions.append(r)
                 else:
                     logger.error("%s: interview failed: %r", tag, r)
+                    with contextlib.suppress(Exception):
+                        await browser.screenshot(page, self.output / "failed" / f"{page}.png")
             for s in cell.sessions[-k:]:
                 if s not in sessions:
+                    # the fault was never applied: left out of the tallies, counted apart
                     s.error = "interview did not reach the end point"
+                    await delete_room(stack, s.room)
             await self.act(cell, stack, browser, worker, pages, sessions)
             await self.slots.give(k)
             released = True
@@ -730,9 +734,6 @@ class Bench:
             else:
                 for s in sessions:
                     await delete_room(stack, s.room)
-            for s in sessions:
-                if s.end_at is None and s.error is None:
-                    s.error = "no end time"
 
     async def act(
         self,
@@ -850,7 +851,7 @@ def pct(values: list[float], p: float) -> float | None:
 
 def tally(cell: Cell) -> dict[str, Any]:
     sc = cell.scenario
-    rooms = {s.room: s for s in cell.sessions}
+    rooms = {s.room: s for s in cell.sessions if not s.error}
     received = with_expected = incomplete = dup_same = dup_diff = 0
     superseded = other_jobs = 0
     latencies: list[float] = []
@@ -942,6 +943,7 @@ def fmt_table(rows: list[dict[str, Any]]) -> str:
         "lost",
         "p50 ms",
         "p99 ms",
+        "not run",
         "reasons seen",
     )
     numbers = {s.name: s.number for s in SCENARIOS}
@@ -964,6 +966,7 @@ def fmt_table(rows: list[dict[str, Any]]) -> str:
             cell(r["lost"]),
             cell(r["p50_ms"]),
             cell(r["p99_ms"]),
+            cell(r["failed_interviews"]),
             ", ".join(f"{k} ×{v}" for k, v in sorted(r["reasons"].items())) or "—",
         )
         for r in rows
