@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PAGE := examples/web
 
-.PHONY: test demo install system-deps lint typecheck pytest web web-test clean livekit-server
+.PHONY: test demo install system-deps lint typecheck pytest web web-test clean livekit-server toxiproxy
 
 # livekit-server, built from the Go module proxy at a pinned tag (no prebuilt binary), into a
 # git-ignored tools folder; built once, rebuilt only when missing.
@@ -19,6 +19,9 @@ LIVEKIT_SERVER_VERSION := v1.13.5
 LIVEKIT_SERVER_FALLBACK := v1.13.4
 TOOLS := .tools
 LIVEKIT_SERVER := $(TOOLS)/bin/livekit-server
+# toxiproxy (TCP fault proxy) for bench/report_loss.py's "signalling cut" scenario
+TOXIPROXY_VERSION := v2.12.0
+TOXIPROXY := $(TOOLS)/bin/toxiproxy-server
 # real-server runs happen inside a network namespace made for the run (scripts/in-netns)
 IN_NETNS := scripts/in-netns
 
@@ -27,9 +30,22 @@ test: install lint typecheck pytest web-test
 demo: install
 	$(IN_NETNS) $(BIN)/endcall demo
 
-install: $(VENV)/.installed web/node_modules/.installed $(PAGE)/dist/index.html system-deps $(LIVEKIT_SERVER)
+install: $(VENV)/.installed web/node_modules/.installed $(PAGE)/dist/index.html system-deps $(LIVEKIT_SERVER) $(TOXIPROXY)
 
 livekit-server: $(LIVEKIT_SERVER)
+
+toxiproxy: $(TOXIPROXY)
+
+# toxiproxy's server and CLI from the Go module proxy at a pinned tag, like livekit-server;
+# built once, rebuilt only when missing
+$(TOXIPROXY):
+	@command -v go >/dev/null 2>&1 || { echo "Go is needed to build toxiproxy"; exit 1; }
+	@mkdir -p $(TOOLS)/bin $(TOOLS)/gobuild
+	CGO_ENABLED=0 GOBIN=$(CURDIR)/$(TOOLS)/gobuild go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
+	mv $(TOOLS)/gobuild/server $@
+	CGO_ENABLED=0 GOBIN=$(CURDIR)/$(TOOLS)/gobuild go install github.com/Shopify/toxiproxy/v2/cmd/cli@$(TOXIPROXY_VERSION)
+	mv $(TOOLS)/gobuild/cli $(TOOLS)/bin/toxiproxy-cli
+	@echo "built $@ and $(TOOLS)/bin/toxiproxy-cli ($(TOXIPROXY_VERSION))"
 
 $(LIVEKIT_SERVER):
 	@command -v go >/dev/null 2>&1 || { echo "Go is needed to build livekit-server (go 1.26)"; exit 1; }

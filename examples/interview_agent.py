@@ -13,6 +13,10 @@ Per-job configuration: the backend that dispatches the agent puts JSON in the jo
     {"webhook_url": "https://customer-a.example/session/end", "webhook_secret": "whsec_...",
      "report_meta": {"test_id": "t-42", "company_id": "c-7"}}
 
+Optional: `"webhook_schedule": [0, 5, 10, 20]` (seconds before each delivery attempt, the first
+normally 0; default `endcall.webhook.DEFAULT_SCHEDULE`, ~46 h) — `bench/report_loss.py` uses it
+to shorten the retries so a receiver outage of minutes is measured in minutes.
+
 `job_settings(ctx.job.metadata)` builds the `Webhook` from it (falling back to the two
 environment variables for what it leaves out) and `report_meta` ends up in the report's
 `annotations`. Bad metadata stops the job with a `ValueError` before the session starts.
@@ -152,7 +156,15 @@ def job_settings(metadata: str) -> JobSettings:
     report_meta = doc.get("report_meta") or {}
     if not isinstance(report_meta, dict):
         raise ValueError("report_meta in the job metadata must be a JSON object")
-    return JobSettings(webhook=Webhook(url=url, secret=secret), report_meta=report_meta)
+    extra: dict[str, Any] = {}
+    schedule = doc.get("webhook_schedule")
+    if schedule is not None:
+        if not isinstance(schedule, list) or not all(
+            isinstance(d, int | float) and not isinstance(d, bool) for d in schedule
+        ):
+            raise ValueError("webhook_schedule in the job metadata must be a list of seconds")
+        extra["schedule"] = tuple(float(d) for d in schedule)
+    return JobSettings(webhook=Webhook(url=url, secret=secret, **extra), report_meta=report_meta)
 
 
 async def run_interview(
