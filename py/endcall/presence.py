@@ -50,6 +50,8 @@ class Presence:
         self.shutdown_grace = shutdown_grace
         self._customer: str | None = None
         self._grace_handle: asyncio.TimerHandle | None = None
+        #: the held trigger is a room deletion / worker shutdown (not a customer leaving)
+        self._holding_system_end = False
         #: set when no grace is running (it ran out, or was cancelled)
         self.settled = asyncio.Event()
 
@@ -145,9 +147,9 @@ class Presence:
             channel=channel,
             disconnect_reason=disconnect_reason,
         )
-        if self._call.machine.held is not None:
-            self._submit(trigger)
-        elif self._tentative(trigger, self.shutdown_grace):
+        if self._call.machine.held is not None and not self._holding_system_end:
+            self._submit(trigger)  # it beats a customer leaving, as any other trigger
+        elif self._tentative(trigger, self.shutdown_grace, system=True):
             logger.info(
                 "endcall: %s; waiting %.1fs for an end request already on its way",
                 reason,
@@ -158,9 +160,28 @@ class Presence:
         if self._grace_handle is not None:
             self._grace_handle.cancel()
             self._grace_handle = None
+        self._holding_system_end = False
         self.settled.set()
 
-    def _tentative(self, trigger: Trigger, grace: float) -> bool:
+    def room_closed(self, disconnect_reason: str) -> None:
+        """The server closed the room (``ROOM_CLOSED``: every customer had left, or none came):
+        no request can reach us any more. A tentative end being held is accepted now;
+        otherwise the customer is gone (livekit-server may close the room without the agent
+        ever seeing the customer's ``participant_disconnected``)."""
+        machine = self._call.machine
+        held = machine.take_held()
+        self.cancel_grace()
+        if held is None:
+            held = Trigger(
+                reason=EndReason.CUSTOMER_DISCONNECTED.value,
+                initiator=Initiator(kind="customer", identity=self.customer),
+                channel="room",
+                disconnect_reason=disconnect_reason,
+            )
+        if machine.state is EndState.ACTIVE:
+            self._submit(held)
+
+    def _tentative(self, trigger: Trigger, grace: float, *, system: bool = False) -> bool:
         """Hold ``trigger`` for ``grace`` seconds (an end request arriving meanwhile wins);
         True when it is now held. With no grace it is submitted at once."""
         if grace <= 0:
@@ -168,12 +189,14 @@ class Presence:
             return False
         if not self._call.machine.hold(trigger):
             return False  # already holding one (its details were completed) or not active
+        self._holding_system_end = system
         self.settled.clear()
         self._grace_handle = asyncio.get_running_loop().call_later(grace, self._grace_over)
         return True
 
     def _grace_over(self) -> None:
         self._grace_handle = None
+        self._holding_system_end = False
         machine = self._call.machine
         held = machine.take_held()
         if held is not None and machine.state is EndState.ACTIVE:

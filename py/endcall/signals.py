@@ -50,6 +50,10 @@ class Signals:
             return
         if reason == rtc.DisconnectReason.ROOM_DELETED:
             self._presence.system_end(EndReason.ROOM_DELETED.value, "server", "room", name)
+        elif reason == rtc.DisconnectReason.ROOM_CLOSED or call.machine.held is not None:
+            # the room closed behind the customer, or the connection ended while a tentative
+            # end waited for its request: that end (else the customer's leaving) is the reason
+            self._presence.room_closed(name)
         else:
             self._decisions.trigger(
                 EndReason.AGENT_ERROR.value,

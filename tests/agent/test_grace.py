@@ -200,6 +200,55 @@ async def test_shutdown_grace_zero_ends_at_once(tmp_path: Path) -> None:
     check_ended(job, "worker-shutdown", kind="system", attrs=False)
 
 
+async def test_a_room_deletion_after_a_held_shutdown_keeps_waiting_for_the_request(
+    tmp_path: Path,
+) -> None:
+    job = await start_job(tmp_path, endcall_kwargs={"shutdown_grace": 2.0})
+    job.worker_shutdown("worker draining")  # held
+    await asyncio.sleep(0.1)
+    await job.hub.delete_room(ROOM)  # the second system end does not cut the grace short
+    await asyncio.sleep(0.2)
+    assert job.end is not None and job.end.state is EndState.ACTIVE
+    job.agent_room.emit(
+        "participant_attributes_changed",
+        {"endcall.request": request("late2", initiator=CUSTOMER)},
+        job.agent_room.local_participant,
+    )
+    await job.finished()
+    doc = check_ended(job, "customer-ended-call", kind="customer", identity=CUSTOMER, attrs=False)
+    assert doc["request_id"] == "late2"
+
+
+# ------------------------------------------------------------------ the room closes
+
+
+async def test_a_room_closed_behind_the_customer_is_customer_disconnected(tmp_path: Path) -> None:
+    # livekit-server closes the room departure_timeout after the last customer left, and the
+    # agent may never have seen that customer's participant_disconnected
+    job = await start_job(tmp_path)
+    job.stt.say("my answer", final=True)
+    await asyncio.sleep(0.1)
+    await job.hub.close_room(ROOM)
+    await job.finished()
+    doc = check_ended(job, "customer-disconnected", kind="customer", identity=CUSTOMER, attrs=False)
+    assert doc["end"]["disconnect_reason"] == "ROOM_CLOSED"
+    assert doc["end"]["channel"] == "room"
+    assert [m["content"][0] for m in history(doc, "user")] == ["my answer"]
+
+
+async def test_a_room_closed_during_the_grace_ends_it_at_once(tmp_path: Path) -> None:
+    job = await start_job(tmp_path, endcall_kwargs={"disconnect_grace": 20.0})
+    await job.customer.disconnect()
+    await asyncio.sleep(0.2)
+    assert job.end is not None and job.end.state is EndState.ACTIVE
+    t0 = time.monotonic()
+    await job.hub.close_room(ROOM)
+    await job.finished()
+    assert time.monotonic() - t0 < 15.0  # well before the grace would have run out
+    doc = check_ended(job, "customer-disconnected", kind="customer", identity=CUSTOMER, attrs=False)
+    assert doc["end"]["disconnect_reason"] == "CLIENT_INITIATED"
+
+
 # ------------------------------------------------------------------ room deletion
 
 

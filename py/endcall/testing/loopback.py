@@ -719,6 +719,19 @@ class LoopbackServer:
             member.room._server_disconnect(rtc.DisconnectReason.ROOM_DELETED)
         hub_room.members.clear()
 
+    async def close_room(self, room: str) -> None:
+        """What livekit-server does ``departure_timeout`` after the last standard participant
+        left (or ``empty_timeout`` after nobody came): the participants still there (agents)
+        get ``disconnected`` with ``ROOM_CLOSED``, and nothing else first. The double never
+        does it by itself; call it where a test needs the server's timeout."""
+        hub_room = self._rooms.pop(room, None)
+        if hub_room is None:
+            raise LookupError(f"room {room!r} does not exist")
+        for member in list(hub_room.members.values()):
+            self._fail_inbound_rpcs(member)
+            member.room._server_disconnect(rtc.DisconnectReason.ROOM_CLOSED)
+        hub_room.members.clear()
+
     async def remove_participant(self, room: str, identity: str) -> None:
         """``RoomService.RemoveParticipant``: ``PARTICIPANT_REMOVED`` for everyone."""
         member = self._member(room, identity)
