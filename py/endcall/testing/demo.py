@@ -322,8 +322,6 @@ async def _run_scenario(
     identity = f"candidate-{index}"
     page = f"p{index}"
     started = time.monotonic()
-    if scenario.receiver_down and stack.receiver is not None:
-        stack.receiver.down_for(scenario.receiver_down)
     run = await start_interview_agent(stack, room, scenario)
     try:
         await browser.open(page, stack.page_url(room, identity))
@@ -338,6 +336,9 @@ async def _run_scenario(
         if scenario.answers < len(markers) and not scenario.agent_ends:
             await browser.wait_text(page, "transcript", markers[scenario.answers], 30)
             await browser.wait_text(page, "agent-state", "listening", 30)
+        if scenario.receiver_down and stack.receiver is not None:
+            # down from just before the end, however long the interview took to get here
+            stack.receiver.down_for(scenario.receiver_down)
         if scenario.agent_unreachable:
             await run.job.partition()
         if scenario.action == "click":
