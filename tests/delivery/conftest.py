@@ -34,7 +34,4 @@ def outbox_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def pg_dsn() -> str:
-    try:
-        return pgcluster.fresh_database()
-    except pgcluster.PgUnavailable as e:
-        pytest.skip(f"PostgreSQL unavailable: {e}")
+    return pgcluster.database_or_skip()

@@ -35,10 +35,7 @@ def outbox(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iter
     if request.param == "sqlite":
         ob = SqliteOutbox(tmp_path / "o.sqlite3", clock=clock)
     else:
-        try:
-            dsn = pgcluster.fresh_database()
-        except pgcluster.PgUnavailable as e:
-            pytest.skip(f"PostgreSQL unavailable: {e}")
+        dsn = pgcluster.database_or_skip()
         from endcall.outbox import PostgresOutbox
 
         ob = PostgresOutbox(dsn, clock=clock)

@@ -14,10 +14,7 @@ URL = "http://127.0.0.1:9/hook"
 
 @pytest.fixture
 def dsn() -> str:
-    try:
-        return pgcluster.fresh_database()
-    except pgcluster.PgUnavailable as e:
-        pytest.skip(f"PostgreSQL unavailable: {e}")
+    return pgcluster.database_or_skip()
 
 
 def test_a_relay_whose_clock_is_ahead_does_not_take_over_a_live_draft(
