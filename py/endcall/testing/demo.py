@@ -248,6 +248,12 @@ class _LoopbackHandle:
 AgentHandle = Any  # _LoopbackHandle | endcall.testing.realstack.RealJob
 
 
+def _on_real_server(stack: Any) -> bool:
+    from endcall.testing.realstack import RealStack
+
+    return isinstance(stack, RealStack)
+
+
 def scenario_metadata(scenario: Scenario) -> dict[str, Any]:
     """The job metadata the example agent reads its settings from (`ScriptedSettings`)."""
     settings: dict[str, Any] = {
@@ -264,7 +270,7 @@ def scenario_metadata(scenario: Scenario) -> dict[str, Any]:
 async def start_interview_agent(stack: Any, room: str, scenario: Scenario) -> AgentRun:
     """Make the example interview agent (scripted models) take ``room``: on the real server,
     its worker is dispatched when the page joins; on the loopback it starts here."""
-    if hasattr(stack, "prepare"):  # RealStack
+    if _on_real_server(stack):
         stack.prepare(room, scenario_metadata(scenario))
         return AgentRun(job=stack.job(room))
 
@@ -316,7 +322,7 @@ async def _page_outcome(browser: Any, page: str) -> dict[str, Any] | None:
 async def _run_scenario(
     stack: Any, browser: Any, scenario: Scenario, index: int, shots: Path
 ) -> ScenarioResult:
-    expected = scenario.expected(loopback=not hasattr(stack, "prepare"))
+    expected = scenario.expected(loopback=not _on_real_server(stack))
     result = ScenarioResult(scenario.name, expected_reason=expected or None)
     room = f"demo-{scenario.name}-{secrets.token_hex(3)}"
     identity = f"candidate-{index}"
