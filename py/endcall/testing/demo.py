@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import click
 
@@ -215,10 +215,9 @@ class AgentRun:
     """One interview agent job and the handles the scenario needs: ``job`` is an
     :class:`AgentHandle`; ``end``/``session`` are known only for an in-process (loopback) job."""
 
-    job: Any
+    job: AgentHandle
     end: Any = None
     session: Any = None
-    started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class _LoopbackHandle:
@@ -245,7 +244,20 @@ class _LoopbackHandle:
         await self.job.finished(60)
 
 
-AgentHandle = Any  # _LoopbackHandle | endcall.testing.realstack.RealJob
+class AgentHandle(Protocol):
+    """What a scenario does to its agent job (`_LoopbackHandle`, or `RealJob` on the real
+    server)."""
+
+    async def partition(self) -> None: ...
+
+    def heal(self) -> None: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    async def finished(self, timeout: float) -> None: ...
+
+    async def end_now(self) -> None: ...
 
 
 def _on_real_server(stack: Any) -> bool:
@@ -281,14 +293,14 @@ async def start_interview_agent(stack: Any, room: str, scenario: Scenario) -> Ag
     example = _example()
     webhook = Webhook(url=stack.webhook_url, secret=stack.webhook_secret, in_process_window=60.0)
     settings = example.ScriptedSettings.from_metadata(json.dumps(scenario_metadata(scenario)))
-    run = AgentRun(job=None)
+    started: dict[str, Any] = {}
+    ready = asyncio.Event()
 
     async def entrypoint(ctx: Any) -> None:
-        session, end = await example.run_scripted(
+        started["session"], started["end"] = await example.run_scripted(
             ctx, settings, webhook=webhook, outbox=SqliteOutbox(stack.outbox_path)
         )
-        run.session, run.end = session, end
-        run.started.set()
+        ready.set()
 
     job = await LoopbackJob.start(
         stack.hub,
@@ -299,9 +311,8 @@ async def start_interview_agent(stack: Any, room: str, scenario: Scenario) -> Ag
         agent_name="interview-agent",
         delete_room=stack.delete_room,
     )
-    run.job = _LoopbackHandle(job)
-    await asyncio.wait_for(run.started.wait(), 20)
-    return run
+    await asyncio.wait_for(ready.wait(), 20)
+    return AgentRun(_LoopbackHandle(job), end=started["end"], session=started["session"])
 
 
 # ----------------------------------------------------------------------------- scenarios
