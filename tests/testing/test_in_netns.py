@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -86,3 +87,16 @@ def test_a_clear_error_when_not_root() -> None:
     )
     assert out.returncode == 77
     assert "must run as root" in out.stderr
+
+
+def test_a_command_that_ignores_the_signal_is_killed_and_the_namespace_deleted() -> None:
+    before = _namespaces()
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+    proc = subprocess.Popen([str(SCRIPT), sys.executable, "-c", stubborn], env=_env())
+    deadline = time.monotonic() + 20
+    while not (_namespaces() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the command has set its handler
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) != 0
+    assert _namespaces() <= before
