@@ -711,25 +711,22 @@ class LoopbackServer:
         """``RoomService.DeleteRoom``: every participant gets ``disconnected`` with
         ``ROOM_DELETED`` (no ``participant_disconnected`` events: their connections end).
         Raises ``LookupError`` if the room does not exist."""
-        hub_room = self._rooms.pop(room, None)
-        if hub_room is None:
-            raise LookupError(f"room {room!r} does not exist")
-        for member in list(hub_room.members.values()):
-            self._fail_inbound_rpcs(member)
-            member.room._server_disconnect(rtc.DisconnectReason.ROOM_DELETED)
-        hub_room.members.clear()
+        self._end_room(room, rtc.DisconnectReason.ROOM_DELETED)
 
     async def close_room(self, room: str) -> None:
         """What livekit-server does ``departure_timeout`` after the last standard participant
         left (or ``empty_timeout`` after nobody came): the participants still there (agents)
         get ``disconnected`` with ``ROOM_CLOSED``, and nothing else first. The double never
         does it by itself; call it where a test needs the server's timeout."""
+        self._end_room(room, rtc.DisconnectReason.ROOM_CLOSED)
+
+    def _end_room(self, room: str, reason: Reason) -> None:
         hub_room = self._rooms.pop(room, None)
         if hub_room is None:
             raise LookupError(f"room {room!r} does not exist")
         for member in list(hub_room.members.values()):
             self._fail_inbound_rpcs(member)
-            member.room._server_disconnect(rtc.DisconnectReason.ROOM_CLOSED)
+            member.room._server_disconnect(reason)
         hub_room.members.clear()
 
     async def remove_participant(self, room: str, identity: str) -> None:
