@@ -688,29 +688,31 @@ class Bench:
         own_stack: BenchStack | None = None
         worker: AgentWorker | None = None
         assert stack is not None and browser is not None
-        if sc.dedicated:
-            async with self.startups:
-                own_stack = BenchStack(self.output, tag, self.secret)
-                self.stacks.append(own_stack)
-                await own_stack.start()
-                url = None
-                if sc.action == "signal-cut":
-                    own_stack.proxy = Toxiproxy(
-                        own_stack.info.url.removeprefix("ws://"),
-                        self.output / f"toxiproxy-{tag}.log",
-                    )
-                    url = await asyncio.to_thread(own_stack.proxy.start)
-                worker = await own_stack.start_worker(cell.agent, livekit_url=url)
-            stack = own_stack
-        if sc.action == "kill-browser":
-            own_browser = BrowserDriver(examples_dir() / "web")
-            await own_browser.start()
-            browser = own_browser
         pages = [f"{tag}-{i}" for i in range(k)]
         sessions: list[Session] = []
+        # the slots cover the batch's own server, worker and browser too: on 2 cores, stacks
+        # started ahead and left waiting starve the interviews that are running
         await self.slots.take(k)
         released = False
         try:
+            if sc.dedicated:
+                async with self.startups:
+                    own_stack = BenchStack(self.output, tag, self.secret)
+                    self.stacks.append(own_stack)
+                    await own_stack.start()
+                    url = None
+                    if sc.action == "signal-cut":
+                        own_stack.proxy = Toxiproxy(
+                            own_stack.info.url.removeprefix("ws://"),
+                            self.output / f"toxiproxy-{tag}.log",
+                        )
+                        url = await asyncio.to_thread(own_stack.proxy.start)
+                    worker = await own_stack.start_worker(cell.agent, livekit_url=url)
+                stack = own_stack
+            if sc.action == "kill-browser":
+                own_browser = BrowserDriver(examples_dir() / "web")
+                await own_browser.start()
+                browser = own_browser
             results = await asyncio.gather(
                 *(to_mid_interview(stack, browser, cell, p) for p in pages),
                 return_exceptions=True,
@@ -728,6 +730,18 @@ class Bench:
                     s.error = "interview did not reach the end point"
                     await delete_room(stack, s.room)
             await self.act(cell, stack, browser, worker, pages, sessions)
+            if sc.action in ("click", "worker-term"):
+                # the End button's work is done when the page has left the room
+                await asyncio.gather(
+                    *(browser.wait_text(p, "connection", "disconnected", 30) for p in pages),
+                    return_exceptions=True,
+                )
+            # the candidate has left by now (a page still open keeps encoding its microphone)
+            if own_browser is not None:
+                await own_browser.close()
+                own_browser = None
+            else:
+                await close_pages(browser, pages)
             await self.slots.give(k)
             released = True
             await self.wait_reports(cell, sessions)
