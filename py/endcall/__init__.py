@@ -17,7 +17,7 @@ _install_redaction()
 if TYPE_CHECKING:
     from .endcall import EndCall
     from .machine import EndRecord, EndState
-    from .protocol import EndAck, EndReason, EndRequest, ProtocolError
+    from .protocol import EndAck, EndReason, EndRequest, Initiator, ProtocolError
     from .relay import prewarm
     from .tokens import mint_end_token
     from .webhook import Webhook
@@ -29,6 +29,7 @@ _EXPORTS = {
     "EndRecord": "machine",
     "EndRequest": "protocol",
     "EndState": "machine",
+    "Initiator": "protocol",
     "ProtocolError": "protocol",
     "Webhook": "webhook",
     "mint_end_token": "tokens",
@@ -42,6 +43,7 @@ __all__ = [
     "EndRecord",
     "EndRequest",
     "EndState",
+    "Initiator",
     "ProtocolError",
     "Webhook",
     "mint_end_token",
