@@ -219,6 +219,31 @@ class Ledger:
             )
         return [_room(r) for r in rows]
 
+    def open_rooms(self, seen_before: float, *, limit: int = 100) -> list[Room]:
+        """Rooms not finished as far as the ledger knows (no ``room_finished``, no verdict),
+        first seen at or before ``seen_before``, the longest-open first."""
+        with self.outbox.transaction(write=False) as tx:
+            rows = tx.run(
+                f"SELECT {_ROOM_COLS} FROM {ROOMS_TABLE} WHERE verdict IS NULL"
+                " AND finished_at IS NULL AND first_seen <= :t"
+                " ORDER BY first_seen LIMIT :lim",
+                {"t": seen_before, "lim": limit},
+            )
+        return [_room(r) for r in rows]
+
+    def mark_gone(self, room_sid: str, at: float) -> bool:
+        """Record that LiveKit no longer lists the room, its ``room_finished`` never having
+        arrived: the room counts as finished ``at`` (a ``room_finished`` arriving later
+        replaces that time). False when the room had finished meanwhile."""
+        with self.outbox.transaction() as tx:
+            now = self.outbox.db_now(tx)
+            rows = tx.run(
+                f"UPDATE {ROOMS_TABLE} SET finished_at = :at, updated_at = :now"
+                " WHERE room_sid = :sid AND finished_at IS NULL RETURNING room_sid",
+                {"at": at, "now": now, "sid": room_sid},
+            )
+        return bool(rows)
+
     def settle(self, room_sid: str, verdict: Verdict) -> None:
         """Record the reconciler's verdict on a room (it is not looked at again)."""
         with self.outbox.transaction() as tx:

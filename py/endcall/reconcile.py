@@ -7,6 +7,12 @@ room sid — final or crash draft, in any state — the room is settled as ``rep
 ``<room_sid>.missing`` and delivered by the relays exactly like a report (same signing, same
 retry schedule). The store is keyed by the room sid, so a reconciler restarted between the
 store and the verdict, or two reconcilers on one database, still make one event per room.
+
+LiveKit's webhooks are best effort: a ``room_finished`` may never come. Given ``live_rooms``
+(which of some rooms LiveKit still lists; ``endcall serve`` asks ListRooms), the reconciler
+sweeps the rooms the ledger still thinks open, at most every ``sweep`` seconds: a room LiveKit
+no longer lists counts as finished when the sweep found it gone, and is settled like any other
+``after`` seconds later. When LiveKit cannot be asked, nothing is marked.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from .ledger import Ledger, LedgerEvent, Room
@@ -32,8 +38,10 @@ from .webhook import Webhook
 
 __all__ = [
     "DEFAULT_AFTER",
+    "DEFAULT_SWEEP",
     "SEARCH_MARGIN",
     "BackgroundReconciler",
+    "LiveRooms",
     "Reconciler",
     "missing_event",
     "report_of_room",
@@ -43,6 +51,12 @@ __all__ = [
 DEFAULT_AFTER = 300.0
 #: reports stored this long before the room started still count (clock skew between hosts)
 SEARCH_MARGIN = 600.0
+#: seconds between two sweeps for rooms whose ``room_finished`` never came; a room is swept
+#: once it was first seen this long ago
+DEFAULT_SWEEP = 60.0
+
+#: the sids, among these rooms, of those LiveKit still lists (raises when it cannot be asked)
+LiveRooms = Callable[[Sequence[Room]], Collection[str]]
 
 logger = logging.getLogger("endcall.reconcile")
 
@@ -125,8 +139,9 @@ def missing_event(room: Room, events: list[LedgerEvent], detected_at: float) -> 
 
 
 class Reconciler:
-    """Settles finished rooms: ``run_once()`` looks at every room due and returns the
-    verdicts it reached, ``[(room_sid, "report" | "missing")]``."""
+    """Settles finished rooms: ``run_once()`` sweeps for rooms gone without a
+    ``room_finished`` (when ``live_rooms`` is given and a sweep is due), looks at every room
+    due and returns the verdicts it reached, ``[(room_sid, "report" | "missing")]``."""
 
     def __init__(
         self,
@@ -134,18 +149,54 @@ class Reconciler:
         webhook: Webhook,
         *,
         after: float = DEFAULT_AFTER,
+        live_rooms: LiveRooms | None = None,
+        sweep: float = DEFAULT_SWEEP,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.outbox = outbox
         self.ledger = Ledger(outbox)
         self.webhook = webhook
         self.after = after
+        self.live_rooms = live_rooms
+        self.sweep_every = sweep
         self.clock = clock
         self.owner = make_owner("reconcile")
+        self._last_sweep: float | None = None
+
+    def sweep(self, now: float) -> list[str]:
+        """Mark the rooms LiveKit no longer lists as finished ``now``; their sids."""
+        if self.live_rooms is None:
+            return []
+        open_rooms = self.ledger.open_rooms(now - self.sweep_every)
+        if not open_rooms:
+            return []
+        try:
+            live = set(self.live_rooms(open_rooms))
+        except Exception as e:
+            logger.warning(
+                "endcall reconcile: cannot ask LiveKit which rooms are open (%s);"
+                " no room is marked finished",
+                redact(str(e)),
+            )
+            return []
+        gone = []
+        for room in open_rooms:
+            if room.room_sid not in live and self.ledger.mark_gone(room.room_sid, now):
+                gone.append(room.room_sid)
+                logger.warning(
+                    "endcall: room %s (%s) is gone but its room_finished webhook never came;"
+                    " it counts as finished now",
+                    room.room_name,
+                    room.room_sid,
+                )
+        return gone
 
     def run_once(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         now = self.clock()
+        if self._last_sweep is None or now - self._last_sweep >= self.sweep_every:
+            self._last_sweep = now
+            self.sweep(now)
         for room in self.ledger.due(now - self.after):
             found = report_of_room(self.outbox, room)
             if found is not None:
@@ -187,11 +238,15 @@ class BackgroundReconciler:
         *,
         after: float = DEFAULT_AFTER,
         poll: float | None = None,
+        live_rooms: LiveRooms | None = None,
+        sweep: float = DEFAULT_SWEEP,
     ) -> None:
         self.target = target
         self.webhook = webhook
         self.after = after
-        self.poll = poll if poll is not None else min(10.0, max(0.2, after / 4))
+        self.live_rooms = live_rooms
+        self.sweep = sweep
+        self.poll = poll if poll is not None else min(10.0, max(0.2, after / 4), sweep)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._main, name="endcall-reconcile", daemon=True)
 
@@ -203,11 +258,19 @@ class BackgroundReconciler:
         from .outbox import open_outbox
 
         outbox: Any = None
+        reconciler: Reconciler | None = None
         while not self._stop.is_set():
             try:
-                if outbox is None:
+                if reconciler is None:
                     outbox = open_outbox(self.target)
-                Reconciler(outbox, self.webhook, after=self.after).run_once()
+                    reconciler = Reconciler(
+                        outbox,
+                        self.webhook,
+                        after=self.after,
+                        live_rooms=self.live_rooms,
+                        sweep=self.sweep,
+                    )
+                reconciler.run_once()
             except Exception as e:
                 logger.warning("endcall reconcile pass failed: %s", redact(str(e)))
             self._stop.wait(self.poll)

@@ -158,16 +158,47 @@ class World:
         raise AssertionError(f"timed out waiting for {what}; got {self.receiver.got}")
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+@dataclass
+class Dropper:
+    """Between livekit-server and ``endcall serve``: forwards LiveKit's webhooks untouched,
+    except the events named in ``drop`` (answered 200 and kept, as if lost on the way)."""
+
+    target: str
+    drop: set[str]
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle(self, request: Request) -> Response:
+        body = await request.body()
+        doc = json.loads(body)
+        if doc.get("event") in self.drop:
+            self.dropped.append(doc)
+            return Response(status_code=200)
+        headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED}
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(self.target, content=body, headers=headers)
+        return Response(answer.content, status_code=answer.status_code)
+
+
+_FORWARDED = ("authorization", "content-type")
+
+
+@contextlib.asynccontextmanager
+async def make_world(
+    tmp_path: Path, *, drop: set[str] | None = None, env: dict[str, str] | None = None
+) -> AsyncIterator[World]:
     receiver = Receiver()
     backend = ServedApp(Starlette(routes=[Route("/hook", receiver.handle, methods=["POST"])]))
     await backend.start()
     outbox = tmp_path / "outbox.sqlite3"
     serve = Serve({}, tmp_path / "serve.log")
-    server = LiveKitServer(
-        webhook_urls=[serve.url + "/v1/livekit/webhook"], log_path=tmp_path / "livekit.log"
-    )
+    hook_url = serve.url + "/v1/livekit/webhook"
+    dropper: ServedApp | None = None
+    if drop:
+        filter_ = Dropper(hook_url, drop)
+        dropper = ServedApp(Starlette(routes=[Route("/lk", filter_.handle, methods=["POST"])]))
+        await dropper.start()
+        hook_url = dropper.url + "/lk"
+    server = LiveKitServer(webhook_urls=[hook_url], log_path=tmp_path / "livekit.log")
     info = await asyncio.to_thread(server.start)  # raises (never skips) without a server
     serve.env = {
         **info.env(),
@@ -176,6 +207,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         "ENDCALL_WEBHOOK_SECRET": SECRET,
         "ENDCALL_RECONCILE_AFTER": "1",
         "ENDCALL_RELAY_POLL": "0.3",
+        **(env or {}),
     }
     try:
         await serve.start()
@@ -183,7 +215,15 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     finally:
         serve.stop()
         await asyncio.to_thread(server.stop)
+        if dropper is not None:
+            await dropper.stop()
         await backend.stop()
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with make_world(tmp_path) as w:
+        yield w
 
 
 def _room() -> str:
@@ -350,3 +390,30 @@ async def test_restarting_serve_in_the_window_neither_loses_nor_duplicates(world
     await world.serve.start()
     await asyncio.sleep(3.0)
     assert len(world.receiver.of("session.missing", room)) == 1
+
+
+async def test_a_room_whose_room_finished_never_came_is_found_by_the_sweep(
+    tmp_path: Path,
+) -> None:
+    """LiveKit's webhooks are best effort: with every room_finished lost on the way, the
+    reconciler's ListRooms sweep finds the room gone and the backend still gets its
+    session.missing."""
+    env = {"ENDCALL_RECONCILE_SWEEP": "1"}
+    async with make_world(tmp_path, drop={"room_finished"}, env=env) as world:
+        room = _room()
+        customer = rtc.Room()
+        await customer.connect(world.info.url, world.token(room, "candidate-2"))
+        await world.until("the room in the ledger", lambda: world.ledger_events(room))
+        await asyncio.sleep(2.5)  # two sweeps while the room is up: it stays open
+        assert world.receiver.of("session.missing", room) == []
+        await customer.disconnect()
+        deleted_at = time.time()
+        await world.delete_room(room)
+        await world.until("session.missing", lambda: world.receiver.of("session.missing", room))
+        (event,) = world.receiver.of("session.missing", room)
+        assert "room_finished" not in world.ledger_events(room)
+        assert event["cause"] == "agent-never-joined"
+        assert [p["identity"] for p in event["participants"]] == ["candidate-2"]
+        assert deleted_at - 1 <= event["finished_at"] <= deleted_at + 5
+        log = world.serve.log.read_text()
+        assert "its room_finished webhook never came" in log

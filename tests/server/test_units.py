@@ -101,6 +101,7 @@ def test_settings_defaults() -> None:
     assert s.method == "end_interview"
     assert s.allowed_origins == ()
     assert s.rate_limit_identity == RateLimit(10, 60) == s.rate_limit_address
+    assert s.reconcile_sweep == 60.0
 
 
 def test_settings_from_env() -> None:
@@ -116,13 +117,14 @@ def test_settings_from_env() -> None:
         ENDCALL_LIVEKIT_TIMEOUT="4",
         ENDCALL_RETRY_AFTER="7",
         ENDCALL_IDEMPOTENCY_TTL="30",
+        ENDCALL_RECONCILE_SWEEP="15",
     )
     s = Settings.from_env(env)
     assert s.allowed_origins == ("https://a.example", "https://b.example")
     assert s.method == "hang_up" and s.ack_timeout == 1.5 and s.escalation == "none"
     assert s.rate_limit_identity == RateLimit(5, 60) and s.rate_limit_address is None
     assert s.token_leeway == 0 and s.livekit_timeout == 4 and s.retry_after == 7
-    assert s.idempotency_ttl == 30
+    assert s.idempotency_ttl == 30 and s.reconcile_sweep == 15
     assert Settings.from_env(env, ack_timeout=9.0).ack_timeout == 9.0
 
 
@@ -137,6 +139,8 @@ def test_settings_from_env() -> None:
         (dict(BASE_ENV, ENDCALL_METHOD="bad topic"), "ENDCALL_METHOD"),
         (dict(BASE_ENV, ENDCALL_RATE_LIMIT_IDENTITY="lots"), "ENDCALL_RATE_LIMIT_IDENTITY"),
         (dict(BASE_ENV, ENDCALL_RATE_LIMIT="3/fortnight"), "ENDCALL_RATE_LIMIT"),
+        (dict(BASE_ENV, ENDCALL_RECONCILE_SWEEP="0"), "ENDCALL_RECONCILE_SWEEP"),
+        (dict(BASE_ENV, ENDCALL_RECONCILE_SWEEP="nan"), "ENDCALL_RECONCILE_SWEEP"),
     ],
 )
 def test_settings_errors_name_the_variable(env: dict[str, str], needle: str) -> None:

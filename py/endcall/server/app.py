@@ -13,7 +13,9 @@ per-address rate limit (429) → Content-Type (415) → size (413) → body (400
 With ``ENDCALL_OUTBOX`` (and ``ENDCALL_WEBHOOK_SECRET``) the app also runs a relay for the
 agents' outbox while it is up, so reports a killed job left behind are still delivered; with
 ``ENDCALL_WEBHOOK_URL`` too it reconciles the room ledger with the outbox
-(:mod:`endcall.reconcile`): a finished room without a report gets a ``session.missing`` event.
+(:mod:`endcall.reconcile`): a finished room without a report gets a ``session.missing`` event,
+and a room LiveKit no longer lists (ListRooms, every ``ENDCALL_RECONCILE_SWEEP`` seconds)
+counts as finished even when its ``room_finished`` webhook never came.
 
 The app can be mounted in another Starlette/FastAPI app (``Mount("/endcall", app)``); the
 LiveKit client is created on first use, and closed by this app's lifespan when it runs.
@@ -24,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -35,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..ledger import Room
 from ..reconcile import BackgroundReconciler
 from ..redact import redact
 from ..relay import BackgroundRelay
@@ -85,8 +88,34 @@ def _start_reconciler(settings: Settings) -> BackgroundReconciler | None:
         settings.reconcile_after,
     )
     return BackgroundReconciler(
-        settings.relay_outbox, webhook, after=settings.reconcile_after
+        settings.relay_outbox,
+        webhook,
+        after=settings.reconcile_after,
+        live_rooms=_live_rooms(settings),
+        sweep=settings.reconcile_sweep,
     ).start()
+
+
+def _live_rooms(settings: Settings) -> Callable[[Sequence[Room]], set[str]]:
+    """ListRooms for the reconciler's sweep, from its thread (a client per call: the
+    app's own is bound to the app's event loop)."""
+
+    def live(rooms: Sequence[Room]) -> set[str]:
+        async def ask() -> set[str]:
+            gateway = RoomGateway(
+                settings.livekit_url,
+                settings.api_key,
+                settings.api_secret,
+                timeout=max(settings.livekit_timeout, 10.0),
+            )
+            try:
+                return await gateway.live_rooms(sorted({r.room_name for r in rooms}))
+            finally:
+                await gateway.aclose()
+
+        return asyncio.run(ask())
+
+    return live
 
 
 def create_app(

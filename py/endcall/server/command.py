@@ -78,6 +78,13 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     help="Seconds after room_finished before a room with no report gets session.missing "
     "(env ENDCALL_RECONCILE_AFTER; 300).",
 )
+@click.option(
+    "--reconcile-sweep",
+    type=float,
+    default=None,
+    help="Seconds between two ListRooms sweeps for rooms gone without a room_finished "
+    "webhook (env ENDCALL_RECONCILE_SWEEP; 60).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str,
@@ -95,6 +102,7 @@ def serve(
     outbox: str | None,
     webhook_url: str | None,
     reconcile_after: float | None,
+    reconcile_sweep: float | None,
     log_level: str,
 ) -> None:
     """Run the fallback end server (POST /v1/end, POST /v1/livekit/webhook, GET /healthz,
@@ -112,6 +120,7 @@ def serve(
         "escalation": escalation,
         "webhook_url": webhook_url,
         "reconcile_after": reconcile_after,
+        "reconcile_sweep": reconcile_sweep,
     }
     if outbox is not None:
         from ..relay import secrets_from_env

@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
@@ -188,6 +188,13 @@ class RoomGateway:
             "DeleteRoom",
             self.room.delete_room(proto_room.DeleteRoomRequest(room=room)),
         )
+
+    async def live_rooms(self, names: Sequence[str]) -> set[str]:
+        """The sids of the rooms with these names that LiveKit lists now."""
+        response = await self._call(
+            "ListRooms", self.room.list_rooms(proto_room.ListRoomsRequest(names=list(names)))
+        )
+        return {r.sid for r in response.rooms}
 
     async def room_exists(self, room: str) -> bool:
         response = await self._call(

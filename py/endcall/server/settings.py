@@ -128,6 +128,9 @@ class Settings:
     reconcile_after: float = 300.0
     """Seconds after ``room_finished`` before a room without a report is declared missing
     (``ENDCALL_RECONCILE_AFTER``)."""
+    reconcile_sweep: float = 60.0
+    """Seconds between two ListRooms sweeps for rooms LiveKit no longer lists though their
+    ``room_finished`` never came (``ENDCALL_RECONCILE_SWEEP``)."""
 
     def __post_init__(self) -> None:
         if not self.livekit_url:
@@ -165,6 +168,8 @@ class Settings:
             raise ValueError("ENDCALL_RELAY_POLL must be a positive number of seconds")
         if not math.isfinite(self.reconcile_after) or self.reconcile_after < 0:
             raise ValueError("ENDCALL_RECONCILE_AFTER must be a number of seconds >= 0")
+        if not math.isfinite(self.reconcile_sweep) or self.reconcile_sweep <= 0:
+            raise ValueError("ENDCALL_RECONCILE_SWEEP must be a positive number of seconds")
         if self.webhook_url is not None:
             try:
                 validate_url(self.webhook_url)
@@ -197,6 +202,7 @@ class Settings:
             "ENDCALL_IDEMPOTENCY_TTL": "idempotency_ttl",
             "ENDCALL_RELAY_POLL": "relay_poll",
             "ENDCALL_RECONCILE_AFTER": "reconcile_after",
+            "ENDCALL_RECONCILE_SWEEP": "reconcile_sweep",
         }
         for var, name in floats.items():
             if env.get(var):
