@@ -67,6 +67,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -694,6 +695,14 @@ class Bench:
         # started ahead and left waiting starve the interviews that are running
         await self.slots.take(k)
         released = False
+
+        async def release() -> None:
+            """The batch's active part is over: its slots go to the next batch."""
+            nonlocal released
+            if not released:
+                released = True
+                await self.slots.give(k)
+
         try:
             if sc.dedicated:
                 async with self.startups:
@@ -729,7 +738,7 @@ class Bench:
                     # the fault was never applied: left out of the tallies, counted apart
                     s.error = "interview did not reach the end point"
                     await delete_room(stack, s.room)
-            await self.act(cell, stack, browser, worker, pages, sessions)
+            await self.act(cell, stack, browser, worker, pages, sessions, release)
             if sc.action in ("click", "worker-term"):
                 # the End button's work is done when the page has left the room
                 await asyncio.gather(
@@ -742,12 +751,10 @@ class Bench:
                 own_browser = None
             else:
                 await close_pages(browser, pages)
-            await self.slots.give(k)
-            released = True
+            await release()
             await self.wait_reports(cell, sessions)
         finally:
-            if not released:
-                await self.slots.give(k)
+            await release()
             if own_browser is not None:
                 await own_browser.close()
             else:
@@ -767,7 +774,10 @@ class Bench:
         worker: AgentWorker | None,
         pages: list[str],
         sessions: list[Session],
+        release: Callable[[], Awaitable[None]],
     ) -> None:
+        """Apply the scenario's end or fault; ``release()`` before a long idle wait (the
+        interviews are over or stuck; nothing heavy runs until the wait ends)."""
         sc = cell.scenario
         rooms = [s.room for s in sessions]
         page_of = dict(zip(rooms, pages, strict=False))
@@ -804,6 +814,7 @@ class Bench:
                 pid = await job_pid(stack, s.room)
                 s.end_at = now()
                 os.kill(pid, signal.SIGKILL)
+            await release()
             await asyncio.sleep(20)  # the candidate waits, then leaves
         elif sc.action == "worker-term":
             # a redeploy: SIGTERM makes a livekit-agents worker drain (its running jobs go on,
@@ -823,6 +834,7 @@ class Bench:
                 s.end_at = t
             # the host brings a new worker up on the same volume (the same outbox)
             await stack.start_worker(cell.agent)
+            await release()
             await asyncio.sleep(10)  # the candidate waits, then leaves
         elif sc.action == "signal-cut":
             assert stack.proxy is not None
@@ -830,6 +842,7 @@ class Bench:
             await asyncio.to_thread(stack.proxy.set_enabled, False)
             for s in sessions:
                 s.end_at = t
+            await release()
             await asyncio.sleep(60)
             await asyncio.to_thread(stack.proxy.set_enabled, True)
             await asyncio.gather(*(agent_gone(stack, r, 60) for r in rooms), return_exceptions=True)
@@ -839,6 +852,7 @@ class Bench:
             for s in sessions:
                 s.end_at = t
             await asyncio.to_thread(stack.server.restart)
+            await release()
             await asyncio.gather(*(agent_gone(stack, r, 60) for r in rooms), return_exceptions=True)
         if unreachable is not None:
             await unreachable
