@@ -208,28 +208,27 @@ class Ledger:
             )
         return True
 
+    def _select_rooms(self, where_and_order: str, params: dict[str, Any]) -> list[Room]:
+        with self.outbox.transaction(write=False) as tx:
+            rows = tx.run(f"SELECT {_ROOM_COLS} FROM {ROOMS_TABLE} WHERE {where_and_order}", params)
+        return [_room(r) for r in rows]
+
     def due(self, finished_before: float, *, limit: int = 100) -> list[Room]:
         """Finished rooms without a verdict that finished at or before ``finished_before``."""
-        with self.outbox.transaction(write=False) as tx:
-            rows = tx.run(
-                f"SELECT {_ROOM_COLS} FROM {ROOMS_TABLE} WHERE verdict IS NULL"
-                " AND finished_at IS NOT NULL AND finished_at <= :t"
-                " ORDER BY finished_at LIMIT :lim",
-                {"t": finished_before, "lim": limit},
-            )
-        return [_room(r) for r in rows]
+        return self._select_rooms(
+            "verdict IS NULL AND finished_at IS NOT NULL AND finished_at <= :t"
+            " ORDER BY finished_at LIMIT :lim",
+            {"t": finished_before, "lim": limit},
+        )
 
     def open_rooms(self, seen_before: float, *, limit: int = 100) -> list[Room]:
         """Rooms not finished as far as the ledger knows (no ``room_finished``, no verdict),
         first seen at or before ``seen_before``, the longest-open first."""
-        with self.outbox.transaction(write=False) as tx:
-            rows = tx.run(
-                f"SELECT {_ROOM_COLS} FROM {ROOMS_TABLE} WHERE verdict IS NULL"
-                " AND finished_at IS NULL AND first_seen <= :t"
-                " ORDER BY first_seen LIMIT :lim",
-                {"t": seen_before, "lim": limit},
-            )
-        return [_room(r) for r in rows]
+        return self._select_rooms(
+            "verdict IS NULL AND finished_at IS NULL AND first_seen <= :t"
+            " ORDER BY first_seen LIMIT :lim",
+            {"t": seen_before, "lim": limit},
+        )
 
     def mark_gone(self, room_sid: str, at: float) -> bool:
         """Record that LiveKit no longer lists the room, its ``room_finished`` never having
@@ -256,13 +255,9 @@ class Ledger:
 
     def rooms(self, name_or_sid: str) -> list[Room]:
         """The rooms with this sid or this name (a name may be reused), newest first."""
-        with self.outbox.transaction(write=False) as tx:
-            rows = tx.run(
-                f"SELECT {_ROOM_COLS} FROM {ROOMS_TABLE} WHERE room_sid = :k OR room_name = :k"
-                " ORDER BY first_seen DESC",
-                {"k": name_or_sid},
-            )
-        return [_room(r) for r in rows]
+        return self._select_rooms(
+            "room_sid = :k OR room_name = :k ORDER BY first_seen DESC", {"k": name_or_sid}
+        )
 
     def events(self, room_sid: str) -> list[LedgerEvent]:
         """Every recorded event of one room, oldest first."""
