@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -75,8 +76,14 @@ class NaiveInterviewAgent(Agent):
 
 
 # a small test machine, as the example agent's scripted mode: health server on loopback, never
-# reported full, one idle process
-server = AgentServer(host="127.0.0.1", port=0, load_fnc=lambda: 0.0, num_idle_processes=1)
+# full (load_threshold=inf: see examples/interview_agent.py), one idle process
+server = AgentServer(
+    host="127.0.0.1",
+    port=0,
+    load_fnc=lambda: 0.0,
+    load_threshold=math.inf,
+    num_idle_processes=1,
+)
 
 
 async def on_session_end(ctx: JobContext) -> None:

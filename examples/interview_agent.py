@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -285,12 +286,16 @@ on_session_end = EndCall.on_session_end
 
 server = (
     # a small test machine: health server on loopback, a free port, never "full", one idle
-    # process kept warm
+    # process kept warm. Never full takes load_threshold=inf too: with a finite threshold and
+    # no job running yet, livekit-agents counts each job it is still starting as threshold /
+    # num_idle_processes of load, so with one idle process it refuses a second job requested
+    # at the same moment, and with a single worker LiveKit never dispatches that job again
     AgentServer(
         setup_fnc=endcall.prewarm,
         host="127.0.0.1",
         port=0,
         load_fnc=lambda: 0.0,
+        load_threshold=math.inf,
         num_idle_processes=1,
     )
     if scripted_mode()

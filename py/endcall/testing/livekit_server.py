@@ -197,9 +197,10 @@ class LiveKitServer:
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, timeout: float = 30.0) -> ServerInfo:
+    def start(self, timeout: float = 30.0, *, append: bool = False) -> ServerInfo:
         """Start the process and wait until it is ready (``GET /`` answers 200, and the
-        room API answers); raises :class:`ServerUnavailable` with the log's tail otherwise."""
+        room API answers); raises :class:`ServerUnavailable` with the log's tail otherwise.
+        ``append``: keep what the log already holds (a restart)."""
         binary = self.binary or find_binary()
         config = self.config()
         if self.log_path is None:
@@ -207,7 +208,7 @@ class LiveKitServer:
             os.close(fd)
             self.log_path = Path(name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "ab" if append else "wb")
         self._proc = subprocess.Popen(
             [str(binary), "--config-body", json.dumps(config)],
             stdout=self._log,
@@ -300,9 +301,10 @@ class LiveKitServer:
             self._log = None
 
     def restart(self, timeout: float = 30.0) -> ServerInfo:
-        """Stop and start again on the same ports and keys (rooms are gone afterwards)."""
+        """Stop and start again on the same ports and keys (rooms are gone afterwards); the
+        log goes on in the same file."""
         self.stop()
-        return self.start(timeout)
+        return self.start(timeout, append=True)
 
     def __enter__(self) -> ServerInfo:
         return self.start()
