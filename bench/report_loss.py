@@ -668,17 +668,27 @@ class Bench:
                 await stack.stop()
 
     async def run_cell(self, cell: Cell) -> None:
-        done = 0
+        """Batches until ``sessions`` interviews reached the fault: one that failed before
+        it (a saturated machine: the greeting or a question too late) is replaced, up to as
+        many replacements as sessions; the failed ones are counted apart (``not run``)."""
         n = 0
-        while done < self.sessions:
-            k = min(self.batch, self.sessions - done)
+        while True:
+            ran = sum(1 for s in cell.sessions if not s.error)
+            if ran >= self.sessions or len(cell.sessions) >= 2 * self.sessions:
+                return
+            k = min(self.batch, self.sessions - ran, 2 * self.sessions - len(cell.sessions))
             n += 1
+            before = len(cell.sessions)
             try:
                 await self.run_batch(cell, k, n)
             except Exception as e:
                 logger.exception("batch %s/%s/%d failed", cell.scenario.name, cell.agent, n)
                 self.say(f"  {cell.scenario.name}/{cell.agent} batch {n}: {type(e).__name__}: {e}")
-            done += k
+            if len(cell.sessions) == before:  # the batch failed before any interview began
+                cell.sessions.extend(
+                    Session(cell.scenario.name, cell.agent, f"(batch {n})", error="batch failed")
+                    for _ in range(k)
+                )
 
     async def run_batch(self, cell: Cell, k: int, n: int) -> None:
         sc = cell.scenario
