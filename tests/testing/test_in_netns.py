@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,14 +79,25 @@ def test_no_nesting_when_a_test_address_is_already_set() -> None:
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is missing")
 def test_a_clear_error_when_not_root() -> None:
-    out = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(SCRIPT), "true"],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert out.returncode == 77
+    # a copy nobody can reach: the checkout may sit in a directory only root can enter
+    # (a CI clone in `mktemp -d`)
+    where = Path(tempfile.mkdtemp(prefix="in-netns-"))
+    try:
+        where.chmod(0o755)
+        script = where / SCRIPT.name
+        shutil.copy2(SCRIPT, script)
+        script.chmod(0o755)
+        out = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(script), "true"],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=where,
+        )
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+    assert out.returncode == 77, out.stderr
     assert "must run as root" in out.stderr
 
 
