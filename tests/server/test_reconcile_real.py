@@ -149,14 +149,6 @@ class World:
         finally:
             ob.close()
 
-    async def the_missing_event(self, room: str, *, settle: float = 2.0) -> dict[str, Any]:
-        """The one ``session.missing`` of ``room``: waits for it, then ``settle`` seconds
-        more for a duplicate that must not come."""
-        await self.until("session.missing", lambda: self.receiver.of("session.missing", room))
-        await asyncio.sleep(settle)
-        (event,) = self.receiver.of("session.missing", room)
-        return event
-
     async def until(self, what: str, check: Any, timeout: float = 45.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -279,7 +271,9 @@ async def test_room_no_agent_joined_gets_agent_never_joined(world: World) -> Non
     await asyncio.sleep(0.5)
     await customer.disconnect()
     await world.delete_room(room)
-    event = await world.the_missing_event(room)
+    await world.until("session.missing", lambda: world.receiver.of("session.missing", room))
+    await asyncio.sleep(2.0)
+    (event,) = world.receiver.of("session.missing", room)
     assert event["cause"] == "agent-never-joined" and event["agent_joined"] is False
     assert [p["identity"] for p in event["participants"]] == ["candidate-1"]
     assert event["participants"][0]["kind"] == "standard"
@@ -331,7 +325,9 @@ async def test_killed_agent_without_outbox_gets_no_report_from_agent(
         agent_outbox.unlink()  # the host vanished with its disk
     await customer.disconnect()
     await world.delete_room(room)
-    event = await world.the_missing_event(room)
+    await world.until("session.missing", lambda: world.receiver.of("session.missing", room))
+    await asyncio.sleep(2.0)
+    (event,) = world.receiver.of("session.missing", room)
     assert event["cause"] == "no-report-from-agent" and event["agent_joined"] is True
     kinds = {p["identity"]: p["kind"] for p in event["participants"]}
     assert kinds == {"candidate-2": "standard", "agent-x": "agent"}
@@ -413,7 +409,8 @@ async def test_a_room_whose_room_finished_never_came_is_found_by_the_sweep(
         await customer.disconnect()
         deleted_at = time.time()
         await world.delete_room(room)
-        event = await world.the_missing_event(room, settle=0.0)
+        await world.until("session.missing", lambda: world.receiver.of("session.missing", room))
+        (event,) = world.receiver.of("session.missing", room)
         assert "room_finished" not in world.ledger_events(room)
         assert event["cause"] == "agent-never-joined"
         assert [p["identity"] for p in event["participants"]] == ["candidate-2"]
