@@ -42,8 +42,9 @@ from livekit.agents import Agent, AgentSession
 from livekit.agents.testing import fake_job_context
 
 from endcall import EndCall
-from endcall.outbox.sqlite import SqliteOutbox
-from endcall.pipeline import ReportPipeline
+from endcall.reports.outbox.sqlite import SqliteOutbox
+from endcall.reports.pipeline import ReportPipeline
+from endcall.reports.webhook import Webhook
 from endcall.testing import LoopbackServer, ScriptedLLM, ScriptedSTT, TimedTTS
 from endcall.testing.livekit_server import (
     LiveKitServer,
@@ -52,7 +53,6 @@ from endcall.testing.livekit_server import (
     external_server,
     node_ip,
 )
-from endcall.webhook import Webhook
 
 NO_SERVER = (
     "no LiveKit server to measure on: run inside a test network namespace "

@@ -172,11 +172,11 @@ async def naive_sender(url: str, start: int, n: int, rate: float) -> None:
 
 
 async def kit_sender(url: str, outbox: str, start: int, n: int, rate: float) -> None:
-    from endcall.delivery import RetryPolicy
-    from endcall.outbox import SqliteOutbox
-    from endcall.pipeline import ReportPipeline
-    from endcall.relay import Relay
-    from endcall.webhook import Webhook
+    from endcall.reports.delivery import RetryPolicy
+    from endcall.reports.outbox import SqliteOutbox
+    from endcall.reports.pipeline import ReportPipeline
+    from endcall.reports.relay import Relay
+    from endcall.reports.webhook import Webhook
 
     ob = SqliteOutbox(outbox)
     wh = Webhook(url=url, secret=SECRET, schedule=BENCH_SCHEDULE, in_process_window=60.0)
@@ -383,9 +383,9 @@ async def throughput(
     in rounds (order alternating) so machine noise hits both alike; fresh outbox per round."""
     import httpx
 
-    from endcall.outbox import SqliteOutbox
-    from endcall.pipeline import ReportPipeline
-    from endcall.webhook import Webhook
+    from endcall.reports.outbox import SqliteOutbox
+    from endcall.reports.pipeline import ReportPipeline
+    from endcall.reports.webhook import Webhook
 
     url = f"http://127.0.0.1:{port}/fast"
     body = json.dumps({"type": "session.ended", "pad": "x" * 1500}).encode()

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from endcall.tokens import mint_end_token
+from endcall.server.tokens import mint_end_token
 
 __all__ = ["Config", "create_app", "main"]
 

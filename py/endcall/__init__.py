@@ -1,7 +1,7 @@
 """endcall: end LiveKit voice-agent calls correctly and never lose the session report.
 
 The public names are imported lazily, so `endcall.server`, `endcall.protocol` and the CLI start
-without loading livekit-agents. Importing the package puts `endcall.redact`'s filter on the
+without loading livekit-agents. Importing the package puts `endcall.reports.redact`'s filter on the
 kit's loggers: no connection-string password reaches a log.
 """
 
@@ -10,30 +10,30 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .redact import install as _install_redaction
+from endcall.reports.redact import install as _install_redaction
 
 _install_redaction()
 
 if TYPE_CHECKING:
-    from .endcall import EndCall
-    from .machine import EndRecord, EndState
-    from .protocol import EndAck, EndReason, EndRequest, Initiator, ProtocolError
-    from .relay import prewarm
-    from .tokens import mint_end_token
-    from .webhook import Webhook
+    from endcall.agent.end_call import EndCall
+    from endcall.agent.end_machine import EndRecord, EndState
+    from endcall.protocol import EndAck, EndReason, EndRequest, Initiator, ProtocolError
+    from endcall.reports.relay import prewarm
+    from endcall.reports.webhook import Webhook
+    from endcall.server.tokens import mint_end_token
 
 _EXPORTS = {
     "EndAck": "protocol",
-    "EndCall": "endcall",
+    "EndCall": "agent.end_call",
     "EndReason": "protocol",
-    "EndRecord": "machine",
+    "EndRecord": "agent.end_machine",
     "EndRequest": "protocol",
-    "EndState": "machine",
+    "EndState": "agent.end_machine",
     "Initiator": "protocol",
     "ProtocolError": "protocol",
-    "Webhook": "webhook",
-    "mint_end_token": "tokens",
-    "prewarm": "relay",
+    "Webhook": "reports.webhook",
+    "mint_end_token": "server.tokens",
+    "prewarm": "reports.relay",
 }
 
 __all__ = [

@@ -6,7 +6,7 @@
 ``main`` is a plain click group; other parts of the kit add their own commands to it. Only
 ``deliver`` may create an SQLite outbox that does not exist yet (a relay started before the
 first agent); every other command refuses a path with no outbox instead of inventing one.
-Connection-string passwords never appear in what it prints (`endcall.redact`).
+Connection-string passwords never appear in what it prints (`endcall.reports.redact`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import click
 
-from .outbox.base import (
+from endcall.reports.outbox.base import (
     OUTBOX_ENV,
     STATUSES,
     Outbox,
@@ -32,8 +32,8 @@ from .outbox.base import (
     SqlOutbox,
     default_outbox_path,
 )
-from .redact import redact
-from .webhook import SECRET_ENV, parse_secrets, validate_secret
+from endcall.reports.redact import redact
+from endcall.reports.webhook import SECRET_ENV, parse_secrets, validate_secret
 
 __all__ = ["main"]
 
@@ -67,7 +67,7 @@ def _is_url(target: str) -> bool:
 
 def _open(ctx: click.Context, *, create: bool = False) -> Outbox:
     """Open the outbox; without `create`, an SQLite path with no file is an error."""
-    from .outbox import open_outbox
+    from endcall.reports.outbox import open_outbox
 
     target = ctx.obj["outbox"]
     if not create and not _is_url(target) and not Path(target).is_file():
@@ -253,9 +253,9 @@ def show_cmd(ctx: click.Context, end_id: str, as_json: bool, body_only: bool) ->
 def _why_story(ob: Outbox, key: str) -> dict[str, Any]:
     """Everything the ledger and the outbox know about one session (room name, room sid, an
     end_id or a row key): the room's events, each report with its attempts, and a verdict."""
-    from .ledger import Ledger
-    from .protocol import missing_webhook_id
-    from .reconcile import report_of_room
+    from endcall.protocol import missing_webhook_id
+    from endcall.server.ledger import Ledger
+    from endcall.server.reconcile import report_of_room
 
     assert isinstance(ob, SqlOutbox)
     ledger = Ledger(ob)
@@ -421,7 +421,7 @@ def deliver_cmd(
 
     Signs with --secret or $ENDCALL_WEBHOOK_SECRET (comma/space separated for rotation).
     """
-    from .relay import Relay, secrets_from_env
+    from endcall.reports.relay import Relay, secrets_from_env
 
     keys: tuple[str, ...] = ()
     for s in secrets:
@@ -588,7 +588,7 @@ def doctor_cmd(
     """Check everything that would lose reports on this host, one ✓/✗ line each with what to
     do; exit 1 when something fails. Reads LIVEKIT_*, ENDCALL_OUTBOX, ENDCALL_WEBHOOK_URL and
     ENDCALL_WEBHOOK_SECRET; options override them."""
-    from .doctor import DoctorOptions, run_checks
+    from endcall.server.doctor import DoctorOptions, run_checks
 
     keys: tuple[str, ...] = ()
     for s in secrets:
@@ -632,7 +632,7 @@ def secret_new() -> None:
     click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
 
 
-from .server.command import serve  # noqa: E402 (the fallback server, issue 6)
+from endcall.server.command import serve  # noqa: E402 (the fallback server, issue 6)
 
 main.add_command(serve)
 

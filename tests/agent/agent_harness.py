@@ -24,11 +24,11 @@ from livekit import rtc
 from livekit.agents import Agent, AgentSession, JobContext
 
 from endcall import EndCall
-from endcall.outbox.sqlite import SqliteOutbox
-from endcall.pipeline import ReportPipeline
+from endcall.reports.outbox.sqlite import SqliteOutbox
+from endcall.reports.pipeline import ReportPipeline
+from endcall.reports.webhook import Webhook
 from endcall.testing import LoopbackRoom, LoopbackServer, ScriptedLLM, ScriptedSTT, TimedTTS
 from endcall.testing.agentjob import LoopbackJob
-from endcall.webhook import Webhook
 
 AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 ROOM = "interview-1"

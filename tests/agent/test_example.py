@@ -16,10 +16,10 @@ from livekit import rtc
 from livekit.agents.testing import fake_job_context
 
 from endcall import EndState
-from endcall.outbox.sqlite import SqliteOutbox
+from endcall.reports.outbox.sqlite import SqliteOutbox
+from endcall.reports.webhook import Webhook
 from endcall.testing import LoopbackServer, request_end
 from endcall.testing.agentjob import LoopbackJob
-from endcall.webhook import Webhook
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "interview_agent.py"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "delivery"))

@@ -13,7 +13,7 @@ from livekit.agents.job import JobAcceptArguments, JobExecutorType, JobProcess, 
 from livekit.protocol import agent as agent_proto
 from livekit.protocol import models
 
-from endcall.lifecycle import JobShutdown, watch_job_shutdown
+from endcall.agent.job_lifecycle import JobShutdown, watch_job_shutdown
 
 
 class _Client:

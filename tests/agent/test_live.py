@@ -21,11 +21,11 @@ from livekit.agents import Agent, AgentSession
 from livekit.agents.testing import fake_job_context
 
 from endcall import EndCall, EndState
-from endcall.outbox.sqlite import SqliteOutbox
-from endcall.pipeline import ReportPipeline
+from endcall.reports.outbox.sqlite import SqliteOutbox
+from endcall.reports.pipeline import ReportPipeline
+from endcall.reports.webhook import Webhook
 from endcall.testing import ScriptedLLM, ScriptedSTT, TimedTTS
 from endcall.testing.livekit_server import ServerInfo, server_for_tests
-from endcall.webhook import Webhook
 
 
 @pytest.fixture(scope="module")

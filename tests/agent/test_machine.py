@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from endcall.attributes import AttributeWriter
-from endcall.machine import EndMachine, EndState, Trigger, initiator_kind_for, new_end_id
+from endcall.agent.attributes import AttributeWriter
+from endcall.agent.end_machine import EndMachine, EndState, Trigger, initiator_kind_for, new_end_id
+from endcall.agent.timers import MaxDurationTimer
 from endcall.protocol import Initiator, encode_ack, is_valid_id, parse_ack
-from endcall.timers import MaxDurationTimer
 
 
 def trig(reason: str = "customer-ended-call", rid: str | None = "r1", **kw: Any) -> Trigger:
@@ -207,7 +207,7 @@ async def test_max_duration_timer() -> None:
 def test_channel_ack_template_is_byte_identical_to_encode_ack(
     rid: str, status: str, reason: str, drain_ms: int
 ) -> None:
-    from endcall.channels import Channels
+    from endcall.agent.channels import Channels
     from endcall.protocol import EndAck
 
     channels = Channels.__new__(Channels)

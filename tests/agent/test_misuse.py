@@ -13,8 +13,8 @@ import pytest
 from agent_harness import SECRET, CountingPipeline, request, rpc_end, start_job
 
 from endcall import EndCall
-from endcall.outbox import SqliteOutbox
-from endcall.relay import Relay
+from endcall.reports.outbox import SqliteOutbox
+from endcall.reports.relay import Relay
 
 
 def errors(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from livekit.agents.llm import ChatContext, FunctionCall
 
-from endcall import report
+from endcall.agent import report
 
 
 class Event:

@@ -28,9 +28,9 @@ from livekit.agents import APIConnectionError, APIConnectOptions
 from livekit.agents.voice.agent_session import SessionConnectOptions
 
 from endcall import EndCall, EndState
+from endcall.agent.end_tool import Goodbyes, make_end_tool
 from endcall.protocol import Initiator, parse_report
 from endcall.testing import ToolCall, Turn, request_end
-from endcall.tool import Goodbyes, make_end_tool
 
 GOODBYE = "Thank you for your time. Goodbye!"
 

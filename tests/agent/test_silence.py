@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from endcall.silence import SilenceWatcher, silence_conflicts
+from endcall.agent.silence import SilenceWatcher, silence_conflicts
 
 S = 0.4  # silence_timeout of every row below
 TOLERANCE = 0.2  # timer + scheduling slack on a loaded 2-core machine

@@ -17,9 +17,9 @@ LEASE = 2.0
 
 
 async def main() -> None:
-    from endcall.outbox import SqliteOutbox
-    from endcall.pipeline import ReportPipeline
-    from endcall.webhook import Webhook
+    from endcall.reports.outbox import SqliteOutbox
+    from endcall.reports.pipeline import ReportPipeline
+    from endcall.reports.webhook import Webhook
 
     path, url, secret, count, prefix = sys.argv[1:6]
     mode = sys.argv[6] if len(sys.argv) > 6 else "normal"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from support import new_secret
 
-from endcall.delivery import RetryPolicy, attempt, parse_retry_after
+from endcall.reports.delivery import RetryPolicy, attempt, parse_retry_after
 
 SECRET = new_secret()
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from support import Action, Receiver
 
 from endcall.cli import main
-from endcall.outbox import SqliteOutbox, make_owner
+from endcall.reports.outbox import SqliteOutbox, make_owner
 
 
 def seed(path: Path, url: str, n: int = 3) -> dict[str, bytes]:

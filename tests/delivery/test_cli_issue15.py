@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from support import Action, Receiver
 
 from endcall.cli import main
-from endcall.outbox import SqliteOutbox, make_owner
-from endcall.outbox.postgres import PostgresOutbox
-from endcall.redact import redact
-from endcall.webhook import validate_secret
+from endcall.reports.outbox import SqliteOutbox, make_owner
+from endcall.reports.outbox.postgres import PostgresOutbox
+from endcall.reports.redact import redact
+from endcall.reports.webhook import validate_secret
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from support import Action, Receiver
 
-from endcall.delivery import RetryPolicy
-from endcall.outbox import SqliteOutbox
-from endcall.pipeline import ReportPipeline
-from endcall.relay import Relay
-from endcall.webhook import Webhook
+from endcall.reports.delivery import RetryPolicy
+from endcall.reports.outbox import SqliteOutbox
+from endcall.reports.pipeline import ReportPipeline
+from endcall.reports.relay import Relay
+from endcall.reports.webhook import Webhook
 
 HERE = Path(__file__).resolve().parent
 PY = str(HERE.parents[1] / "py")

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from support import Action, Receiver
 
 from endcall.cli import main
-from endcall.delivery import RetryPolicy
-from endcall.outbox import OutboxRecord, SqliteOutbox, make_owner
-from endcall.relay import Relay
+from endcall.reports.delivery import RetryPolicy
+from endcall.reports.outbox import OutboxRecord, SqliteOutbox, make_owner
+from endcall.reports.relay import Relay
 
 
 async def test_a_report_going_dead_is_logged_and_reported(

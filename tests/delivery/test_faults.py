@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from support import Action, FakeClock, Receiver, free_port
 
-from endcall.delivery import RetryPolicy
-from endcall.outbox import SqliteOutbox
-from endcall.pipeline import ReportPipeline
-from endcall.relay import Relay
-from endcall.webhook import Webhook
+from endcall.reports.delivery import RetryPolicy
+from endcall.reports.outbox import SqliteOutbox
+from endcall.reports.pipeline import ReportPipeline
+from endcall.reports.relay import Relay
+from endcall.reports.webhook import Webhook
 
 FAST = (0.0, 0.05, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2)
 

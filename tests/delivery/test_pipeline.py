@@ -11,10 +11,10 @@ from typing import Any
 
 from support import Action, Receiver
 
-from endcall.outbox import SqliteOutbox
-from endcall.pipeline import GroupCommit, ReportPipeline
-from endcall.relay import Relay
-from endcall.webhook import Webhook
+from endcall.reports.outbox import SqliteOutbox
+from endcall.reports.pipeline import GroupCommit, ReportPipeline
+from endcall.reports.relay import Relay
+from endcall.reports.webhook import Webhook
 
 FAST = (0.0, 0.02, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
 

@@ -8,11 +8,11 @@ import time
 
 from support import Action, Receiver
 
-from endcall.delivery import RetryPolicy
-from endcall.outbox import PostgresOutbox, make_owner
-from endcall.pipeline import ReportPipeline
-from endcall.relay import Relay
-from endcall.webhook import Webhook
+from endcall.reports.delivery import RetryPolicy
+from endcall.reports.outbox import PostgresOutbox, make_owner
+from endcall.reports.pipeline import ReportPipeline
+from endcall.reports.relay import Relay
+from endcall.reports.webhook import Webhook
 
 FAST = RetryPolicy((0, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1), jitter=0)
 

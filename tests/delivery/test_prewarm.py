@@ -11,10 +11,11 @@ from livekit.agents import JobExecutorType, JobProcess
 from support import Action, Receiver
 
 import endcall
-from endcall.outbox import SqliteOutbox, make_owner
-from endcall.pipeline import ReportPipeline
-from endcall.relay import _prewarmed, _wanted
-from endcall.storage import OutboxError
+from endcall.reports import secret_offers
+from endcall.reports.outbox import SqliteOutbox, make_owner
+from endcall.reports.pipeline import ReportPipeline
+from endcall.reports.relay import _prewarmed
+from endcall.reports.storage import OutboxError
 
 
 async def test_prewarm_relays_leftovers(outbox_path: Path, receiver: Receiver, secret: str) -> None:
@@ -57,7 +58,7 @@ def test_prewarm_without_secret_starts_nothing(
     _prewarmed.clear()
     assert endcall.prewarm(None) is None
     assert not _prewarmed
-    _wanted.clear()
+    secret_offers.forget()
 
 
 async def test_prewarm_starts_with_the_secret_given_in_code(

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from support import Action, Receiver, new_secret
 
-from endcall.outbox import SqliteOutbox
-from endcall.pipeline import ReportPipeline
-from endcall.relay import Relay
-from endcall.webhook import Webhook, key_id
+from endcall.reports.outbox import SqliteOutbox
+from endcall.reports.pipeline import ReportPipeline
+from endcall.reports.relay import Relay
+from endcall.reports.webhook import Webhook, key_id
 
 
 async def stored_by_agent(hook: Webhook, ob: SqliteOutbox, end_id: str, body: bytes) -> None:

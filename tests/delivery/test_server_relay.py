@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support import Receiver
 
-from endcall.outbox import SqliteOutbox, make_owner
+from endcall.reports.outbox import SqliteOutbox, make_owner
 from endcall.server import Settings, create_app
 
 LIVEKIT = {"livekit_url": "http://127.0.0.1:9", "api_key": "key", "api_secret": "s" * 32}

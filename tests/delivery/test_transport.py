@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from support import Action, Receiver, free_port
 
-from endcall.delivery import PoolTransport, Sender, attempt
-from endcall.outbox.base import OutboxRecord
+from endcall.reports.delivery import PoolTransport, Sender, attempt
+from endcall.reports.outbox.base import OutboxRecord
 
 LIMITS = httpx.Limits(max_connections=8, max_keepalive_connections=8)
 

@@ -11,7 +11,7 @@ import pytest
 import standardwebhooks
 from support import new_secret
 
-from endcall.webhook import DEFAULT_SCHEDULE, Webhook, parse_secrets, sign, signed_headers
+from endcall.reports.webhook import DEFAULT_SCHEDULE, Webhook, parse_secrets, sign, signed_headers
 
 
 def test_signature_equals_reference_and_verifies_per_secret() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support import new_secret
 
-from endcall.webhook import Webhook, key_id
+from endcall.reports.webhook import Webhook, key_id
 
 
 @pytest.mark.parametrize(

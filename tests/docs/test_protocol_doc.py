@@ -9,7 +9,7 @@ import re
 import typing
 from pathlib import Path
 
-from endcall.machine import Channel
+from endcall.agent.end_machine import Channel
 from endcall.protocol import Initiator, SessionEnded
 
 ROOT = Path(__file__).resolve().parents[2]

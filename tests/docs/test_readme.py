@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from endcall import EndCall
 from endcall.cli import main
-from endcall.webhook import DEFAULT_SCHEDULE
+from endcall.reports.webhook import DEFAULT_SCHEDULE
 
 ROOT = Path(__file__).resolve().parents[2]
 README = " ".join((ROOT / "README.md").read_text().split())  # one line: wrapping is free
@@ -74,7 +74,7 @@ def test_demo_md_agrees_with_disconnect_grace() -> None:
 
 
 def test_the_in_process_window_and_on_session_end_bounds_agree() -> None:
-    from endcall.webhook import Webhook
+    from endcall.reports.webhook import Webhook
 
     window = inspect.signature(Webhook).parameters["in_process_window"].default
     assert f"`in_process_window` ({window:g} s by default)" in README

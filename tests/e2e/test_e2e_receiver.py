@@ -14,7 +14,7 @@ import pytest
 import standardwebhooks
 from e2e_helpers import load_example, serve
 
-from endcall.webhook import signed_headers
+from endcall.reports.webhook import signed_headers
 
 receiver_mod = load_example("receiver")
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()

@@ -9,7 +9,7 @@ from e2e_helpers import load_example
 from livekit import api
 from starlette.testclient import TestClient
 
-from endcall.tokens import verify_token
+from endcall.server.tokens import verify_token
 
 KEY, SECRET = "APIkey123", "s" * 40
 

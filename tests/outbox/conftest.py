@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pgcluster
 
-from endcall.outbox import SqliteOutbox
-from endcall.outbox.base import SqlOutbox
+from endcall.reports.outbox import SqliteOutbox
+from endcall.reports.outbox.base import SqlOutbox
 
 
 class Clock:
@@ -36,7 +36,7 @@ def outbox(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iter
         ob = SqliteOutbox(tmp_path / "o.sqlite3", clock=clock)
     else:
         dsn = pgcluster.database_or_skip()
-        from endcall.outbox import PostgresOutbox
+        from endcall.reports.outbox import PostgresOutbox
 
         ob = PostgresOutbox(dsn, clock=clock)
     yield ob

@@ -10,10 +10,10 @@ import pytest
 from conftest import Clock
 
 from endcall import protocol
-from endcall.ledger import Ledger, LedgerEvent, Room
-from endcall.outbox.base import SqlOutbox
-from endcall.reconcile import Reconciler
-from endcall.webhook import Webhook
+from endcall.reports.outbox.base import SqlOutbox
+from endcall.reports.webhook import Webhook
+from endcall.server.ledger import Ledger, LedgerEvent, Room
+from endcall.server.reconcile import Reconciler
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

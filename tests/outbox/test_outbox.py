@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from endcall.outbox import SqliteOutbox, default_outbox_path, draft_key, make_owner
-from endcall.outbox.base import SqlOutbox
+from endcall.reports.outbox import SqliteOutbox, default_outbox_path, draft_key, make_owner
+from endcall.reports.outbox.base import SqlOutbox
 
 URL = "http://127.0.0.1:9/hook"
 ME = make_owner("test")
@@ -307,7 +307,7 @@ def test_default_path_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 CLAIMER = r"""
 import sys, json
 sys.path.insert(0, sys.argv[3])
-from endcall.outbox import SqliteOutbox, make_owner
+from endcall.reports.outbox import SqliteOutbox, make_owner
 ob = SqliteOutbox(sys.argv[1], busy_timeout=60)
 owner = make_owner(sys.argv[2])
 got = []

@@ -7,7 +7,7 @@ import time
 import pgcluster
 import pytest
 
-from endcall.outbox import PostgresOutbox
+from endcall.reports.outbox import PostgresOutbox
 
 URL = "http://127.0.0.1:9/hook"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from endcall import storage
-from endcall.outbox import SqliteOutbox
+from endcall.reports import storage
+from endcall.reports.outbox import SqliteOutbox
 
 
 def mountinfo(tmp_path: Path, mounts: dict[str, str]) -> Path:

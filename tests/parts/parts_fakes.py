@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from endcall.call import Call
-from endcall.machine import EndMachine, Trigger
+from endcall.agent.call import Call
+from endcall.agent.end_machine import EndMachine, Trigger
 from endcall.protocol import Initiator
 
 

@@ -1,4 +1,4 @@
-"""`endcall.agentends`: the end tool and the timers, with their goodbyes."""
+"""`endcall.agent.agent_ends`: the end tool and the timers, with their goodbyes."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from typing import Any
 
 from parts_fakes import make_call
 
-from endcall.agentends import AgentEnds
-from endcall.decisions import Decisions
-from endcall.ending import DurableEnd
-from endcall.machine import Trigger
-from endcall.tool import GoodbyePlan, Goodbyes
+from endcall.agent.agent_ends import AgentEnds
+from endcall.agent.decisions import Decisions
+from endcall.agent.durable_end import DurableEnd
+from endcall.agent.end_machine import Trigger
+from endcall.agent.end_tool import GoodbyePlan, Goodbyes
 
 
 def _ends(goodbye: Any) -> tuple[AgentEnds, list[tuple[Trigger, GoodbyePlan | None]]]:

@@ -1,4 +1,4 @@
-"""`endcall.checkpoints`: crash drafts while the call runs, coalesced in a burst."""
+"""`endcall.agent.checkpoints`: crash drafts while the call runs, coalesced in a burst."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 from parts_fakes import make_call
 
-from endcall.annotations import Annotations
-from endcall.checkpoints import Checkpoints
+from endcall.agent.annotations import Annotations
+from endcall.agent.checkpoints import Checkpoints
 
 
 class Sink:

@@ -1,15 +1,15 @@
-"""`endcall.decisions`: triggers to the machine, authorization, what an accepted end does."""
+"""`endcall.agent.decisions`: triggers to the machine, authorization, what an accepted end does."""
 
 from __future__ import annotations
 
 import pytest
 from parts_fakes import make_call
 
-from endcall.decisions import Decisions, trigger_from_code
-from endcall.ending import DurableEnd
-from endcall.machine import EndState, Trigger
+from endcall.agent.decisions import Decisions, trigger_from_code
+from endcall.agent.durable_end import DurableEnd
+from endcall.agent.end_machine import EndState, Trigger
+from endcall.agent.end_tool import GoodbyePlan
 from endcall.protocol import EndRequest, Initiator, ProtocolError
-from endcall.tool import GoodbyePlan
 
 
 def _decisions(allow: object = None) -> tuple[Decisions, list[Trigger]]:

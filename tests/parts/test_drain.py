@@ -1,4 +1,4 @@
-"""`endcall.drain`: the goodbye, the interruption of a customer end, running tool calls."""
+"""`endcall.agent.drain`: the goodbye, the interruption of a customer end, running tool calls."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 from parts_fakes import FakeSession, trigger
 
-from endcall.drain import drain
-from endcall.tool import GoodbyePlan
+from endcall.agent.drain import drain
+from endcall.agent.end_tool import GoodbyePlan
 
 
 class Session(FakeSession):

@@ -1,4 +1,4 @@
-"""`endcall.endpath`: from an accepted end to the report stored, the job shut down, the room
+"""`endcall.agent.end_path`: from an accepted end to the report stored, the job shut down, the room
 deleted and the report delivered."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 
 from parts_fakes import FakeSession, make_call, trigger
 
-from endcall.annotations import Annotations
-from endcall.checkpoints import Checkpoints
-from endcall.endpath import EndPath, promised_seconds
-from endcall.machine import EndState
-from endcall.transcript import Transcript
+from endcall.agent.annotations import Annotations
+from endcall.agent.checkpoints import Checkpoints
+from endcall.agent.end_machine import EndState
+from endcall.agent.end_path import EndPath, promised_seconds
+from endcall.agent.transcript import Transcript
 
 
 class Sink:

@@ -1,4 +1,4 @@
-"""`endcall.jobhooks`: what the job's hooks wait for; a job whose start() never ran."""
+"""`endcall.agent.job_hooks`: what the job's hooks wait for; a job whose start() never ran."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import json
 import pytest
 from test_endpath import Sink, _path
 
-from endcall import misuse
-from endcall.decisions import Decisions
-from endcall.ending import DurableEnd
-from endcall.jobhooks import JobHooks
-from endcall.presence import Presence
-from endcall.signals import Signals
+from endcall.agent import misuse
+from endcall.agent.customer import Presence
+from endcall.agent.decisions import Decisions
+from endcall.agent.durable_end import DurableEnd
+from endcall.agent.job_hooks import JobHooks
+from endcall.agent.room_signals import Signals
 
 
 def _hooks(sink: Sink) -> JobHooks:

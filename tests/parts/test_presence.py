@@ -1,4 +1,4 @@
-"""`endcall.presence`: the customer, their leaves and the graces that hold an end."""
+"""`endcall.agent.customer`: the customer, their leaves and the graces that hold an end."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 from livekit import rtc
 from parts_fakes import make_call
 
-from endcall.machine import EndState, Trigger
-from endcall.presence import Presence
+from endcall.agent.customer import Presence
+from endcall.agent.end_machine import EndState, Trigger
 
 
 def _presence(grace: float = 0.1, shutdown_grace: float = 0.1) -> tuple[Presence, list[Trigger]]:

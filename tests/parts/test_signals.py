@@ -1,4 +1,4 @@
-"""`endcall.signals`: room, job and session events as triggers."""
+"""`endcall.agent.room_signals`: room, job and session events as triggers."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from types import SimpleNamespace
 from livekit import rtc
 from parts_fakes import make_call
 
-from endcall.decisions import Decisions
-from endcall.ending import DurableEnd
-from endcall.lifecycle import JobShutdown
-from endcall.machine import Trigger
-from endcall.presence import Presence
-from endcall.signals import Signals, describe_error
-from endcall.tool import GoodbyePlan
+from endcall.agent.customer import Presence
+from endcall.agent.decisions import Decisions
+from endcall.agent.durable_end import DurableEnd
+from endcall.agent.end_machine import Trigger
+from endcall.agent.end_tool import GoodbyePlan
+from endcall.agent.job_lifecycle import JobShutdown
+from endcall.agent.room_signals import Signals, describe_error
 
 
 def _signals(grace: float = 0.0) -> tuple[Signals, list[Trigger]]:

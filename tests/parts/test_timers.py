@@ -1,4 +1,4 @@
-"""`endcall.timers.CallTimers`: both timers of a call, started and cancelled together."""
+"""`endcall.agent.timers.CallTimers`: both timers of a call, started and cancelled together."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from parts_fakes import FakeSession
 
-from endcall.timers import CallTimers
+from endcall.agent.timers import CallTimers
 
 
 async def test_max_duration_fires_once_unless_cancelled() -> None:

@@ -1,4 +1,4 @@
-"""`endcall.transcript`: final words not yet in the history, and the flush at the end."""
+"""`endcall.agent.transcript`: final words not yet in the history, and the flush at the end."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from parts_fakes import FakeSession
 
-from endcall.transcript import Transcript
+from endcall.agent.transcript import Transcript
 
 
 def _said(text: str, final: bool) -> object:

@@ -1,10 +1,10 @@
-"""`endcall.waits`: bounded waits that never fail because what they wait for failed."""
+"""`endcall.agent.waits`: bounded waits that never fail because what they wait for failed."""
 
 from __future__ import annotations
 
 import asyncio
 
-from endcall.waits import remaining, settle
+from endcall.agent.waits import remaining, settle
 
 
 async def _fail() -> None:

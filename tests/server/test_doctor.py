@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from server_support import API_KEY, API_SECRET, ServedApp
 
 from endcall.cli import main
-from endcall.doctor import Check, DoctorOptions, run_checks
-from endcall.ledger import Ledger, LedgerEvent
-from endcall.outbox import SqliteOutbox
-from endcall.outbox.base import SqlOutbox
+from endcall.reports.outbox import SqliteOutbox
+from endcall.reports.outbox.base import SqlOutbox
+from endcall.server.doctor import Check, DoctorOptions, run_checks
+from endcall.server.ledger import Ledger, LedgerEvent
 from endcall.testing import LoopbackServer, RoomServiceDouble
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -26,7 +26,7 @@ from starlette.routing import Mount
 
 from endcall.protocol import ATTR_REQUEST, ATTR_STATE, parse_request
 from endcall.server import create_app
-from endcall.tokens import mint_end_token
+from endcall.server.tokens import mint_end_token
 
 
 async def test_agent_acks_at_once(stack: Stack) -> None:

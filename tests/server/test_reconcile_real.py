@@ -38,12 +38,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from endcall import EndCall
-from endcall.ledger import Ledger
-from endcall.outbox.sqlite import SqliteOutbox
-from endcall.pipeline import ReportPipeline
+from endcall.reports.outbox.sqlite import SqliteOutbox
+from endcall.reports.pipeline import ReportPipeline
+from endcall.reports.webhook import Webhook
+from endcall.server.ledger import Ledger
 from endcall.testing import ScriptedLLM, ScriptedSTT, TimedTTS
 from endcall.testing.livekit_server import LiveKitServer, ServerInfo
-from endcall.webhook import Webhook
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 ROOT = Path(__file__).resolve().parents[2]

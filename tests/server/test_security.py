@@ -23,7 +23,7 @@ from server_support import (
 )
 
 from endcall.server import RateLimit
-from endcall.tokens import mint_end_token
+from endcall.server.tokens import mint_end_token
 
 
 def _b64(data: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from server_support import API_KEY, API_SECRET, livekit_token
 from endcall.server import RateLimit, Settings
 from endcall.server.idempotency import IdempotencyCache, IdempotencyConflict
 from endcall.server.ratelimit import RateLimiter
-from endcall.tokens import (
+from endcall.server.tokens import (
     END_TOKEN_AUDIENCE,
     TokenError,
     mint_end_token,

@@ -13,7 +13,7 @@ per-address rate limit (429) → Content-Type (415) → size (413) → body (400
 With ``ENDCALL_OUTBOX`` (and ``ENDCALL_WEBHOOK_SECRET``) the app also runs a relay for the
 agents' outbox while it is up, so reports a killed job left behind are still delivered; with
 ``ENDCALL_WEBHOOK_URL`` too it reconciles the room ledger with the outbox
-(:mod:`endcall.reconcile`): a finished room without a report gets a ``session.missing`` event,
+(:mod:`endcall.server.reconcile`): a finished room without a report gets a ``session.missing`` event,
 and a room LiveKit no longer lists (ListRooms, every ``ENDCALL_RECONCILE_SWEEP`` seconds)
 counts as finished even when its ``room_finished`` webhook never came.
 
@@ -37,21 +37,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..ledger import Room
-from ..reconcile import BackgroundReconciler
-from ..redact import redact
-from ..relay import BackgroundRelay
-from ..webhook import Webhook
-from .auth import authenticate
-from .errors import HTTP_CODES, HttpError, error_response
-from .flow import Answer, EndFlow
-from .gateway import LiveKitError, LiveKitUnavailable, RoomGateway
-from .idempotency import IdempotencyCache, IdempotencyConflict
-from .intake import read_end_body
-from .livekit_webhooks import LiveKitWebhooks
-from .openapi import openapi_document
-from .ratelimit import RateLimiter
-from .settings import Settings
+from endcall.reports.redact import redact
+from endcall.reports.relay import BackgroundRelay
+from endcall.reports.webhook import Webhook
+from endcall.server.auth import authenticate
+from endcall.server.errors import HTTP_CODES, HttpError, error_response
+from endcall.server.flow import Answer, EndFlow
+from endcall.server.gateway import LiveKitError, LiveKitUnavailable, RoomGateway
+from endcall.server.idempotency import IdempotencyCache, IdempotencyConflict
+from endcall.server.intake import read_end_body
+from endcall.server.ledger import Room
+from endcall.server.livekit_webhooks import LiveKitWebhooks
+from endcall.server.openapi import openapi_document
+from endcall.server.ratelimit import RateLimiter
+from endcall.server.reconcile import BackgroundReconciler
+from endcall.server.settings import Settings
 
 __all__ = ["create_app"]
 

@@ -1,7 +1,7 @@
 """Who is calling ``POST /v1/end``: the token from the header or the beacon body, verified.
 
 ``Authorization: Bearer <token>`` wins over the body's ``token``. Either a LiveKit access token
-for the room or an end token (see :mod:`endcall.tokens`). No token, a malformed header or an
+for the room or an end token (see :mod:`endcall.server.tokens`). No token, a malformed header or an
 invalid token → 401; a valid token for another room, or a body ``initiator`` that is not the
 token's identity → 403.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from ..protocol import EndRequest
-from ..tokens import TokenError, TokenPrincipal, verify_token
-from .errors import HttpError
-from .settings import Settings
+from endcall.protocol import EndRequest
+from endcall.server.errors import HttpError
+from endcall.server.settings import Settings
+from endcall.server.tokens import TokenError, TokenPrincipal, verify_token
 
 __all__ = ["authenticate"]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .settings import RateLimit, Settings, parse_origins
+from endcall.server.settings import RateLimit, Settings, parse_origins
 
 __all__ = ["serve"]
 
@@ -109,7 +109,7 @@ def serve(
     GET /openapi.json)."""
     import uvicorn
 
-    from .app import create_app
+    from endcall.server.app import create_app
 
     overrides: dict[str, Any] = {
         "livekit_url": livekit_url,
@@ -123,7 +123,7 @@ def serve(
         "reconcile_sweep": reconcile_sweep,
     }
     if outbox is not None:
-        from ..relay import secrets_from_env
+        from endcall.reports.relay import secrets_from_env
 
         overrides["relay_outbox"] = outbox
         overrides["relay_secrets"] = secrets_from_env()

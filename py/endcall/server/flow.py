@@ -22,7 +22,7 @@ from typing import Any
 
 from livekit.protocol import models
 
-from ..protocol import (
+from endcall.protocol import (
     ATTR_END_ID,
     ATTR_REASON,
     ATTR_REQUEST,
@@ -33,8 +33,8 @@ from ..protocol import (
     is_valid_id,
     is_valid_reason,
 )
-from .gateway import LiveKitUnavailable, NotFound, RoomGateway
-from .settings import Settings
+from endcall.server.gateway import LiveKitUnavailable, NotFound, RoomGateway
+from endcall.server.settings import Settings
 
 __all__ = ["Answer", "EndFlow"]
 

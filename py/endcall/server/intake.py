@@ -16,8 +16,14 @@ from typing import Any, NoReturn
 
 from starlette.requests import Request
 
-from ..protocol import MAX_IDENTITY_BYTES, EndRequest, ProtocolError, canonical_json, parse_request
-from .errors import HttpError
+from endcall.protocol import (
+    MAX_IDENTITY_BYTES,
+    EndRequest,
+    ProtocolError,
+    canonical_json,
+    parse_request,
+)
+from endcall.server.errors import HttpError
 
 __all__ = ["MAX_BODY_BYTES", "MAX_TOKEN_CHARS", "EndBody", "read_end_body"]
 

@@ -27,11 +27,11 @@ from livekit import api
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..ledger import EVENTS, Ledger, LedgerEvent
-from ..outbox.base import SqlOutbox
-from ..redact import redact
-from .errors import HttpError
-from .settings import Settings
+from endcall.reports.outbox.base import SqlOutbox
+from endcall.reports.redact import redact
+from endcall.server.errors import HttpError
+from endcall.server.ledger import EVENTS, Ledger, LedgerEvent
+from endcall.server.settings import Settings
 
 __all__ = ["MAX_WEBHOOK_BYTES", "LiveKitWebhooks", "ledger_event"]
 
@@ -86,7 +86,7 @@ class LiveKitWebhooks:
     def ledger(self) -> Ledger:
         with self._lock:
             if self._ledger is None:
-                from ..outbox import open_outbox
+                from endcall.reports.outbox import open_outbox
 
                 target = self.settings.relay_outbox
                 assert target is not None

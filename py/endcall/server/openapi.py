@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..protocol import MAX_META_BYTES
-from .intake import MAX_BODY_BYTES, MAX_ROOM_BYTES, MAX_TOKEN_CHARS
+from endcall.protocol import MAX_META_BYTES
+from endcall.server.intake import MAX_BODY_BYTES, MAX_ROOM_BYTES, MAX_TOKEN_CHARS
 
 __all__ = ["openapi_document"]
 

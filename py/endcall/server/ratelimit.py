@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .settings import RateLimit
+from endcall.server.settings import RateLimit
 
 __all__ = ["RateLimiter"]
 

@@ -37,8 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ..protocol import DEFAULT_METHOD
-from ..webhook import SECRET_ENV, parse_secrets, validate_secret, validate_url
+from endcall.protocol import DEFAULT_METHOD
+from endcall.reports.webhook import SECRET_ENV, parse_secrets, validate_secret, validate_url
 
 __all__ = ["Escalation", "RateLimit", "Settings"]
 

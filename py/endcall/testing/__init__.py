@@ -6,7 +6,7 @@ classes are subclassed, ``livekit.agents.AgentSession`` runs unchanged). See
 ``docs/testing.md``.
 """
 
-from .loopback import (
+from endcall.testing.loopback import (
     RPC_DEFAULT_RESPONSE_TIMEOUT,
     RPC_MAX_PAYLOAD_BYTES,
     RPC_MAX_ROUND_TRIP_LATENCY,
@@ -16,9 +16,9 @@ from .loopback import (
     LoopbackRoom,
     LoopbackServer,
 )
-from .models import ScriptedLLM, ScriptedSTT, ScriptItem, TimedTTS, ToolCall, Turn
-from .requests import request_end
-from .roomservice import RoomHub, RoomServiceDouble, TwirpCall
+from endcall.testing.models import ScriptedLLM, ScriptedSTT, ScriptItem, TimedTTS, ToolCall, Turn
+from endcall.testing.requests import request_end
+from endcall.testing.roomservice import RoomHub, RoomServiceDouble, TwirpCall
 
 __all__ = [
     "RPC_DEFAULT_RESPONSE_TIMEOUT",

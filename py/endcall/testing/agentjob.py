@@ -30,7 +30,7 @@ from livekit.agents.utils import shortuuid
 from livekit.protocol import agent as agent_proto
 from livekit.protocol import models
 
-from .loopback import LoopbackRoom, LoopbackServer
+from endcall.testing.loopback import LoopbackRoom, LoopbackServer
 
 __all__ = ["LoopbackJob"]
 

@@ -71,7 +71,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .loopback import LoopbackRoom, LoopbackServer
+from endcall.testing.loopback import LoopbackRoom, LoopbackServer
 
 __all__ = ["BRIDGE_PATH", "LoopbackBridge", "bridge_app"]
 

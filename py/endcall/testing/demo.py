@@ -286,9 +286,9 @@ async def start_interview_agent(stack: Any, room: str, scenario: Scenario) -> Ag
         stack.prepare(room, scenario_metadata(scenario))
         return AgentRun(job=stack.job(room))
 
-    from endcall.outbox.sqlite import SqliteOutbox
+    from endcall.reports.outbox.sqlite import SqliteOutbox
+    from endcall.reports.webhook import Webhook
     from endcall.testing.agentjob import LoopbackJob
-    from endcall.webhook import Webhook
 
     example = _example()
     webhook = Webhook(url=stack.webhook_url, secret=stack.webhook_secret, in_process_window=60.0)
@@ -466,7 +466,7 @@ async def _collect_report(stack: Any, room: str, result: ScenarioResult, run: Ag
 async def _outbox_record(stack: Any, room: str, end_id: str | None) -> Any:
     """The outbox row of ``room``'s report (by ``end_id`` when known, else by room name),
     waiting up to 90 s for it to be delivered."""
-    from endcall.outbox.sqlite import SqliteOutbox
+    from endcall.reports.outbox.sqlite import SqliteOutbox
 
     def find() -> Any:
         outbox = SqliteOutbox(stack.outbox_path)
@@ -752,7 +752,7 @@ def demo_command(
     if webhook_url and not webhook_secret:
         raise click.UsageError("--webhook-url needs --webhook-secret (the reports are signed)")
     if webhook_secret:
-        from ..webhook import validate_secret
+        from endcall.reports.webhook import validate_secret
 
         try:
             validate_secret(webhook_secret)

@@ -37,7 +37,7 @@ from livekit.rtc._proto import room_pb2 as proto_room
 from livekit.rtc._proto import track_pb2 as proto_track
 from livekit.rtc.participant import PublishDataError, PublishTrackError, UnpublishTrackError
 
-from ._streams import (
+from endcall.testing._streams import (
     LoopbackByteStreamReader,
     LoopbackByteStreamWriter,
     LoopbackStreamReader,

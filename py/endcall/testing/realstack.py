@@ -25,8 +25,8 @@ from typing import Any
 
 from livekit import api
 
-from .livekit_server import LiveKitServer, ServerInfo, external_server
-from .stack import LocalStack, _bind, _Site, examples_dir, serve
+from endcall.testing.livekit_server import LiveKitServer, ServerInfo, external_server
+from endcall.testing.stack import LocalStack, _bind, _Site, examples_dir, serve
 
 __all__ = ["AGENT_NAME", "RealJob", "RealStack", "WorkerProcess"]
 
@@ -280,7 +280,7 @@ class RealStack(LocalStack):
             raise
 
     def _fallback_app(self) -> Any:
-        from ..server import create_app
+        from endcall.server import create_app
 
         return create_app(self.fallback_settings(self.livekit_url))
 

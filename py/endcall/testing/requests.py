@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from livekit import rtc
 
-from ..protocol import (
+from endcall.protocol import (
     DEFAULT_METHOD,
     DEFAULT_REASON,
     EndAck,

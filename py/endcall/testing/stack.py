@@ -38,12 +38,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from ..server import create_app as create_fallback_app
-from ..server.settings import Settings
-from ..tokens import mint_end_token
-from .bridge import BRIDGE_PATH, LoopbackBridge, bridge_app
-from .loopback import LoopbackServer
-from .roomservice import RoomServiceDouble
+from endcall.server import create_app as create_fallback_app
+from endcall.server.settings import Settings
+from endcall.server.tokens import mint_end_token
+from endcall.testing.bridge import BRIDGE_PATH, LoopbackBridge, bridge_app
+from endcall.testing.loopback import LoopbackServer
+from endcall.testing.roomservice import RoomServiceDouble
 
 __all__ = [
     "LocalStack",

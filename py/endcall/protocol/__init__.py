@@ -1,0 +1,151 @@
+"""The endcall wire protocol, version 1: pure codecs for every message (no I/O).
+
+`protocol.md` is the contract; this package and `web/src/protocol.ts` implement it and both pass
+the shared vectors in `tests/vectors/`. Parsing never raises anything but `ProtocolError`.
+
+- `constants`: version, limits, attribute names, closed sets;
+- `messages`: the messages as values (`EndRequest`, `EndAck`, `EndError`, `SessionEnded`, ...);
+- `validation`: the JSON rules every message obeys (sizes, depth, numbers, text);
+- `codec`: end.request / end.ack / end.error on the wire;
+- `report`: session.ended; `missing`: session.missing.
+"""
+
+from __future__ import annotations
+
+from endcall.protocol.codec import (
+    encode_ack,
+    encode_error,
+    encode_request,
+    parse_ack,
+    parse_error,
+    parse_request,
+)
+from endcall.protocol.constants import (
+    ACK_STATUSES,
+    ATTR_END_ID,
+    ATTR_REASON,
+    ATTR_REPORT,
+    ATTR_REQUEST,
+    ATTR_REQUEST_ID,
+    ATTR_STATE,
+    CLIENT_REASON_PREFIX,
+    DEFAULT_METHOD,
+    DEFAULT_REASON,
+    INITIATOR_KINDS,
+    MAX_DEPTH,
+    MAX_ID_LENGTH,
+    MAX_IDENTITY_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_TEXT_LENGTH,
+    MAX_META_BYTES,
+    MAX_SAFE_INTEGER,
+    SUPPORTED_VERSIONS,
+    VERSION,
+    AckStatus,
+    InitiatorKind,
+    Origin,
+)
+from endcall.protocol.messages import (
+    ERROR_CODES,
+    ERROR_RPC_CODES,
+    EndAck,
+    EndError,
+    EndReason,
+    EndRequest,
+    ErrorCode,
+    Initiator,
+    ProtocolError,
+    SessionEnded,
+)
+from endcall.protocol.missing import (
+    MISSING_CAUSES,
+    MISSING_WEBHOOK_SUFFIX,
+    PING_TYPE,
+    MissingParticipant,
+    SessionMissing,
+    encode_missing,
+    missing_webhook_id,
+    parse_missing,
+)
+from endcall.protocol.report import (
+    DRAFT_WEBHOOK_SUFFIX,
+    check_annotations,
+    draft_webhook_id,
+    encode_report,
+    parse_report,
+    report_supersedes,
+    webhook_id,
+    with_ending,
+)
+from endcall.protocol.validation import (
+    ack_topic,
+    canonical_json,
+    is_valid_id,
+    is_valid_reason,
+    json_size,
+    rpc_code,
+)
+
+__all__ = [
+    "ACK_STATUSES",
+    "ATTR_END_ID",
+    "ATTR_REASON",
+    "ATTR_REPORT",
+    "ATTR_REQUEST",
+    "ATTR_REQUEST_ID",
+    "ATTR_STATE",
+    "CLIENT_REASON_PREFIX",
+    "DEFAULT_METHOD",
+    "DEFAULT_REASON",
+    "DRAFT_WEBHOOK_SUFFIX",
+    "ERROR_CODES",
+    "ERROR_RPC_CODES",
+    "INITIATOR_KINDS",
+    "MAX_DEPTH",
+    "MAX_IDENTITY_BYTES",
+    "MAX_ID_LENGTH",
+    "MAX_MESSAGE_BYTES",
+    "MAX_MESSAGE_TEXT_LENGTH",
+    "MAX_META_BYTES",
+    "MAX_SAFE_INTEGER",
+    "MISSING_CAUSES",
+    "MISSING_WEBHOOK_SUFFIX",
+    "PING_TYPE",
+    "SUPPORTED_VERSIONS",
+    "VERSION",
+    "AckStatus",
+    "EndAck",
+    "EndError",
+    "EndReason",
+    "EndRequest",
+    "ErrorCode",
+    "Initiator",
+    "InitiatorKind",
+    "MissingParticipant",
+    "Origin",
+    "ProtocolError",
+    "SessionEnded",
+    "SessionMissing",
+    "ack_topic",
+    "canonical_json",
+    "check_annotations",
+    "draft_webhook_id",
+    "encode_ack",
+    "encode_error",
+    "encode_missing",
+    "encode_report",
+    "encode_request",
+    "is_valid_id",
+    "is_valid_reason",
+    "json_size",
+    "missing_webhook_id",
+    "parse_ack",
+    "parse_error",
+    "parse_missing",
+    "parse_report",
+    "parse_request",
+    "report_supersedes",
+    "rpc_code",
+    "webhook_id",
+    "with_ending",
+]
