@@ -14,8 +14,8 @@ Per-job configuration: the backend that dispatches the agent puts JSON in the jo
      "report_meta": {"test_id": "t-42", "company_id": "c-7"}}
 
 Optional: `"webhook_schedule": [0, 5, 10, 20]` (seconds before each delivery attempt, the first
-normally 0; default `endcall.reports.webhook.DEFAULT_SCHEDULE`, ~46 h) — `bench/report_loss.py` uses it
-to shorten the retries so a receiver outage of minutes is measured in minutes.
+normally 0; default `endcall.reports.webhook.DEFAULT_SCHEDULE`, ~46 h) — `bench/report_loss.py`
+uses it to shorten the retries so a receiver outage of minutes is measured in minutes.
 
 `job_settings(ctx.job.metadata)` builds the `Webhook` from it (falling back to the two
 environment variables for what it leaves out) and `report_meta` ends up in the report's

@@ -29,9 +29,9 @@ from endcall.reports.outbox.base import (
     STATUSES,
     Outbox,
     OutboxRecord,
-    SqlOutbox,
     default_outbox_path,
 )
+from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.redact import redact
 from endcall.reports.webhook import SECRET_ENV, parse_secrets, validate_secret
 

@@ -36,7 +36,13 @@ def _table_after(heading: str) -> dict[str, str]:
 def _keys_written() -> set[str]:
     """Keys of the `end` section as the code writes them (EndCall's parts and report.py)."""
     keys: set[str] = set()
-    parts = ("endcall.py", "endpath.py", "signals.py", "jobhooks.py", "presence.py")
+    parts = (
+        "agent/end_call.py",
+        "agent/end_path.py",
+        "agent/room_signals.py",
+        "agent/job_hooks.py",
+        "agent/customer.py",
+    )
     source = "\n".join((ROOT / "py" / "endcall" / name).read_text() for name in parts)
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.FunctionDef) and node.name == "_end_section":
@@ -54,7 +60,7 @@ def _keys_written() -> set[str]:
             ks = [k.value for k in node.keys if isinstance(k, ast.Constant)]
             if "report_error" in ks:
                 keys.add("report_error")
-    report = (ROOT / "py" / "endcall" / "report.py").read_text()
+    report = (ROOT / "py" / "endcall" / "agent" / "report.py").read_text()
     keys |= set(re.findall(r'end=\{"channel": None, "(\w+)"', report))
     return keys - NOT_IN_REPORT
 

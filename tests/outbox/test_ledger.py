@@ -10,7 +10,7 @@ import pytest
 from conftest import Clock
 
 from endcall import protocol
-from endcall.reports.outbox.base import SqlOutbox
+from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.webhook import Webhook
 from endcall.server.ledger import Ledger, LedgerEvent, Room
 from endcall.server.reconcile import Reconciler

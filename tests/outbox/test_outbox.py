@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from endcall.reports.outbox import SqliteOutbox, default_outbox_path, draft_key, make_owner
-from endcall.reports.outbox.base import SqlOutbox
+from endcall.reports.outbox.sql import SqlOutbox
 
 URL = "http://127.0.0.1:9/hook"
 ME = make_owner("test")

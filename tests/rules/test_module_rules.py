@@ -1,29 +1,59 @@
-"""The module rules, held by walking the package's imports (ast, no import is executed).
+"""The wings and their rules, held by walking the package's imports (ast; nothing is executed).
 
-1. `endcall.protocol` does no I/O: it (and whatever it imports) imports none of `IO_MODULES`
+The package is four wings (docs/architecture.md): `endcall.protocol` (pure) ← `endcall.agent`
+→ `endcall.reports` ← `endcall.server`, plus `endcall.cli` and `endcall.testing`.
+
+1. Each wing imports only the wings it may (`ALLOWED`): protocol nothing of the kit; reports
+   protocol; agent protocol and reports; server protocol and reports, never agent.
+2. `endcall.protocol` does no I/O: it (and whatever it imports) imports none of `IO_MODULES`
    and calls no `open()`.
-2. The outbox and delivery modules (`DELIVERY`) import nothing of agents or rooms: no
-   `livekit` package, none of the agent modules (`AGENT`).
-3. The fallback server (`endcall.server`) never imports the agent modules, nor livekit-agents
-   or the rtc SDK.
-4. Nothing in the library (`py/endcall` outside `endcall.testing`) imports `endcall.testing`.
+3. The reports wing imports nothing of LiveKit (no `livekit` package at all); the server wing
+   nothing of livekit-agents or the rtc SDK (it talks to LiveKit through `livekit.api`).
+4. Nothing in the library (outside `endcall.testing`) imports `endcall.testing`.
+5. No import circles anywhere in the package.
+6. Sizes that fit in a head: no class over `MAX_CLASS_LINES`, no module over
+   `MAX_MODULE_LINES` (in the package, bench/, examples/ and tests/; `SIZE_EXEMPT` lists the
+   data files).
 
-Imports are followed transitively, including imports inside functions (they run sooner or
-later); imports under `if TYPE_CHECKING:` are not (they never run). Importing `a.b.c` also
-imports the packages `a.b` and `a`. A failure names the offending import, its file and line,
-and the chain of imports that leads to it.
+Imports are followed including those inside functions (they run sooner or later); imports
+under `if TYPE_CHECKING:` are not (they never run). Importing `a.b.c` also imports the packages
+`a.b` and `a`. A failure names the offending import, its file and line, and how it is reached.
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "py" / "endcall"
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "py" / "endcall"
+
+#: the kit's wings, and what else of the kit each one may import
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "endcall.protocol": (),
+    "endcall.reports": ("endcall.protocol",),
+    "endcall.agent": ("endcall.protocol", "endcall.reports"),
+    "endcall.server": ("endcall.protocol", "endcall.reports"),
+    "endcall.cli": ("endcall.protocol", "endcall.reports", "endcall.server"),
+    "endcall.__main__": ("endcall.cli",),
+    # the public name `endcall.outbox` (re-exports `endcall.reports.outbox`)
+    "endcall.outbox": ("endcall.reports",),
+    # the package itself: the log filter; its public names load lazily (importlib)
+    "endcall": ("endcall.reports",),
+    "endcall.testing": ("endcall.protocol", "endcall.reports", "endcall.agent", "endcall.server"),
+}
+
+#: what a wing may not import from outside the kit
+FORBIDDEN_OUTSIDE: dict[str, tuple[str, ...]] = {
+    "endcall.reports": ("livekit",),
+    "endcall.server": ("livekit.agents", "livekit.rtc"),
+}
 
 IO_MODULES = (
     "asyncio",
@@ -57,39 +87,10 @@ IO_MODULES = (
     "livekit",
 )
 
-#: the agent side: EndCall and its parts, and what only they use
-AGENT = (
-    "endcall.endcall",
-    "endcall.agentends",
-    "endcall.annotations",
-    "endcall.attributes",
-    "endcall.call",
-    "endcall.channels",
-    "endcall.checkpoints",
-    "endcall.decisions",
-    "endcall.drain",
-    "endcall.ending",
-    "endcall.endpath",
-    "endcall.jobhooks",
-    "endcall.journal",
-    "endcall.lifecycle",
-    "endcall.misuse",
-    "endcall.presence",
-    "endcall.signals",
-    "endcall.silence",
-    "endcall.timers",
-    "endcall.tool",
-    "endcall.transcript",
-)
-
-DELIVERY = (
-    "endcall.outbox",
-    "endcall.delivery",
-    "endcall.webhook",
-    "endcall.relay",
-    "endcall.storage",
-    "endcall.pipeline",
-)
+MAX_CLASS_LINES = 400
+MAX_MODULE_LINES = 800
+#: data, not code: the shared vectors' source tables
+SIZE_EXEMPT = ("tests/vectors/build_vectors.py",)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def imports_of(path: Path, modules: set[str]) -> list[Import]:
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     skipped = _type_checking_lines(tree)
-    where = f"{path.relative_to(PACKAGE.parents[1])}"
+    where = f"{path.relative_to(ROOT)}"
     found: list[Import] = []
     for node in ast.walk(tree):
         if getattr(node, "lineno", None) in skipped:
@@ -141,10 +142,14 @@ def imports_of(path: Path, modules: set[str]) -> list[Import]:
                 stem = node.module or ""
             for alias in node.names:
                 full = f"{stem}.{alias.name}"
-                # `from . import pipeline` imports a module; `from .x import Name` a name
+                # `from endcall.reports import pipeline` imports a module; `from .x import Name`
+                # a name
                 target = full if full in modules else stem
                 found.append(Import(name, target, f"{where}:{node.lineno}"))
     return found
+
+
+Graph = Mapping[str, list[Import]]
 
 
 def import_graph() -> dict[str, list[Import]]:
@@ -158,15 +163,47 @@ def _with_parents(target: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
-def _matches(target: str, names: tuple[str, ...]) -> str | None:
+def _matches(target: str, names: Iterable[str]) -> str | None:
     for name in names:
         if target == name or target.startswith(name + "."):
             return name
     return None
 
 
+def wing_of(module: str) -> str | None:
+    """The wing `module` belongs to: the longest `ALLOWED` key that is it or contains it (the
+    package `endcall` itself contains nothing)."""
+    best = None
+    for wing in ALLOWED:
+        inside = module == wing or (wing != "endcall" and module.startswith(wing + "."))
+        if inside and (best is None or len(wing) > len(best)):
+            best = wing
+    return best
+
+
+def wing_violations(graph: Graph) -> list[str]:
+    """Direct imports of the kit that cross into a wing the importer may not use."""
+    found: list[str] = []
+    for module, imports in graph.items():
+        wing = wing_of(module)
+        if wing is None:
+            found.append(f"{module} belongs to no wing: put it in one (docs/architecture.md)")
+            continue
+        for imp in imports:
+            if not (imp.target == "endcall" or imp.target.startswith("endcall.")):
+                continue
+            target_wing = wing_of(imp.target)
+            if target_wing == wing or target_wing in ALLOWED[wing]:
+                continue
+            allowed = ", ".join(ALLOWED[wing]) or "nothing else of the kit"
+            found.append(
+                f"{module} imports {imp.target} ({imp.where}): the {wing} wing may import {allowed}"
+            )
+    return found
+
+
 def violations(
-    graph: dict[str, list[Import]], start: str, forbidden: tuple[str, ...], *, subtree: bool = True
+    graph: Graph, start: str, forbidden: tuple[str, ...], *, subtree: bool = True
 ) -> list[str]:
     """The imports reachable from `start` (a module; with `subtree`, a package's modules too)
     that are `forbidden` (or inside a forbidden package), each with the chain to it."""
@@ -197,6 +234,71 @@ def _describe(imp: Import, came_from: dict[str, Import | None], rule: str) -> st
     return f"{imp.source} imports {imp.target} ({imp.where}; forbidden: {rule}; via {path})"
 
 
+def circles(graph: Graph) -> list[str]:
+    """Every import circle between the package's modules, each as `a -> b -> a` with the
+    file:line of each arrow (explicit imports only; a package's `__init__` importing its own
+    modules is not a circle when they don't import it back)."""
+    edges: dict[str, dict[str, str]] = {}
+    for module, imports in graph.items():
+        for imp in imports:
+            if imp.target in graph and imp.target != module:
+                edges.setdefault(module, {}).setdefault(imp.target, imp.where)
+    found: list[str] = []
+    seen: set[frozenset[str]] = set()
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, {})):
+            if state.get(nxt) == 1:
+                loop = [*stack[stack.index(nxt) :], nxt]
+                key = frozenset(loop)
+                if key not in seen:
+                    seen.add(key)
+                    arrows = [f"{a} -> {b} ({edges[a][b]})" for a, b in itertools.pairwise(loop)]
+                    found.append("; ".join(arrows))
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def oversized(paths: Iterable[Path]) -> list[str]:
+    """Modules over `MAX_MODULE_LINES` and classes over `MAX_CLASS_LINES`."""
+    found: list[str] = []
+    for path in paths:
+        rel = str(path.relative_to(ROOT))
+        if rel in SIZE_EXEMPT:
+            continue
+        text = path.read_text(encoding="utf-8")
+        lines = text.count("\n")
+        if lines > MAX_MODULE_LINES:
+            found.append(f"{rel}: {lines} lines (at most {MAX_MODULE_LINES}): split it by concern")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                size = node.end_lineno - node.lineno + 1
+                if size > MAX_CLASS_LINES:
+                    found.append(
+                        f"{rel}:{node.lineno} class {node.name}: {size} lines "
+                        f"(at most {MAX_CLASS_LINES}): it is several classes"
+                    )
+    return found
+
+
+def _python_files() -> list[Path]:
+    roots = [PACKAGE, ROOT / "bench", ROOT / "examples", ROOT / "tests", ROOT / "scripts"]
+    return sorted(
+        p for r in roots if r.exists() for p in r.rglob("*.py") if "node_modules" not in p.parts
+    )
+
+
 @pytest.fixture(scope="module")
 def graph() -> dict[str, list[Import]]:
     return import_graph()
@@ -206,31 +308,27 @@ def _check(found: list[str], rule: str) -> None:
     assert not found, f"module rule broken — {rule}:\n  " + "\n  ".join(found)
 
 
-def test_protocol_does_no_io(graph: dict[str, list[Import]]) -> None:
+def test_each_wing_imports_only_the_wings_it_may(graph: Graph) -> None:
+    _check(wing_violations(graph), "each wing imports only the wings it may")
+
+
+def test_protocol_does_no_io(graph: Graph) -> None:
     _check(violations(graph, "endcall.protocol", IO_MODULES), "endcall.protocol does no I/O")
-    tree = ast.parse((PACKAGE / "protocol.py").read_text(encoding="utf-8"))
     opens = [
-        f"py/endcall/protocol.py:{node.lineno} calls open()"
-        for node in ast.walk(tree)
+        f"{path.relative_to(ROOT)}:{node.lineno} calls open()"
+        for path in sorted((PACKAGE / "protocol").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open"
     ]
     _check(opens, "endcall.protocol does no I/O")
 
 
-@pytest.mark.parametrize("module", DELIVERY)
-def test_outbox_and_delivery_import_nothing_of_agents_or_rooms(
-    graph: dict[str, list[Import]], module: str
-) -> None:
-    found = violations(graph, module, ("livekit", *AGENT))
-    _check(found, f"{module} imports nothing of agents or rooms")
+@pytest.mark.parametrize("wing", sorted(FORBIDDEN_OUTSIDE))
+def test_wings_keep_away_from_livekit(graph: Graph, wing: str) -> None:
+    _check(violations(graph, wing, FORBIDDEN_OUTSIDE[wing]), f"{wing} and LiveKit")
 
 
-def test_the_server_never_imports_the_agent(graph: dict[str, list[Import]]) -> None:
-    found = violations(graph, "endcall.server", ("livekit.agents", "livekit.rtc", *AGENT))
-    _check(found, "endcall.server never imports the agent modules")
-
-
-def test_the_library_never_imports_endcall_testing(graph: dict[str, list[Import]]) -> None:
+def test_the_library_never_imports_endcall_testing(graph: Graph) -> None:
     found = [
         message
         for module in graph
@@ -240,21 +338,93 @@ def test_the_library_never_imports_endcall_testing(graph: dict[str, list[Import]
     _check(sorted(set(found)), "nothing in the library imports endcall.testing")
 
 
-def test_every_agent_module_exists(graph: dict[str, list[Import]]) -> None:
-    missing = [m for m in (*AGENT, *DELIVERY) if m not in graph]
-    assert not missing, f"the rules name modules that do not exist: {missing}"
+def test_no_import_circles(graph: Graph) -> None:
+    _check(circles(graph), "no import circles")
 
 
-def test_a_broken_rule_names_the_offending_import() -> None:
-    fake = {
-        "endcall.server.app": [Import("endcall.server.app", "endcall.relay", "app.py:3")],
-        "endcall.relay": [Import("endcall.relay", "endcall.endcall", "relay.py:9")],
-        "endcall.endcall": [],
-    }
-    found = violations(fake, "endcall.server", AGENT)
+def test_sizes_fit_in_a_head() -> None:
+    _check(oversized(_python_files()), "sizes that fit in a head")
+
+
+def test_every_wing_exists(graph: Graph) -> None:
+    missing = [wing for wing in ALLOWED if wing not in graph]
+    assert not missing, f"the rules name wings that do not exist: {missing}"
+
+
+# --------------------------------------------------------------------------- self-tests
+
+
+def _fake(*arrows: tuple[str, str]) -> dict[str, list[Import]]:
+    graph: dict[str, list[Import]] = {}
+    for source, target in arrows:
+        graph.setdefault(source, []).append(Import(source, target, f"{source}.py:1"))
+        graph.setdefault(target, [])
+    return graph
+
+
+def test_a_planted_wing_violation_is_named() -> None:
+    fake = _fake(
+        ("endcall.server.app", "endcall.reports.relay"),
+        ("endcall.server.app", "endcall.agent.end_call"),
+    )
+    assert wing_violations(fake) == [
+        "endcall.server.app imports endcall.agent.end_call (endcall.server.app.py:1): the "
+        "endcall.server wing may import endcall.protocol, endcall.reports"
+    ]
+
+
+def test_a_module_outside_every_wing_is_named() -> None:
+    assert wing_violations(_fake(("endcall.stray", "endcall.protocol"))) == [
+        "endcall.stray belongs to no wing: put it in one (docs/architecture.md)"
+    ]
+
+
+def test_the_protocol_may_import_nothing_of_the_kit() -> None:
+    found = wing_violations(_fake(("endcall.protocol.codec", "endcall.reports.redact")))
     assert found == [
-        "endcall.relay imports endcall.endcall (relay.py:9; forbidden: endcall.endcall; via "
-        "endcall.server.app -> endcall.relay -> endcall.endcall)"
+        "endcall.protocol.codec imports endcall.reports.redact (endcall.protocol.codec.py:1): "
+        "the endcall.protocol wing may import nothing else of the kit"
+    ]
+
+
+def test_a_forbidden_import_is_named_with_its_chain() -> None:
+    fake = _fake(
+        ("endcall.server.app", "endcall.reports.relay"),
+        ("endcall.reports.relay", "livekit.rtc"),
+    )
+    found = violations(fake, "endcall.server", ("livekit.rtc",))
+    assert found == [
+        "endcall.reports.relay imports livekit.rtc (endcall.reports.relay.py:1; forbidden: "
+        "livekit.rtc; via endcall.server.app -> endcall.reports.relay -> livekit.rtc)"
+    ]
+
+
+def test_a_planted_circle_is_found() -> None:
+    fake = _fake(
+        ("endcall.reports.pipeline", "endcall.reports.relay"),
+        ("endcall.reports.relay", "endcall.reports.pipeline"),
+        ("endcall.reports.relay", "endcall.reports.webhook"),
+    )
+    assert circles(fake) == [
+        "endcall.reports.pipeline -> endcall.reports.relay (endcall.reports.pipeline.py:1); "
+        "endcall.reports.relay -> endcall.reports.pipeline (endcall.reports.relay.py:1)"
+    ]
+    assert circles(_fake(("a", "b"), ("b", "c"))) == []
+
+
+def test_a_planted_oversized_class_and_module_are_found() -> None:
+    big = ROOT / "tests" / "rules" / "_planted_big.py"
+    body = "class Huge:\n" + "    x = 1\n" * MAX_CLASS_LINES + "\n" * (MAX_MODULE_LINES - 400)
+    big.write_text(body, encoding="utf-8")
+    try:
+        found = oversized([big])
+    finally:
+        big.unlink()
+    assert found == [
+        f"tests/rules/_planted_big.py: {MAX_MODULE_LINES + 1} lines (at most "
+        f"{MAX_MODULE_LINES}): split it by concern",
+        f"tests/rules/_planted_big.py:1 class Huge: {MAX_CLASS_LINES + 1} lines "
+        f"(at most {MAX_CLASS_LINES}): it is several classes",
     ]
 
 

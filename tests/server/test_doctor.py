@@ -17,7 +17,7 @@ from server_support import API_KEY, API_SECRET, ServedApp
 
 from endcall.cli import main
 from endcall.reports.outbox import SqliteOutbox
-from endcall.reports.outbox.base import SqlOutbox
+from endcall.reports.outbox.sql import SqlOutbox
 from endcall.server.doctor import Check, DoctorOptions, run_checks
 from endcall.server.ledger import Ledger, LedgerEvent
 from endcall.testing import LoopbackServer, RoomServiceDouble

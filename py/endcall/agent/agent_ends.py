@@ -1,7 +1,7 @@
 """`AgentEnds`: the ends the agent decides itself — the LLM's end tool and the timers.
 
-The tool (`end.tool`, `endcall.agent.end_tool`) ends with `assistant-ended-call`, initiated by the agent
-participant, and its goodbye plays out in full; a second call while ending returns None.
+The tool (`end.tool`, `endcall.agent.end_tool`) ends with `assistant-ended-call`, initiated by the
+agent participant, and its goodbye plays out in full; a second call while ending returns None.
 `max_duration` and `silence_timeout` end with `exceeded-max-duration` / `silence-timed-out`
 and say the goodbye configured for that reason, if any.
 """

@@ -1,8 +1,8 @@
 """`Decisions`: every trigger goes to the end machine through here.
 
 A channel's request is authorized (`allow`, or only the customer) and becomes a trigger; the
-machine decides. An accepted trigger is logged, made durable (`endcall.agent.durable_end`: its acks wait
-for that write), written to the agent attributes (`endcall.state=ending`, `reason`, `end_id`,
+machine decides. An accepted trigger is logged, made durable (`endcall.agent.durable_end`: its acks
+wait for that write), written to the agent attributes (`endcall.state=ending`, `reason`, `end_id`,
 `request_id`, `report=pending`) and handed to `on_accepted` (which stops the timers and the
 grace and starts the end path). A trigger the machine turns down still adds what it knows: the
 customer's disconnect reason, the latest request id. `trigger_from_code` is `EndCall.end`'s.
@@ -172,7 +172,8 @@ class Decisions:
             logger.exception("endcall: failed to submit %s", reason)
 
     def _make_durable(self) -> None:
-        """Write the accepted end to the outbox now; its acks wait for it (`endcall.agent.durable_end`)."""
+        """Write the accepted end to the outbox now; its acks wait for it
+        (`endcall.agent.durable_end`)."""
         self._durable.begin(self._sink, self._call.machine.record, self._minimal_draft)
         attrs = self._call.attrs
         if attrs is not None and self._durable.task is not None:

@@ -2,8 +2,8 @@
 
 A customer end interrupts the agent's speech (`interrupt_on_customer_end`) and says no
 goodbye; the tool, `max_duration` and `silence_timeout` let the goodbye play out in full
-(`endcall.agent.end_tool`); tool calls still running (but the end tool itself) get to finish. The caller
-bounds it with `drain_timeout`.
+(`endcall.agent.end_tool`); tool calls still running (but the end tool itself) get to finish. The
+caller bounds it with `drain_timeout`.
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ await end.start()
 and `@server.rtc_session(..., on_session_end=EndCall.on_session_end)`.
 
 `EndCall` is the facade: it wires the machine (`endcall.agent.end_machine`), the channels
-(`endcall.agent.channels`), the timers (`endcall.agent.timers`, `endcall.agent.silence`), the end tool
-(`endcall.agent.end_tool`) and the parts below, which share one `endcall.agent.call.Call`. Every trigger goes
-through `endcall.agent.decisions` to the machine; room, job and session events become triggers in
-`endcall.agent.room_signals`; the customer's presence and the graces are `endcall.agent.customer`; crash drafts
-are `endcall.agent.checkpoints`.
+(`endcall.agent.channels`), the timers (`endcall.agent.timers`, `endcall.agent.silence`), the end
+tool (`endcall.agent.end_tool`) and the parts below, which share one `endcall.agent.call.Call`.
+Every trigger goes through `endcall.agent.decisions` to the machine; room, job and session events
+become triggers in `endcall.agent.room_signals`; the customer's presence and the graces are
+`endcall.agent.customer`; crash drafts are `endcall.agent.checkpoints`.
 
 The end path (one background task, started by the first accepted trigger; the ack is returned
 before it starts, so ack latency never includes the drain):
@@ -56,8 +56,8 @@ Meanwhile the state stays `active`, and RoomIO may already have closed the sessi
 (`close_on_disconnect`): that close does not decide the reason; the report is built after it
 is decided.
 
-Where the work runs (see `endcall.agent.job_lifecycle` for the job's own sequence and its bounds, and
-`endcall.agent.job_hooks` for what the job's hooks wait for):
+Where the work runs (see `endcall.agent.job_lifecycle` for the job's own sequence and its bounds,
+and `endcall.agent.job_hooks` for what the job's hooks wait for):
 
 - an end EndCall starts (a request, the tool, a timer, `end()`) runs steps 1-6 before the job
   starts shutting down: the job shutdown is step 6 itself; step 7 then runs while the job

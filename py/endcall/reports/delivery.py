@@ -7,8 +7,8 @@
 - Anything else (other statuses, timeouts, refused connections, TLS errors...) is retried on
   the schedule; after the last scheduled attempt fails the report is ``dead`` (kept, listable,
   replayable with ``endcall outbox replay ID`` or ``replay --dead``). A report going dead is
-  logged at ERROR (logger ``endcall.reports.delivery``, with its end_id and last error) and passed to
-  the sender's ``on_dead`` callback, for an alert.
+  logged at ERROR (logger ``endcall.delivery``, with its end_id and last error) and passed
+  to the sender's ``on_dead`` callback, for an alert.
 - A row's own ``delivery`` settings (the agent's `Webhook`: schedule, jitter, timeout, key ids)
   take precedence over the sender's defaults, and it is signed only with the secrets whose key
   ids it names; a sender holding none of them does not send it (no signature the receiver

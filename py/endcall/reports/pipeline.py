@@ -41,13 +41,8 @@ import httpx
 
 from endcall.reports import secret_offers
 from endcall.reports.delivery import Clock, DeadCallback, RetryPolicy, Sender, SystemClock
-from endcall.reports.outbox.base import (
-    Outbox,
-    OutboxRecord,
-    SqlOutbox,
-    default_outbox_path,
-    make_owner,
-)
+from endcall.reports.outbox.base import Outbox, OutboxRecord, default_outbox_path, make_owner
+from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.storage import OutboxError, check_outbox, open_checked
 from endcall.reports.webhook import Webhook
 

@@ -332,13 +332,13 @@ def prewarm(
     / ``prewarm_fnc`` (it receives the ``JobProcess``), or called from your own prewarm.
 
     Cheap and non-blocking: it checks that the outbox (default: `default_outbox_path`, the one
-    the agent's `ReportPipeline` uses) can be written — raising `endcall.reports.storage.OutboxError`
-    when it cannot, so a misconfigured worker fails at start-up — and starts one daemon thread
-    per process (later calls return the same relay) that every ``poll`` seconds delivers due
-    reports and abandoned crash drafts. Secrets: ``secret=`` or ``$ENDCALL_WEBHOOK_SECRET``
-    (``ValueError`` if malformed); without either, the relay starts as soon as the first
-    `Webhook` given in code is used in this process (`ReportPipeline` offers it through
-    `endcall.reports.secret_offers`), and ``None`` is returned. The relay is put in
+    the agent's `ReportPipeline` uses) can be written — raising
+    `endcall.reports.storage.OutboxError` when it cannot, so a misconfigured worker fails at
+    start-up — and starts one daemon thread per process (later calls return the same relay) that
+    every ``poll`` seconds delivers due reports and abandoned crash drafts. Secrets: ``secret=`` or
+    ``$ENDCALL_WEBHOOK_SECRET`` (``ValueError`` if malformed); without either, the relay starts as
+    soon as the first `Webhook` given in code is used in this process (`ReportPipeline` offers it
+    through `endcall.reports.secret_offers`), and ``None`` is returned. The relay is put in
     ``proc.userdata["endcall.relay"]``. Use ``functools.partial(endcall.prewarm, secret=...)``
     to pass arguments as a ``setup_fnc``.
     """

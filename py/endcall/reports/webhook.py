@@ -140,8 +140,8 @@ class Webhook:
     each one adds a ``v1`` signature. ``schedule`` is the delay before each attempt (the first
     is normally 0: immediately); ``jitter`` randomises non-zero delays by ±that fraction.
     ``in_process_window`` bounds how long the agent process keeps retrying after the session
-    ends (what is left is delivered later by a relay, see ``endcall.reports.relay``). ``headers`` are
-    extra request headers (stored with the report in the outbox so relays send them too — do
+    ends (what is left is delivered later by a relay, see ``endcall.reports.relay``). ``headers``
+    are extra request headers (stored with the report in the outbox so relays send them too — do
     not put credentials there if the outbox is shared with less trusted readers).
 
     Everything is checked here, so a mistake fails when the agent starts, not when a report is

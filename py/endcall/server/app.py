@@ -13,8 +13,8 @@ per-address rate limit (429) → Content-Type (415) → size (413) → body (400
 With ``ENDCALL_OUTBOX`` (and ``ENDCALL_WEBHOOK_SECRET``) the app also runs a relay for the
 agents' outbox while it is up, so reports a killed job left behind are still delivered; with
 ``ENDCALL_WEBHOOK_URL`` too it reconciles the room ledger with the outbox
-(:mod:`endcall.server.reconcile`): a finished room without a report gets a ``session.missing`` event,
-and a room LiveKit no longer lists (ListRooms, every ``ENDCALL_RECONCILE_SWEEP`` seconds)
+(:mod:`endcall.server.reconcile`): a finished room without a report gets a ``session.missing``
+event, and a room LiveKit no longer lists (ListRooms, every ``ENDCALL_RECONCILE_SWEEP`` seconds)
 counts as finished even when its ``room_finished`` webhook never came.
 
 The app can be mounted in another Starlette/FastAPI app (``Mount("/endcall", app)``); the

@@ -32,7 +32,8 @@ from typing import Any
 
 import httpx
 
-from endcall.reports.outbox.base import OUTBOX_ENV, Outbox, SqlOutbox, Status, default_outbox_path
+from endcall.reports.outbox.base import OUTBOX_ENV, Outbox, Status, default_outbox_path
+from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.redact import redact
 from endcall.reports.storage import MOUNTINFO, storage_warning
 from endcall.reports.webhook import (

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from endcall.reports.outbox.base import SqlOutbox
+from endcall.reports.outbox.sql import SqlOutbox
 
 __all__ = [
     "EVENTS",

@@ -27,7 +27,7 @@ from livekit import api
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from endcall.reports.outbox.base import SqlOutbox
+from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.redact import redact
 from endcall.server.errors import HttpError
 from endcall.server.ledger import EVENTS, Ledger, LedgerEvent

@@ -31,7 +31,8 @@ from endcall.protocol import (
     encode_missing,
     missing_webhook_id,
 )
-from endcall.reports.outbox.base import OutboxRecord, SqlOutbox, make_owner
+from endcall.reports.outbox.base import OutboxRecord, make_owner
+from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.redact import redact
 from endcall.reports.webhook import Webhook
 from endcall.server.ledger import Ledger, LedgerEvent, Room

@@ -14,7 +14,9 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from endcall.reports.outbox.base import SCHEMA, TABLE, Clock, SqlOutbox, Tx, to_pyformat
+from endcall.reports.outbox.base import TABLE, Clock
+from endcall.reports.outbox.schema import SCHEMA, Tx, to_pyformat
+from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.redact import redact
 
 __all__ = ["PostgresOutbox"]

@@ -17,7 +17,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from endcall.reports.outbox.base import SCHEMA, TABLE, Clock, SqlOutbox, Tx
+from endcall.reports.outbox.base import TABLE, Clock
+from endcall.reports.outbox.schema import SCHEMA, Tx
+from endcall.reports.outbox.sql import SqlOutbox
 
 __all__ = ["SqliteOutbox"]
 

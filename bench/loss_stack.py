@@ -1,0 +1,242 @@
+"""The report-loss benchmark's LiveKit side: servers, agent workers, the signalling proxy.
+
+`BenchStack` is a livekit-server (production room timeouts) with the example page's site and
+the fallback server, dispatching the kit's example agent or the naive one per room;
+`AgentWorker` is one `AgentServer` worker process running either agent; `Toxiproxy` cuts the
+agent's signalling for the "signalling-cut" scenario. Used by `loss_runner.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from livekit import api
+from starlette.requests import Request
+
+from endcall.testing.livekit_server import LiveKitServer, node_ip
+from endcall.testing.realstack import RealStack, WorkerProcess
+from endcall.testing.stack import _bind, examples_dir, serve
+
+ROOT = Path(__file__).resolve().parent.parent
+NAIVE_SCRIPT = ROOT / "bench" / "naive_agent.py"
+KIT_SCRIPT = examples_dir() / "interview_agent.py"
+TOXIPROXY = ROOT / ".tools" / "bin" / "toxiproxy-server"
+#: livekit-server's defaults (production), not the 3 s / 10 s of the test configuration: with a
+#: 3 s departure_timeout the room closes as the kit's 3 s disconnect grace runs out (see README)
+DEPARTURE_TIMEOUT = 20
+EMPTY_TIMEOUT = 300
+
+
+class AgentWorker(WorkerProcess):
+    """`WorkerProcess` running ``script`` (the kit's example agent or the naive one)."""
+
+    def __init__(self, script: Path, env: dict[str, str], log_path: Path) -> None:
+        super().__init__(env, log_path)
+        self.script = script
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.env, "INTERVIEW_MODELS": "scripted"}
+        for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env.pop(proxy, None)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT / "py"), env.get("PYTHONPATH", "")) if p
+        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")
+        return subprocess.Popen(
+            [sys.executable, str(self.script), "start", "--log-level", "INFO"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+
+    def kill_group(self) -> None:
+        """SIGKILL the worker and its job processes (the whole process group)."""
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+    async def wait_registered_again(self, since: int, timeout: float = 120.0) -> bool:
+        """After a reconnect: a new "registered worker" line past byte ``since``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if b"registered worker" in self.log_path.read_bytes()[since:]:
+                return True
+            await asyncio.sleep(0.5)
+        return False
+
+
+class BenchStack(RealStack):
+    """RealStack without its built-in worker: a server (own or shared), the page's site, the
+    fallback server; workers are started per agent with `start_worker`. Naive rooms get the
+    naive page (no fallback server, no beacon) and dispatch `naive-agent`."""
+
+    def __init__(self, output_dir: Path, name: str, secret: str) -> None:
+        super().__init__(output_dir, webhook_url="http://127.0.0.1:9/unused", webhook_secret=secret)
+        self.name = name
+        self._agent_for: dict[str, str] = {}
+        self.workers: list[AgentWorker] = []
+        self.proxy: Toxiproxy | None = None
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.output_dir / f"outbox-{self.name}.sqlite"
+
+    def prepare_room(self, room: str, agent: str, metadata: dict[str, Any]) -> None:
+        self._agent_for[room] = "naive-agent" if agent == "naive" else "interview-agent"
+        self.prepare(room, metadata)
+
+    def access_token(self, room: str, identity: str) -> str:
+        dispatch = api.RoomAgentDispatch(
+            agent_name=self._agent_for.get(room, "interview-agent"),
+            metadata=self._dispatch_metadata.get(room, "{}"),
+        )
+        grants = api.VideoGrants(
+            room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
+        )
+        return (
+            api.AccessToken(self.api_key, self.api_secret)
+            .with_identity(identity)
+            .with_name(identity)
+            .with_grants(grants)
+            .with_room_config(api.RoomConfiguration(agents=[dispatch]))
+            .to_jwt()
+        )
+
+    def session_config(self, request: Request, room: str, identity: str) -> dict[str, Any]:
+        config = super().session_config(request, room, identity)
+        if self._agent_for.get(room) == "naive-agent":
+            # the naive page: livekit-client only (End = room.disconnect(), no beacon)
+            config.update(fallbackUrl=None, endToken=None, beaconReason=None)
+        return config
+
+    async def start(self) -> None:
+        from endcall.testing.stack import _Site
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        # LiveKit's production room timeouts (the test default is 3 s / 10 s)
+        self.server = LiveKitServer(
+            log_path=self.output_dir / f"livekit-server-{self.name}.log",
+            departure_timeout=DEPARTURE_TIMEOUT,
+            empty_timeout=EMPTY_TIMEOUT,
+        )
+        self.server_info = await asyncio.to_thread(self.server.start)
+        self.api_key, self.api_secret = self.info.api_key, self.info.api_secret
+        site = _Site(
+            bridge=None,
+            roomservice=None,
+            fallback=self._fallback_app(),
+            session=self._session_app(),
+            page=self._page_app(),
+        )
+        self.site = await serve(site, sock=_bind("127.0.0.1", 0))
+
+    async def start_worker(self, agent: str, *, livekit_url: str | None = None) -> AgentWorker:
+        env = {
+            **self.info.env(),
+            "ENDCALL_WEBHOOK_SECRET": self.webhook_secret,
+            "ENDCALL_OUTBOX": str(self.outbox_path),
+        }
+        if livekit_url:
+            env["LIVEKIT_URL"] = livekit_url
+        n = len(self.workers) + 1
+        worker = AgentWorker(
+            NAIVE_SCRIPT if agent == "naive" else KIT_SCRIPT,
+            env,
+            self.output_dir / f"worker-{self.name}-{agent}-{n}.log",
+        )
+        await worker.start()
+        self.workers.append(worker)
+        return worker
+
+    async def stop(self) -> None:
+        for worker in self.workers:
+            with contextlib.suppress(Exception):
+                await worker.stop(timeout=15)
+        self.workers.clear()
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
+        await super().stop()
+
+
+class Toxiproxy:
+    """toxiproxy-server v2.12.0 with one TCP proxy to livekit-server's signalling port."""
+
+    def __init__(self, upstream: str, log_path: Path) -> None:
+        self.upstream = upstream  # host:port
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.api_port = 0
+        self.listen = ""
+
+    def _call(self, method: str, path: str, doc: Any = None) -> Any:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.api_port}{path}",
+            data=None if doc is None else json.dumps(doc).encode(),
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw else None
+
+    def start(self) -> str:
+        if not os.access(TOXIPROXY, os.X_OK):
+            raise SystemExit(f"{TOXIPROXY} is missing: run `make toxiproxy`")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.api_port = s.getsockname()[1]
+        ip = node_ip() or "127.0.0.1"
+        with socket.socket() as s:
+            s.bind((ip, 0))
+            listen_port = s.getsockname()[1]
+        self.listen = f"{ip}:{listen_port}"
+        self.proc = subprocess.Popen(
+            [str(TOXIPROXY), "-host", "127.0.0.1", "-port", str(self.api_port)],
+            stdout=open(self.log_path, "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self._call("GET", "/version")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self._call(
+            "POST",
+            "/proxies",
+            {"name": "livekit", "listen": self.listen, "upstream": self.upstream},
+        )
+        return f"ws://{self.listen}"
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Disabled: every connection through the proxy is closed, new ones are refused."""
+        self._call("POST", "/proxies/livekit", {"enabled": enabled})
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

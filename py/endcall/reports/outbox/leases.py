@@ -1,0 +1,123 @@
+"""What senders do: claim due rows under a lease, renew it, and record each attempt's outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from endcall.reports.outbox.base import ATTEMPTS_TABLE, TABLE, OutboxRecord
+from endcall.reports.outbox.schema import (
+    COLUMNS,
+    NO_FINAL,
+    row_record,
+)
+from endcall.reports.outbox.sql_core import SqlCore
+
+
+class DeliveryLeases(SqlCore):
+    """The senders' side: due rows claimed under a lease, outcomes recorded per attempt."""
+
+    def renew(self, end_id: str, owner: str, lease: float) -> OutboxRecord | None:
+        with self._t() as tx:
+            now = self._now(tx)
+            rows = tx.run(
+                f"UPDATE {TABLE} SET status = 'delivering', lease_owner = :o,"
+                " lease_expires_at = :exp, updated_at = :now"
+                " WHERE end_id = :id AND status IN ('pending', 'delivering')"
+                " AND (lease_owner IS NULL OR lease_owner = :o OR lease_expires_at <= :now)"
+                f"{NO_FINAL} RETURNING {COLUMNS}",
+                {"id": end_id, "o": owner, "exp": now + lease, "now": now},
+            )
+        return row_record(rows[0]) if rows else None
+
+    def claim(self, owner: str, *, limit: int, lease: float) -> list[OutboxRecord]:
+        with self._t() as tx:
+            now = self._now(tx)
+            rows = tx.run(
+                f"SELECT end_id FROM {TABLE}"
+                " WHERE status IN ('draft', 'pending', 'delivering')"
+                " AND next_attempt_at <= :now"
+                " AND (lease_owner IS NULL OR lease_expires_at <= :now)"
+                f"{NO_FINAL} ORDER BY next_attempt_at LIMIT :lim" + self.claim_lock,
+                {"now": now, "lim": limit},
+            )
+            out: list[OutboxRecord] = []
+            for (end_id,) in rows:
+                upd = tx.run(
+                    f"UPDATE {TABLE} SET status = 'delivering', lease_owner = :o,"
+                    " lease_expires_at = :exp, updated_at = :now WHERE end_id = :id"
+                    f" RETURNING {COLUMNS}",
+                    {"o": owner, "exp": now + lease, "now": now, "id": end_id},
+                )
+                out.extend(row_record(u) for u in upd)
+        return out
+
+    def mark_failed(
+        self,
+        end_id: str,
+        owner: str,
+        *,
+        dead: bool,
+        next_attempt_at: float,
+        status_code: int | None,
+        error: str,
+        keep_lease: float | None = None,
+    ) -> bool:
+        keep = keep_lease is not None
+        with self._t() as tx:
+            now = self._now(tx)
+            rows = tx.run(
+                f"UPDATE {TABLE} SET status = :st, attempts = attempts + 1,"
+                " last_status = :s, last_error = :e, next_attempt_at = :nxt,"
+                " lease_owner = :lo, lease_expires_at = :le, updated_at = :now"
+                " WHERE end_id = :id AND status IN ('pending', 'delivering')"
+                " AND (lease_owner IS NULL OR lease_owner = :o) RETURNING end_id, attempts",
+                {
+                    "id": end_id,
+                    "st": "dead" if dead else "pending",
+                    "s": status_code,
+                    "e": error[:2000],
+                    "nxt": next_attempt_at,
+                    "lo": owner if keep and not dead else None,
+                    "le": now + keep_lease if keep_lease is not None and not dead else None,
+                    "now": now,
+                    "o": owner,
+                },
+            )
+            outcome = "dead" if dead else "failed"
+            self._log_attempts(tx, rows, now, outcome, status_code, error[:2000])
+        return bool(rows)
+
+    def attempts(self, end_id: str) -> list[dict[str, Any]]:
+        """Every recorded delivery attempt of one row, oldest first: ``attempt``, ``at``,
+        ``outcome`` (``delivered``/``failed``/``dead``), ``status_code``, ``error``."""
+        with self._t(write=False) as tx:
+            rows = tx.run(
+                f"SELECT attempt, at, outcome, status_code, error FROM {ATTEMPTS_TABLE}"
+                " WHERE end_id = :id ORDER BY at, attempt",
+                {"id": end_id},
+            )
+        keys = ("attempt", "at", "outcome", "status_code", "error")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def defer(self, end_id: str, owner: str, *, until: float, error: str) -> bool:
+        with self._t() as tx:
+            now = self._now(tx)
+            rows = tx.run(
+                f"UPDATE {TABLE} SET status = 'pending', last_error = :e, next_attempt_at = :nxt,"
+                " lease_owner = NULL, lease_expires_at = NULL, updated_at = :now"
+                " WHERE end_id = :id AND status IN ('pending', 'delivering')"
+                " AND (lease_owner IS NULL OR lease_owner = :o) RETURNING end_id",
+                {"id": end_id, "o": owner, "e": error[:2000], "nxt": until, "now": now},
+            )
+        return bool(rows)
+
+    def release(self, end_id: str, owner: str) -> None:
+        with self._t() as tx:
+            now = self._now(tx)
+            tx.run(
+                f"UPDATE {TABLE} SET lease_owner = NULL, lease_expires_at = NULL,"
+                " status = CASE WHEN status = 'delivering' THEN 'pending' ELSE status END,"
+                " updated_at = :now WHERE end_id = :id AND lease_owner = :o"
+                " AND status <> 'draft'",
+                {"id": end_id, "o": owner, "now": now},
+            )
