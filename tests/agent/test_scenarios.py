@@ -35,6 +35,17 @@ from endcall.testing import ToolCall, Turn, request_end
 GOODBYE = "Thank you for your time. Goodbye!"
 
 
+#: protocol.md §5: `endcall.state` only moves forward
+STATE_ORDER = ("active", "ending", "ended")
+
+
+def assert_states_forward(states: list[str], history: object = None) -> None:
+    """The written states move only forward and end at `ended`. Writes are coalesced, so
+    `ending` may be skipped when the end path is quick (protocol.md §5)."""
+    ranks = [STATE_ORDER.index(s) for s in states]
+    assert ranks == sorted(set(ranks)) and states[-1:] == ["ended"], history
+
+
 def check_ended(
     job: Job, reason: str, *, kind: str, identity: str | None = None, attrs: bool = True
 ) -> dict[str, Any]:
@@ -61,7 +72,7 @@ def check_ended(
     assert "chat_history" in doc["session"]
     if attrs:
         states = [h["endcall.state"] for h in job.attr_history if "endcall.state" in h]
-        assert states in (["active", "ending", "ended"], ["ending", "ended"]), job.attr_history
+        assert_states_forward(states, job.attr_history)
         seen = job.attrs_seen
         assert seen["endcall.reason"] == reason
         assert seen["endcall.end_id"] == end_id
