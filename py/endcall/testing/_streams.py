@@ -7,7 +7,8 @@ and each reader is handed to the topic's handler registered with
 does). Streams without a handler for their topic are dropped by the recipient.
 
 It depends on the SDK only (`rtc.LocalParticipant`, not the loopback's subclass), so
-`endcall.testing.loopback` imports it and nothing imports back.
+The loopback's modules (`endcall.testing.loopback` and its `_loopback_*` parts) import it and
+nothing imports back.
 """
 
 from __future__ import annotations
