@@ -15,7 +15,7 @@ from livekit import rtc
 from livekit.agents import llm
 from livekit.agents.voice import SpeechHandle
 
-from endcall import tool as end_tool
+from endcall.agent import end_tool
 
 
 class FakeRealtime(llm.RealtimeModel):

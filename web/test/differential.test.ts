@@ -1,6 +1,6 @@
 /** Differential test: random and near-valid inputs through the TypeScript codec and the Python
- * one (`py/endcall/protocol.py`, run once in a child process); both must agree on every input:
- * the same decoded value, or the same error code. Needs the repository's .venv (made by
+ * one (`endcall.protocol`, py/endcall/protocol/, run once in a child process); both must agree
+ * on every input: the same decoded value, or the same error code. Needs the repository's .venv (made by
  * `make test` before the web tests); without it the test is skipped, saying so. */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -17,12 +17,10 @@ type Kind = "request-client" | "request-server" | "ack" | "error" | "report";
 const KINDS: Kind[] = ["request-client", "request-server", "ack", "error", "report"];
 
 const PY = `
-import base64, importlib.util, json, sys
-# load the pure module by path: importing the endcall package would pull in livekit-agents
-spec = importlib.util.spec_from_file_location("endcall_protocol", "py/endcall/protocol.py")
-p = importlib.util.module_from_spec(spec)
-sys.modules["endcall_protocol"] = p
-spec.loader.exec_module(p)
+import base64, json, sys
+sys.path.insert(0, "py")
+# the pure wing only: the endcall package loads its public names lazily (no livekit-agents)
+import endcall.protocol as p
 out = []
 for line in sys.stdin:
     case = json.loads(line)
