@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -28,6 +29,7 @@ from loss_receiver import CellReceiver
 from loss_scenarios import BENCH_SCHEDULE, Scenario
 from loss_stack import AgentWorker, BenchStack, Toxiproxy
 
+import endcall
 from endcall.testing.browser import BrowserDriver
 from endcall.testing.stack import examples_dir
 
@@ -93,15 +95,24 @@ class Slots:
             self.cond.notify_all()
 
 
-def metadata(cell: Cell) -> dict[str, Any]:
+def metadata(cell: Cell, room: str, dispatch_key: str) -> dict[str, Any]:
+    """The job's dispatch metadata. The kit's destination and retry schedule come in a dispatch
+    claim signed with the workers' `ENDCALL_DISPATCH_KEY` (`endcall.job_config` honours a
+    per-job URL and schedule only signed or allowed); the naive agent reads a plain URL."""
     sc = cell.scenario
     settings: dict[str, Any] = {"agent_ends": sc.agent_ends}
     if sc.max_duration is not None:
         settings["max_duration"] = sc.max_duration
     doc: dict[str, Any] = {"scenario": settings}
     if cell.agent == "kit":
-        doc["webhook_url"] = cell.receiver.kit_url
-        doc["webhook_schedule"] = BENCH_SCHEDULE
+        signed = endcall.dispatch_metadata(
+            webhook_url=cell.receiver.kit_url,
+            webhook_schedule=BENCH_SCHEDULE,
+            room=room,
+            key=dispatch_key,
+            ttl=3600,
+        )
+        doc.update(json.loads(signed))
     else:
         doc["webhook_url"] = cell.receiver.naive_url
     return doc
@@ -114,7 +125,7 @@ async def to_mid_interview(
     then (unless the agent ends) the next question asked and the interviewer listening."""
     sc = cell.scenario
     room = f"rl-{sc.number}-{cell.agent}-{secrets.token_hex(3)}"
-    stack.prepare_room(room, cell.agent, metadata(cell))
+    stack.prepare_room(room, cell.agent, metadata(cell, room, stack.dispatch_key))
     session = Session(sc.name, cell.agent, room)
     cell.sessions.append(session)
     await browser.open(page, stack.page_url(room, f"candidate-{page}"))

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -87,6 +88,8 @@ class BenchStack(RealStack):
     def __init__(self, output_dir: Path, name: str, secret: str) -> None:
         super().__init__(output_dir, webhook_url="http://127.0.0.1:9/unused", webhook_secret=secret)
         self.name = name
+        #: signs the kit's dispatch claims (`endcall.dispatch_metadata`); its workers verify
+        self.dispatch_key = secrets.token_urlsafe(32)
         self._agent_for: dict[str, str] = {}
         self.workers: list[AgentWorker] = []
         self.proxy: Toxiproxy | None = None
@@ -149,6 +152,7 @@ class BenchStack(RealStack):
             **self.info.env(),
             "ENDCALL_WEBHOOK_SECRET": self.webhook_secret,
             "ENDCALL_OUTBOX": str(self.outbox_path),
+            "ENDCALL_DISPATCH_KEY": self.dispatch_key,
         }
         if livekit_url:
             env["LIVEKIT_URL"] = livekit_url

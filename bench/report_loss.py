@@ -13,7 +13,8 @@ process), `on_session_end=EndCall.on_session_end`, a SQLite outbox on a durable 
 (`ENDCALL_OUTBOX`, one per host; the worker that replaces a killed one uses the same file),
 `ENDCALL_WEBHOOK_SECRET` set for the relays. One host, so no `endcall outbox deliver` sidecar
 (the README asks for one for a fleet). For the receiver-fault scenarios the retry schedule is
-shortened through the job metadata (`"webhook_schedule"`, read by the example agent; printed).
+shortened through the job metadata (`"webhook_schedule"` in a dispatch claim signed with the
+workers' `ENDCALL_DISPATCH_KEY`, read by the example agent's `endcall.job_config`; printed).
 
 Scenarios (expected `ended_reason` for the kit; `—`: nothing the agent can know):
 

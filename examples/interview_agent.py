@@ -7,19 +7,29 @@ Run it against a LiveKit server (`LIVEKIT_URL`, `LIVEKIT_API_KEY`, `LIVEKIT_API_
     ENDCALL_WEBHOOK_SECRET=whsec_... \\
     python examples/interview_agent.py dev
 
-Per-job configuration: the backend that dispatches the agent puts JSON in the job's metadata
-(`CreateAgentDispatchRequest(metadata=...)` or the token's `RoomAgentDispatch(metadata=...)`)::
+Per-job configuration: `endcall.job_config(ctx.job.metadata, room=...)` reads the job's
+dispatch metadata into the `Webhook` and the report's `annotations`. The metadata **names** a
+secret, never carries one, and a per-job URL must be allowed or signed, because job metadata
+may come from the candidate's own browser (a token's `RoomAgentDispatch(metadata=...)` is
+readable by its holder, and settable by it through a token route that copies the client's
+`room_config`). So the backend dispatches server-side, with a claim it signs::
 
-    {"webhook_url": "https://customer-a.example/session/end", "webhook_secret": "whsec_...",
-     "report_meta": {"test_id": "t-42", "company_id": "c-7"}}
+    metadata = endcall.dispatch_metadata(           # HS256 with ENDCALL_DISPATCH_KEY
+        webhook_url="https://customer-a.example/session/end", webhook_secret_id="customer-a",
+        report_meta={"test_id": "t-42", "company_id": "c-7"}, room=room)
+    await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
+        agent_name="interview-agent", room=room, metadata=metadata))
 
-Optional: `"webhook_schedule": [0, 5, 10, 20]` (seconds before each delivery attempt, the first
-normally 0; default `endcall.reports.webhook.DEFAULT_SCHEDULE`, ~46 h) — `bench/report_loss.py`
-uses it to shorten the retries so a receiver outage of minutes is measured in minutes.
-
-`job_settings(ctx.job.metadata)` builds the `Webhook` from it (falling back to the two
-environment variables for what it leaves out) and `report_meta` ends up in the report's
-`annotations`. Bad metadata stops the job with a `ValueError` before the session starts.
+and the worker runs with `ENDCALL_DISPATCH_KEY` and `ENDCALL_WEBHOOK_SECRETS=customer-a=whsec_...`
+next to the default `ENDCALL_WEBHOOK_URL` / `ENDCALL_WEBHOOK_SECRET`. Plain metadata still works
+for what is not private: `{"webhook_secret_id": "customer-a", "report_meta": {...}}`, and a
+`webhook_url` the worker allows (`ENDCALL_WEBHOOK_URL_ALLOW`); its `report_meta` reaches the
+report marked `annotations_source: "unsigned"`. A `webhook_secret` in the metadata, a URL not
+allowed, an unknown secret id or a claim that does not verify is refused: an ERROR in the log,
+and the report goes to `ENDCALL_WEBHOOK_URL` with the refusals in its `end.config_refused`.
+In a claim only: `"webhook_schedule": [0, 5, 10, 20]` (seconds before each delivery attempt;
+default `endcall.reports.webhook.DEFAULT_SCHEDULE`, ~46 h) — `bench/report_loss.py` signs one
+to shorten the retries so a receiver outage of minutes is measured in minutes.
 
 Models come from LiveKit Inference model strings (override with `INTERVIEW_STT`,
 `INTERVIEW_LLM`, `INTERVIEW_TTS`). The backend receives one `session.ended` report per
@@ -39,7 +49,8 @@ import contextlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from livekit import rtc
@@ -125,49 +136,6 @@ def webhook_from_env() -> Webhook:
     return Webhook(url=url, secret=secret)
 
 
-@dataclass
-class JobSettings:
-    """What one job's metadata configures: where its report goes and what it carries."""
-
-    webhook: Webhook
-    report_meta: dict[str, Any] = field(default_factory=dict)
-
-
-def job_settings(metadata: str) -> JobSettings:
-    """Read the job's metadata (JSON, see the module doc; empty: the environment only).
-
-    Raises `ValueError` naming the problem: metadata that is not a JSON object, no webhook
-    URL/secret in it or in the environment, a bad URL or secret, `report_meta` not an object.
-    """
-    doc: Any = {}
-    if metadata.strip():
-        try:
-            doc = json.loads(metadata)
-        except ValueError as e:
-            raise ValueError(f"job metadata is not JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise ValueError("job metadata must be a JSON object")
-    url = doc.get("webhook_url") or os.environ.get("ENDCALL_WEBHOOK_URL")
-    secret = doc.get("webhook_secret") or os.environ.get("ENDCALL_WEBHOOK_SECRET")
-    if not url or not secret:
-        raise ValueError(
-            "no webhook: set webhook_url and webhook_secret in the job metadata, or "
-            "ENDCALL_WEBHOOK_URL and ENDCALL_WEBHOOK_SECRET"
-        )
-    report_meta = doc.get("report_meta") or {}
-    if not isinstance(report_meta, dict):
-        raise ValueError("report_meta in the job metadata must be a JSON object")
-    extra: dict[str, Any] = {}
-    schedule = doc.get("webhook_schedule")
-    if schedule is not None:
-        if not isinstance(schedule, list) or not all(
-            isinstance(d, int | float) and not isinstance(d, bool) for d in schedule
-        ):
-            raise ValueError("webhook_schedule in the job metadata must be a list of seconds")
-        extra["schedule"] = tuple(float(d) for d in schedule)
-    return JobSettings(webhook=Webhook(url=url, secret=secret, **extra), report_meta=report_meta)
-
-
 async def run_interview(
     ctx: JobContext,
     *,
@@ -178,7 +146,7 @@ async def run_interview(
     silence_timeout: float | None = SILENCE_TIMEOUT,
     delete_room: bool = True,
     goodbye: str = GOODBYE,
-    report_meta: dict[str, Any] | None = None,
+    report_meta: Mapping[str, Any] | None = None,
 ) -> tuple[AgentSession[Any], EndCall]:
     """Start the interview on `ctx.room`; returns the session and its `EndCall`."""
     models = models or inference_models()
@@ -305,10 +273,12 @@ server = (
 
 
 async def run_job(ctx: JobContext, *, models: Models | None = None) -> None:
-    """The job: its settings from the job's metadata, then the interview (scripted when
-    `INTERVIEW_MODELS=scripted` and no models are given)."""
-    settings = job_settings(ctx.job.metadata)
-    options: dict[str, Any] = {"webhook": settings.webhook, "report_meta": settings.report_meta}
+    """The job: its report's destination and annotations from the job's metadata
+    (`endcall.job_config`: refusals are logged and the report goes to `ENDCALL_WEBHOOK_URL`),
+    then the interview (scripted when `INTERVIEW_MODELS=scripted` and no models are given)."""
+    config = endcall.job_config(ctx.job.metadata, room=ctx.job.room.name or None)
+    # report_meta as it is (a ReportMeta): the report says which fields nobody signed
+    options: dict[str, Any] = {"webhook": config.webhook, "report_meta": config.report_meta}
     if models is None and scripted_mode():
         await run_scripted(ctx, ScriptedSettings.from_metadata(ctx.job.metadata), **options)
     else:

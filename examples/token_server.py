@@ -6,6 +6,15 @@ the token's room configuration, so the example agent joins), an endcall end toke
 fallback server and the tab-close beacon, and the fallback URL. Everything else is the built
 page (``examples/web/dist``).
 
+Only ``room`` and ``identity`` are read from the request; nothing else the client sends (a
+``room_config``, an agent dispatch, ``metadata``, a body) ever goes into the token. A token's
+room configuration is readable by the browser that holds it, and a route that copies the
+client's ``room_config`` into the token (LiveKit's React starter's does) lets the candidate
+choose the agent's job metadata: where their report goes, and the ids it is filed under. So the
+dispatch here carries no metadata at all; anything private goes in a server-side dispatch
+(``CreateAgentDispatchRequest`` with ``endcall.dispatch_metadata(...)``, README "Against your
+LiveKit").
+
     LIVEKIT_URL=wss://… LIVEKIT_API_KEY=… LIVEKIT_API_SECRET=… \\
     ENDCALL_FALLBACK_URL=http://127.0.0.1:8787/v1/end \\
     python examples/token_server.py --port 8080
@@ -73,6 +82,7 @@ def create_app(config: Config, dist: Path = DIST) -> Starlette:
             .with_grants(
                 api.VideoGrants(room_join=True, room=room, can_publish=True, can_publish_data=True)
             )
+            # the agent by name, no metadata: the browser reads this (module doc)
             .with_room_config(
                 api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=config.agent_name)])
             )

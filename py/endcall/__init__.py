@@ -15,8 +15,10 @@ from endcall.reports.redact import install as _install_redaction
 _install_redaction()
 
 if TYPE_CHECKING:
+    from endcall.agent.annotations import ReportMeta
     from endcall.agent.end_call import EndCall
     from endcall.agent.end_machine import EndRecord, EndState
+    from endcall.agent.job_config import JobConfig, JobConfigError, dispatch_metadata, job_config
     from endcall.protocol import EndAck, EndReason, EndRequest, Initiator, ProtocolError
     from endcall.reports.relay import prewarm
     from endcall.reports.webhook import Webhook
@@ -30,8 +32,13 @@ _EXPORTS = {
     "EndRequest": "protocol",
     "EndState": "agent.end_machine",
     "Initiator": "protocol",
+    "JobConfig": "agent.job_config",
+    "JobConfigError": "agent.job_config",
     "ProtocolError": "protocol",
+    "ReportMeta": "agent.annotations",
     "Webhook": "reports.webhook",
+    "dispatch_metadata": "agent.job_config",
+    "job_config": "agent.job_config",
     "mint_end_token": "server.tokens",
     "prewarm": "reports.relay",
 }
@@ -44,8 +51,13 @@ __all__ = [
     "EndRequest",
     "EndState",
     "Initiator",
+    "JobConfig",
+    "JobConfigError",
     "ProtocolError",
+    "ReportMeta",
     "Webhook",
+    "dispatch_metadata",
+    "job_config",
     "mint_end_token",
     "prewarm",
 ]

@@ -419,14 +419,18 @@ def deliver_cmd(
 ) -> None:
     """Deliver due reports and abandoned crash drafts (one attempt each per pass).
 
-    Signs with --secret or $ENDCALL_WEBHOOK_SECRET (comma/space separated for rotation).
+    Signs with --secret, or $ENDCALL_WEBHOOK_SECRET (comma/space separated for rotation) and
+    the secrets named in $ENDCALL_WEBHOOK_SECRETS (id=whsec_…).
     """
     from endcall.reports.relay import Relay, secrets_from_env
 
     keys: tuple[str, ...] = ()
     for s in secrets:
         keys += parse_secrets(s)
-    keys = keys or secrets_from_env()
+    try:
+        keys = keys or secrets_from_env()
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
     if not keys:
         raise click.UsageError(f"no signing secret: pass --secret or set {SECRET_ENV}")
     for k in keys:

@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from livekit import rtc
 from livekit.agents.testing import fake_job_context
 
+import endcall
 from endcall import EndState
 from endcall.reports.outbox.sqlite import SqliteOutbox
 from endcall.reports.webhook import Webhook
@@ -77,71 +80,124 @@ async def test_scripted_interview_ends_with_the_agents_goodbye(tmp_path: Path) -
     await agent_room.disconnect()
 
 
-async def test_the_job_metadata_configures_the_webhook_and_the_report(
+async def _run_example_job(example: ModuleType, room: str, metadata: Any) -> str:
+    """The example's real job (`run_job`) on the loopback, ended by the candidate; returns
+    the end id."""
+    hub = LoopbackServer()
+    customer = await hub.connect(room, "candidate")
+    models = example.scripted_models()
+    job = await LoopbackJob.start(
+        hub,
+        room,
+        lambda ctx: example.run_job(ctx, models=models),
+        on_session_end=example.on_session_end,
+        agent_name="interview-agent",
+        metadata=metadata,
+    )
+    await asyncio.sleep(0.5)
+    ack = await request_end(customer)
+    assert ack.status == "accepted"
+    await job.finished(60)
+    return ack.end_id
+
+
+async def test_the_job_metadata_names_its_secret_and_an_allowed_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The example's real job (`run_job`): the webhook URL and secret come from the job's
-    metadata (not the environment), `report_meta` lands in the report's `annotations`."""
+    """Plain job metadata: the secret is named (`ENDCALL_WEBHOOK_SECRETS`), the URL is on the
+    worker's allow-list; `report_meta` lands in `annotations`, marked `unsigned`."""
     example = load()
+    secret = new_secret()
+    receiver = Receiver([secret]).start()
     monkeypatch.setenv("ENDCALL_OUTBOX", str(tmp_path / "outbox.db"))
     monkeypatch.setenv("ENDCALL_WEBHOOK_URL", "http://127.0.0.1:9/not-this-one")
     monkeypatch.setenv("ENDCALL_WEBHOOK_SECRET", new_secret())
-    secret = new_secret()
-    receiver = Receiver([secret]).start()
+    monkeypatch.setenv("ENDCALL_WEBHOOK_SECRETS", f"customer-a={secret}")
+    monkeypatch.setenv("ENDCALL_WEBHOOK_URL_ALLOW", receiver.url)
     try:
-        hub = LoopbackServer()
-        customer = await hub.connect("room-md", "candidate")
-        models = example.scripted_models()
         metadata = {
             "webhook_url": receiver.url,
-            "webhook_secret": secret,
+            "webhook_secret_id": "customer-a",
             "report_meta": {"test_id": "t-42", "company_id": "c-7"},
         }
-        job = await LoopbackJob.start(
-            hub,
-            "room-md",
-            lambda ctx: example.run_job(ctx, models=models),
-            on_session_end=example.on_session_end,
-            agent_name="interview-agent",
-            metadata=metadata,
-        )
-        await asyncio.sleep(0.5)
-        ack = await request_end(customer)
-        assert ack.status == "accepted"
-        await job.finished(60)
+        end_id = await _run_example_job(example, "room-md", metadata)
         (got,) = receiver.requests
-        assert got.verified and got.status == 200 and got.end_id == ack.end_id
+        assert got.verified and got.status == 200 and got.end_id == end_id
         doc = json.loads(got.body)
         assert doc["annotations"] == {"test_id": "t-42", "company_id": "c-7"}
+        assert doc["annotations_source"] == "unsigned"
+        assert "config_refused" not in doc["end"]
         assert doc["ended_reason"] == "customer-ended-call" and doc["room"]["name"] == "room-md"
     finally:
         receiver.stop()
 
 
-def test_job_settings_refuse_bad_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_signed_dispatch_claim_configures_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the backend sends with `CreateAgentDispatchRequest`: a claim signed with
+    `ENDCALL_DISPATCH_KEY`, bound to the room; its URL needs no allow-list and its
+    `report_meta` arrives `signed`."""
     example = load()
-    monkeypatch.delenv("ENDCALL_WEBHOOK_URL", raising=False)
-    monkeypatch.delenv("ENDCALL_WEBHOOK_SECRET", raising=False)
     secret = new_secret()
-    for metadata, message in (
-        ("{", "not JSON"),
-        ("[1]", "must be a JSON object"),
-        ("", "no webhook"),
-        (json.dumps({"webhook_url": "https://a.example/h"}), "no webhook"),
-        (json.dumps({"webhook_url": "ftp://x", "webhook_secret": secret}), "http"),
-        (json.dumps({"webhook_url": "https://a", "webhook_secret": "nope!"}), "whsec_"),
-        (
-            json.dumps({"webhook_url": "https://a", "webhook_secret": secret, "report_meta": 1}),
-            "report_meta",
-        ),
-    ):
-        with pytest.raises(ValueError, match=message):
-            example.job_settings(metadata)
-    monkeypatch.setenv("ENDCALL_WEBHOOK_URL", "https://env.example/h")
-    monkeypatch.setenv("ENDCALL_WEBHOOK_SECRET", secret)
-    settings = example.job_settings(json.dumps({"report_meta": {"test_id": "t-1"}}))
-    assert settings.webhook.url == "https://env.example/h"
-    assert settings.report_meta == {"test_id": "t-1"}
+    receiver = Receiver([secret]).start()
+    key = "dispatch-key-" + "x" * 32
+    monkeypatch.setenv("ENDCALL_OUTBOX", str(tmp_path / "outbox.db"))
+    monkeypatch.setenv("ENDCALL_WEBHOOK_URL", "http://127.0.0.1:9/not-this-one")
+    monkeypatch.setenv("ENDCALL_WEBHOOK_SECRET", new_secret())
+    monkeypatch.setenv("ENDCALL_WEBHOOK_SECRETS", f"customer-a={secret}")
+    monkeypatch.setenv("ENDCALL_DISPATCH_KEY", key)
+    try:
+        metadata = endcall.dispatch_metadata(
+            webhook_url=receiver.url,
+            webhook_secret_id="customer-a",
+            report_meta={"test_id": "t-42", "company_id": "c-7"},
+            room="room-signed",
+        )
+        end_id = await _run_example_job(example, "room-signed", metadata)
+        (got,) = receiver.requests
+        assert got.verified and got.end_id == end_id
+        doc = json.loads(got.body)
+        assert doc["annotations"] == {"test_id": "t-42", "company_id": "c-7"}
+        assert doc["annotations_source"] == "signed"
+    finally:
+        receiver.stop()
+
+
+async def test_a_forged_destination_reaches_the_default_receiver_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a candidate can put in a token's dispatch: their own URL and a secret. The report
+    goes to `ENDCALL_WEBHOOK_URL` signed with `ENDCALL_WEBHOOK_SECRET`, never to their URL;
+    the job logs an ERROR and the report lists the refusals and says its ids are unsigned."""
+    example = load()
+    default_secret, leaked = new_secret(), new_secret()
+    backend = Receiver([default_secret]).start()
+    attacker = Receiver([leaked]).start()
+    monkeypatch.setenv("ENDCALL_OUTBOX", str(tmp_path / "outbox.db"))
+    monkeypatch.setenv("ENDCALL_WEBHOOK_URL", backend.url)
+    monkeypatch.setenv("ENDCALL_WEBHOOK_SECRET", default_secret)
+    try:
+        metadata = {
+            "webhook_url": attacker.url,
+            "webhook_secret": leaked,
+            "report_meta": {"company_id": "c-attacker"},
+        }
+        with caplog.at_level(logging.ERROR, "endcall"):
+            end_id = await _run_example_job(example, "room-forged", metadata)
+        assert attacker.requests == []
+        (got,) = backend.requests
+        assert got.verified and got.end_id == end_id
+        doc = json.loads(got.body)
+        assert doc["annotations"] == {"company_id": "c-attacker"}
+        assert doc["annotations_source"] == "unsigned"
+        refused = doc["end"]["config_refused"]
+        assert len(refused) == 2 and attacker.url in refused[1]
+        assert leaked not in got.body.decode() and leaked not in caplog.text
+        assert attacker.url in caplog.text and "room-forged" in caplog.text
+    finally:
+        backend.stop()
+        attacker.stop()
 
 
 def test_example_is_a_livekit_agents_cli_app() -> None:

@@ -29,11 +29,8 @@ from endcall import EndState
 
 
 async def beacon(job: Job, body: str) -> None:
-    """What the fallback server does with a beacon: the attribute, then server data."""
+    """What the fallback server does with a beacon: the agent's `endcall.request` attribute."""
     await job.hub.update_participant(ROOM, AGENT_ID, attributes={"endcall.request": body})
-    await job.hub.send_data(
-        ROOM, body.encode(), destination_identities=[AGENT_ID], topic="end_interview"
-    )
 
 
 async def observe_agent(job: Job) -> dict[str, str]:
@@ -179,6 +176,20 @@ async def test_without_a_request_the_deletion_ends_the_call_after_the_grace(
     assert time.monotonic() - t0 >= 0.9
     doc = check_ended(job, "room-deleted", kind="server", attrs=False)
     assert doc["end"]["disconnect_reason"] == "ROOM_DELETED"
+    # a reloaded page may already be in a new room of that name: never delete by name again
+    assert job.deleted_rooms == []
+
+
+async def test_a_room_deleted_and_reused_is_not_deleted_by_the_old_call(tmp_path: Path) -> None:
+    """The room is deleted under the agent and a reloaded page starts a room with the same
+    name: the old call's end path must not end the new interview."""
+    job = await start_job(tmp_path, endcall_kwargs={"shutdown_grace": 0.2})
+    await job.hub.delete_room(ROOM)
+    newcomer = await job.hub.connect(ROOM, CUSTOMER)  # the same name, a new room
+    await job.finished()
+    check_ended(job, "room-deleted", kind="server", attrs=False)
+    assert job.deleted_rooms == []
+    assert newcomer.isconnected() and job.hub.room_exists(ROOM)
 
 
 async def test_a_request_after_a_worker_shutdown_wins_within_the_grace(tmp_path: Path) -> None:

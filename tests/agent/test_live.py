@@ -11,11 +11,10 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
+from live_support import live_token
 from livekit import api, rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.testing import fake_job_context
@@ -25,28 +24,7 @@ from endcall.reports.outbox.sqlite import SqliteOutbox
 from endcall.reports.pipeline import ReportPipeline
 from endcall.reports.webhook import Webhook
 from endcall.testing import ScriptedLLM, ScriptedSTT, TimedTTS
-from endcall.testing.livekit_server import ServerInfo, server_for_tests
-
-
-@pytest.fixture(scope="module")
-def live() -> Iterator[ServerInfo]:
-    info, started = server_for_tests()
-    try:
-        yield info
-    finally:
-        if started is not None:
-            started.stop()
-
-
-def _token(info: ServerInfo, room: str, identity: str, *, agent: bool = False) -> str:
-    tok = (
-        api.AccessToken(info.api_key, info.api_secret)
-        .with_identity(identity)
-        .with_grants(api.VideoGrants(room_join=True, room=room, can_update_own_metadata=True))
-    )
-    if agent:
-        tok = tok.with_kind("agent")
-    return tok.to_jwt()
+from endcall.testing.livekit_server import ServerInfo
 
 
 async def test_live_customer_ends_over_rpc(tmp_path: Path, live: ServerInfo) -> None:
@@ -66,13 +44,13 @@ async def test_live_customer_ends_over_rpc(tmp_path: Path, live: ServerInfo) -> 
     agent_room, customer = rtc.Room(), rtc.Room()
     lkapi = api.LiveKitAPI(live.http_url, live.api_key, live.api_secret)
     try:
-        await agent_room.connect(url, _token(live, room_name, "agent-live", agent=True))
+        await agent_room.connect(url, live_token(live, room_name, "agent-live", agent=True))
         with fake_job_context(room=agent_room) as ctx:
             session: AgentSession = AgentSession(
                 stt=ScriptedSTT(), llm=ScriptedLLM(), tts=TimedTTS(), vad=None
             )
             end = EndCall(ctx, session, pipeline=pipeline, delete_room=False)
-            await customer.connect(url, _token(live, room_name, "customer-live"))
+            await customer.connect(url, live_token(live, room_name, "customer-live"))
             await session.start(agent=Agent(instructions="test", tools=[end.tool]), room=agent_room)
             await end.start()
             # livekit-server announces a participant once its connection is up (2-3 s here):

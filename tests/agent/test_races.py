@@ -48,23 +48,17 @@ async def _data(job: Job) -> None:
 
 
 async def _server(job: Job) -> None:
+    # a backend ending the call through the server channel (the agent's attribute)
+    body = request("race-srv", "server-ended-call")
     with contextlib.suppress(LookupError):
-        await job.hub.send_data(
-            ROOM,
-            request("race-srv", "server-ended-call").encode(),
-            destination_identities=[AGENT_ID],
-            topic="end_interview",
-        )
+        await job.hub.update_participant(ROOM, AGENT_ID, attributes={"endcall.request": body})
 
 
 async def _beacon(job: Job) -> None:
-    # what the fallback server does with a tab-close beacon: the attribute, then server data
+    # what the fallback server does with a tab-close beacon: the agent's attribute
     body = request("race-beacon", "customer-tab-closed", initiator="cand-1")
     with contextlib.suppress(LookupError):
         await job.hub.update_participant(ROOM, AGENT_ID, attributes={"endcall.request": body})
-        await job.hub.send_data(
-            ROOM, body.encode(), destination_identities=[AGENT_ID], topic="end_interview"
-        )
 
 
 async def _tool(job: Job) -> None:

@@ -142,14 +142,11 @@ async def test_customer_data_end(tmp_path: Path) -> None:
     assert ack["end_id"] == doc["end_id"]
 
 
-async def test_server_end_attribute_and_server_data(tmp_path: Path) -> None:
+async def test_server_end_through_the_attribute(tmp_path: Path) -> None:
     job = await start_job(tmp_path, endcall_kwargs={"delete_room": False})
     body = request("s1", "server-ended-call", initiator="backend")
-    # what the fallback server does: the attribute, then the same request as server data
+    # what a backend (or the fallback server) does: the agent's attribute
     await job.hub.update_participant(ROOM, AGENT_ID, attributes={"endcall.request": body})
-    await job.hub.send_data(
-        ROOM, body.encode(), destination_identities=[AGENT_ID], topic="end_interview"
-    )
     # the server's ack signal: the agent's attributes
     await wait_until(lambda: job.attrs_seen.get("endcall.request_id") == "s1")
     attrs = job.attrs_seen
@@ -162,14 +159,54 @@ async def test_server_end_attribute_and_server_data(tmp_path: Path) -> None:
     assert job.attrs_seen["endcall.report"] == "delivered"
 
 
-async def test_server_beacon_with_customer_reason(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reason", ["exceeded-max-duration", "customer-tab-closed"])
+async def test_data_from_a_sender_the_room_does_not_name_is_not_the_server(
+    tmp_path: Path, reason: str
+) -> None:
+    """The SDK gives `participant=None` for server SendData and for a participant it does not
+    know (yet) alike: neither may end the call, not even with a server-only reason."""
     job = await start_job(tmp_path)
-    body = request("b1", "customer-tab-closed", initiator=CUSTOMER)
+    body = request("forged", reason, initiator=CUSTOMER)
     await job.hub.send_data(
         ROOM, body.encode(), destination_identities=[AGENT_ID], topic="end_interview"
     )
+    await job.hub.settle()
+    await asyncio.sleep(0.2)
+    assert job.end is not None and job.end.state is EndState.ACTIVE
+    assert job.shutdown_calls == [] and "endcall.request_id" not in job.attrs_seen
+    # the customer's own request still works
+    ack = json.loads(await rpc_end(job, request("r-real")))
+    assert ack["status"] == "accepted"
     await job.finished()
-    check_ended(job, "customer-tab-closed", kind="customer", identity=CUSTOMER)
+    check_ended(job, "customer-ended-call", kind="customer", identity=CUSTOMER)
+
+
+@pytest.mark.parametrize("policy", ["customer-only", "allow"])
+async def test_a_server_channel_request_for_another_participant_is_refused(
+    tmp_path: Path, policy: str
+) -> None:
+    """The fallback server writes its verified caller as `initiator`: the agent decides for
+    them as over RPC and data, and publishes its refusal (`endcall.error`) for the server."""
+    kwargs: dict[str, Any] = {}
+    if policy == "allow":
+        kwargs["allow"] = lambda identity, _req: identity == CUSTOMER
+    job = await start_job(tmp_path, endcall_kwargs=kwargs)
+    observer = await job.hub.connect(ROOM, "observer")
+    await job.hub.settle()
+    body = request("r-obs", "customer-ended-call", initiator="observer")
+    await job.hub.update_participant(ROOM, AGENT_ID, attributes={"endcall.request": body})
+    await wait_until(lambda: "endcall.error" in job.attrs_seen)
+    error = json.loads(job.attrs_seen["endcall.error"])
+    assert error["id"] == "r-obs" and error["code"] == "forbidden"
+    assert job.end is not None and job.end.state is EndState.ACTIVE
+    assert job.attrs_seen.get("endcall.customer") == CUSTOMER
+    await observer.disconnect()
+    # the customer, through the same channel, is accepted
+    body = request("r-cust", "customer-ended-call", initiator=CUSTOMER)
+    await job.hub.update_participant(ROOM, AGENT_ID, attributes={"endcall.request": body})
+    await job.finished()
+    doc = check_ended(job, "customer-ended-call", kind="customer", identity=CUSTOMER)
+    assert doc["request_id"] == "r-cust" and doc["end"]["channel"] == "server"
 
 
 # ------------------------------------------------------------------ agent side

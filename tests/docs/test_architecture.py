@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from endcall import protocol
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "architecture.md"
 PACKAGE = ROOT / "py" / "endcall"
@@ -98,16 +100,12 @@ def test_the_diagram_matches_the_rules() -> None:
         assert f"endcall.{target}" in allowed, f"the diagram's {source} --> {target} is not allowed"
 
 
-#: `endcall.*` names in the docs that are attributes or events on the wire, not Python
+#: `endcall.*` names in the docs that are not Python: the agent attributes and the ping event on
+#: the wire, the `proc.userdata` key and logger names
 WIRE_NAMES = {
-    "endcall.state",
-    "endcall.reason",
-    "endcall.end_id",
-    "endcall.request_id",
-    "endcall.report",
-    "endcall.request",
-    "endcall.ping",
-    "endcall.relay",  # the `proc.userdata` key and logger names
+    *(value for name, value in vars(protocol).items() if name.startswith("ATTR_")),
+    protocol.PING_TYPE,
+    "endcall.relay",
     "endcall.delivery",
     "endcall.reconcile",
 }

@@ -53,3 +53,41 @@ def test_fresh_rooms_and_identities_and_missing_settings(
     monkeypatch.delenv("LIVEKIT_API_SECRET")
     with pytest.raises(SystemExit, match="LIVEKIT_API_SECRET"):
         token_server.Config()
+
+
+def test_what_the_client_sends_never_reaches_the_token(token_server: Any) -> None:
+    """Issue 19: a token's room configuration is readable by the browser, and a route that
+    copies the client's `room_config` (LiveKit's React starter) lets the candidate choose the
+    agent's job metadata (where the report goes, the ids it is filed under). The example's
+    route reads `room` and `identity` only: a client-sent dispatch or metadata is ignored."""
+    import json
+
+    client = TestClient(token_server.create_app(token_server.Config()))
+    forged = {
+        "agents": [
+            {
+                "agent_name": "interview-agent",
+                "metadata": json.dumps({"webhook_url": "https://attacker.example/hook"}),
+            },
+            {"agent_name": "other-agent"},
+        ]
+    }
+    params = {
+        "room": "interview-8",
+        "identity": "cand-8",
+        "room_config": json.dumps(forged),
+        "roomConfig": json.dumps(forged),
+        "metadata": json.dumps({"company_id": "c-attacker"}),
+        "agent_name": "other-agent",
+    }
+    body = client.get("/api/session", params=params).json()
+    claims = api.TokenVerifier(KEY, SECRET).verify(body["token"])
+    assert claims.room_config is not None
+    assert [(a.agent_name, a.metadata) for a in claims.room_config.agents] == [
+        ("interview-agent", "")
+    ]
+    assert claims.metadata == "" and claims.attributes == {}
+    assert "attacker" not in json.dumps(body) and "c-attacker" not in json.dumps(body)
+    # the starter's shape: a POST with the room configuration in its JSON body gets no token
+    posted = client.post("/api/session", json={"room_name": "r", "room_config": forged})
+    assert posted.status_code == 405

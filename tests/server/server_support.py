@@ -18,6 +18,7 @@ from livekit import api, rtc
 
 from endcall.protocol import (
     ATTR_END_ID,
+    ATTR_ERROR,
     ATTR_REASON,
     ATTR_REQUEST,
     ATTR_REQUEST_ID,
@@ -25,6 +26,7 @@ from endcall.protocol import (
     DEFAULT_METHOD,
     EndRequest,
     ProtocolError,
+    encode_error,
     parse_request,
 )
 from endcall.server import Settings
@@ -125,13 +127,15 @@ def end_body(request_id: str | None = None, room: Any = ROOM, **fields: Any) -> 
     return body
 
 
-AgentMode = Literal["ack", "never", "ack_late"]
+AgentMode = Literal["ack", "never", "ack_late", "refuse"]
 
 
 @dataclass
 class FakeAgent:
-    """An in-test agent: listens on the server channel (the ``endcall.request`` attribute and
-    the server data packet) and answers through its attributes like ``EndCall`` does."""
+    """An in-test agent: listens on the server channel (the ``endcall.request`` attribute; a
+    server data packet is recorded as ``data``, which the server must never send) and answers
+    through its attributes like ``EndCall`` does: ``refuse`` writes an end.error to
+    ``endcall.error``."""
 
     room: LoopbackRoom
     mode: AgentMode = "ack"
@@ -168,9 +172,16 @@ class FakeAgent:
         self.arrived.set()
         if self.mode == "never":
             return
-        task = asyncio.get_running_loop().create_task(self._answer(request))
+        answer = self._refuse(request) if self.mode == "refuse" else self._answer(request)
+        task = asyncio.get_running_loop().create_task(answer)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _refuse(self, request: EndRequest) -> None:
+        error = ProtocolError(
+            "forbidden", "only the customer may end this call", request_id=request.id
+        )
+        await self.room.local_participant.set_attributes({ATTR_ERROR: encode_error(error)})
 
     async def _answer(self, request: EndRequest) -> None:
         if self.delay:

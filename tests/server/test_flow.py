@@ -24,7 +24,7 @@ from server_support import (
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from endcall.protocol import ATTR_REQUEST, ATTR_STATE, parse_request
+from endcall.protocol import ATTR_CUSTOMER, ATTR_REQUEST, ATTR_STATE, parse_request
 from endcall.server import create_app
 from endcall.server.tokens import mint_end_token
 
@@ -41,9 +41,10 @@ async def test_agent_acks_at_once(stack: Stack) -> None:
     assert data["end_id"] == agent.end_id
     assert data["reason"] == "customer-ended-call"
     assert data["id"] == "r_ack1"
-    # both server channels carried the same request, initiator = token identity
+    # the attribute carried the request, initiator = token identity; no data packet (the agent
+    # trusts none without a sender)
     channels = sorted(ch for ch, _ in agent.received)
-    assert "data" in channels and "attribute" in channels
+    assert channels == ["attribute"]
     for _, request in agent.received:
         assert request.id == "r_ack1"
         assert request.initiator == CUSTOMER
@@ -65,14 +66,14 @@ async def test_agent_acks_after_a_while(stack: Stack) -> None:
     assert len(stack.double.calls_to("GetParticipant")) >= 2
 
 
-async def test_data_channel_alone_is_enough(make_stack: StackFactory) -> None:
-    stack = await make_stack()
+async def test_the_server_sends_no_data_packet(stack: Stack) -> None:
+    """The agent trusts no data packet without a sender (it cannot tell the server from an
+    unannounced participant), so the server channel is the attribute alone."""
     agent = await stack.add_agent()
-    agent.room.off("participant_attributes_changed", agent._on_attributes)
-    resp = await stack.end(end_body("r_dataonly"))
-    assert resp.status_code == 202
-    assert resp.json()["acked_by"] == "agent"
-    assert [ch for ch, _ in agent.received] == ["data"]
+    resp = await stack.end(end_body("r_attr"))
+    assert resp.status_code == 202 and resp.json()["acked_by"] == "agent"
+    assert [ch for ch, _ in agent.received] == ["attribute"]
+    assert stack.double.calls_to("SendData") == []
 
 
 async def test_agent_never_acks_escalates_by_deleting_the_room(quick_stack: Stack) -> None:
@@ -270,15 +271,6 @@ async def test_initiator_equal_to_token_identity_is_fine(stack: Stack) -> None:
     assert resp.status_code == 202
 
 
-async def test_custom_method_topic(make_stack: StackFactory) -> None:
-    stack = await make_stack(method="hang_up")
-    agent = await stack.add_agent(method="hang_up")
-    agent.room.off("participant_attributes_changed", agent._on_attributes)
-    resp = await stack.end(end_body("r_topic"))
-    assert resp.json()["acked_by"] == "agent"
-    assert stack.double.calls_to("SendData")[0].request.topic == "hang_up"  # type: ignore[union-attr]
-
-
 async def test_cors_preflight_and_headers(make_stack: StackFactory) -> None:
     stack = await make_stack(allowed_origins=("https://app.example",))
     await stack.add_agent()
@@ -413,3 +405,35 @@ async def test_the_agent_running_endcall_is_preferred(stack: Stack) -> None:
     assert resp.json()["end_id"] == main_agent.end_id
     assert other.received == []
     assert main_agent.requests() == ["r_pref"]
+
+
+async def test_a_request_the_agent_refuses_is_403_and_deletes_nothing(stack: Stack) -> None:
+    """An observer with their own LiveKit token for the room: the agent refuses (not the
+    customer), the server answers 403 with the agent's verdict and never deletes the room."""
+    agent = await stack.add_agent(mode="refuse")
+    await stack.add_customer()
+    resp = await stack.end(end_body("r_obs"), token=livekit_token(identity="observer"))
+    assert resp.status_code == 403, resp.text
+    assert resp.json()["code"] == "forbidden" and resp.json()["id"] == "r_obs"
+    assert "the agent refused" in resp.json()["message"]
+    assert [r.initiator for _, r in agent.received] == ["observer"]
+    assert stack.hub.room_exists(ROOM)
+    assert "DeleteRoom" not in [c.method for c in stack.double.calls]
+
+
+async def test_a_silent_agent_is_escalated_only_for_its_customer(quick_stack: Stack) -> None:
+    stack = quick_stack
+    agent = await stack.add_agent(mode="never")
+    await agent.room.local_participant.set_attributes(
+        {ATTR_STATE: "active", ATTR_CUSTOMER: CUSTOMER}
+    )
+    await stack.add_customer()
+    resp = await stack.end(end_body("r_obs2"), token=livekit_token(identity="observer"))
+    assert resp.status_code == 403, resp.text
+    assert "only its customer" in resp.json()["message"]
+    assert stack.hub.room_exists(ROOM)
+    assert "DeleteRoom" not in [c.method for c in stack.double.calls]
+    # the customer's own request, unanswered, is escalated as before
+    resp = await stack.end(end_body("r_cust2"))
+    assert resp.status_code == 202 and resp.json()["acked_by"] == "server"
+    assert "DeleteRoom" in [c.method for c in stack.double.calls]

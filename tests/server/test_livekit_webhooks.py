@@ -106,6 +106,27 @@ async def test_bad_requests_get_a_json_error_and_record_nothing(
     assert not ob.exists() or events_of(ob) == []
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"\xff\xfe{}",
+        b"[1]",
+        b'{"event": "room_started", "createdAt": 1e400}',
+        b'{"event": "room_started", "room": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+    ],
+    ids=["text", "not utf-8", "array", "infinite", "deep"],
+)
+async def test_a_signed_body_that_is_not_a_livekit_event_is_a_bad_request(
+    tmp_path: Path, body: bytes
+) -> None:
+    """Its signature (and the body's hash in it) is valid: 400 as documented, not 401."""
+    ob = tmp_path / "o.sqlite3"
+    r = await post(ob, body)
+    assert r.status_code == 400 and r.json()["code"] == "bad_request", r.text
+    assert not ob.exists() or events_of(ob) == []
+
+
 async def test_an_event_without_a_room_sid_is_a_bad_request(tmp_path: Path) -> None:
     body = json.dumps({"event": "room_started", "id": "EV_x", "room": {"name": "r"}}).encode()
     r = await post(tmp_path / "o.sqlite3", body)

@@ -7,6 +7,7 @@ import base64
 import json
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -332,3 +333,52 @@ async def test_default_settings_limit_at_ten_per_minute(make_stack: StackFactory
     stack = await make_stack(rate_limit_address=RateLimit(10, 60))
     codes = [(await stack.end(end_body(), token="x")).status_code for _ in range(11)]
     assert codes[:10] == [401] * 10 and codes[10] == 429
+
+
+async def test_junk_from_the_proxy_address_does_not_stop_a_candidate(
+    make_stack: StackFactory,
+) -> None:
+    """Behind a proxy every caller has its address: only failed authentication pays the
+    per-address bucket, so a valid candidate still ends their call (their tab-close beacon)."""
+    stack = await make_stack(rate_limit_address=RateLimit(5, 60))
+    await stack.add_agent()
+    junk = [(await stack.end(end_body(), token="garbage")).status_code for _ in range(8)]
+    assert junk == [401] * 5 + [429] * 3
+    resp = await stack.end(end_body("r_after_junk"))
+    assert resp.status_code == 202, resp.text
+
+
+async def test_a_retry_of_the_same_request_id_is_never_rate_limited(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(rate_limit_identity=RateLimit(1, 60))
+    await stack.add_agent()
+    stack.double.fail("ListParticipants", times=1)  # LiveKit is down for the first try
+    first = await stack.end(end_body("r_retry"))
+    assert first.status_code == 502, first.text
+    again = await stack.end(end_body("r_retry"))  # the client's retry after the 502
+    assert again.status_code == 202, again.text
+    replay = await stack.end(end_body("r_retry"))  # answered from the idempotency cache
+    assert replay.status_code == 202 and replay.json() == again.json()
+    other = await stack.end(end_body("r_other"))  # a new request pays: the bucket is empty
+    assert other.status_code == 429
+
+
+async def test_failed_livekit_webhook_verifications_pay_the_address_bucket(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    stack = await make_stack(
+        rate_limit_address=RateLimit(3, 60),
+        relay_outbox=str(tmp_path / "o.sqlite3"),
+        relay_secrets=("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",),
+    )
+    codes = []
+    for _ in range(5):
+        resp = await stack.client.post(
+            stack.url + "/v1/livekit/webhook",
+            content=b'{"event": "room_finished"}',
+            headers={"content-type": "application/webhook+json", "authorization": "forged"},
+        )
+        codes.append(resp.status_code)
+    assert codes == [401, 401, 401, 429, 429]
+    assert resp.json()["code"] == "rate_limited"

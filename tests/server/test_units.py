@@ -98,7 +98,6 @@ def test_settings_defaults() -> None:
     assert s.livekit_url == "wss://lk.example"
     assert s.ack_timeout == 3.0
     assert s.escalation == "delete_room"
-    assert s.method == "end_interview"
     assert s.allowed_origins == ()
     assert s.rate_limit_identity == RateLimit(10, 60) == s.rate_limit_address
     assert s.reconcile_sweep == 60.0
@@ -108,7 +107,6 @@ def test_settings_from_env() -> None:
     env = dict(
         BASE_ENV,
         ENDCALL_ALLOWED_ORIGINS="https://a.example/, https://b.example",
-        ENDCALL_METHOD="hang_up",
         ENDCALL_ACK_TIMEOUT="1.5",
         ENDCALL_ESCALATION="none",
         ENDCALL_RATE_LIMIT="5/minute",
@@ -121,7 +119,7 @@ def test_settings_from_env() -> None:
     )
     s = Settings.from_env(env)
     assert s.allowed_origins == ("https://a.example", "https://b.example")
-    assert s.method == "hang_up" and s.ack_timeout == 1.5 and s.escalation == "none"
+    assert s.ack_timeout == 1.5 and s.escalation == "none"
     assert s.rate_limit_identity == RateLimit(5, 60) and s.rate_limit_address is None
     assert s.token_leeway == 0 and s.livekit_timeout == 4 and s.retry_after == 7
     assert s.idempotency_ttl == 30 and s.reconcile_sweep == 15
@@ -136,7 +134,6 @@ def test_settings_from_env() -> None:
         (dict(BASE_ENV, ENDCALL_ACK_TIMEOUT="soon"), "ENDCALL_ACK_TIMEOUT"),
         (dict(BASE_ENV, ENDCALL_ACK_TIMEOUT="0"), "ENDCALL_ACK_TIMEOUT"),
         (dict(BASE_ENV, ENDCALL_ESCALATION="explode"), "ENDCALL_ESCALATION"),
-        (dict(BASE_ENV, ENDCALL_METHOD="bad topic"), "ENDCALL_METHOD"),
         (dict(BASE_ENV, ENDCALL_RATE_LIMIT_IDENTITY="lots"), "ENDCALL_RATE_LIMIT_IDENTITY"),
         (dict(BASE_ENV, ENDCALL_RATE_LIMIT="3/fortnight"), "ENDCALL_RATE_LIMIT"),
         (dict(BASE_ENV, ENDCALL_RECONCILE_SWEEP="0"), "ENDCALL_RECONCILE_SWEEP"),
@@ -256,3 +253,16 @@ def test_create_app_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("LIVEKIT_URL")
     with pytest.raises(ValueError, match="LIVEKIT_URL"):
         create_app()
+
+
+def test_the_relay_signs_with_the_named_secrets_too() -> None:
+    """Jobs pick secrets by id (`ENDCALL_WEBHOOK_SECRETS`): `endcall serve`'s relay must be able
+    to sign what they left in the outbox."""
+    own, named = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_" + "QUJD" * 8
+    env = dict(
+        BASE_ENV,
+        ENDCALL_OUTBOX="/tmp/o.sqlite3",
+        ENDCALL_WEBHOOK_SECRET=own,
+        ENDCALL_WEBHOOK_SECRETS=f"acme={named}",
+    )
+    assert Settings.from_env(env).relay_secrets == (own, named)

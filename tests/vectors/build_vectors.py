@@ -689,6 +689,17 @@ def error_cases() -> list[dict[str, Any]]:
     c: list[dict[str, Any]] = []
     for code in ("bad_request", "forbidden", "unsupported_version", "internal"):
         c.append(ok(f"error {code}", E, compact(err(code=code)), err(code=code)))
+    # protocol.md §5: the agent's refusal of a server-channel request, as the value of its
+    # `endcall.error` attribute (the fallback server matches `id` and answers 403)
+    refusal = err(id="r_beacon", message="only the customer may end this call")
+    c.append(
+        ok(
+            "error as the endcall.error attribute (refused server request)",
+            E,
+            compact(refusal),
+            refusal,
+        )
+    )
     c.append(ok("error with null id", E, compact(err(id=None)), err(id=None)))
     c.append(ok("error with missing id", E, compact(err(id=_DROP)), err(id=None)))
     c.append(
@@ -726,6 +737,7 @@ def report_cases() -> list[dict[str, Any]]:
         "request_id": "r1",
         "meta": {"button": "end"},
         "annotations": {"test_id": "t-42", "company_id": "c-7"},
+        "annotations_source": "signed",
         "room": {"name": "interview-1", "sid": "RM_x"},
         "job_id": "AJ_1",
         "agent_name": "interview-agent",
@@ -758,6 +770,7 @@ def report_cases() -> list[dict[str, Any]]:
         request_id=_DROP,
         meta=_DROP,
         annotations=_DROP,
+        annotations_source=_DROP,
         job_id=_DROP,
         agent_name=_DROP,
         usage=_DROP,
@@ -775,6 +788,7 @@ def report_cases() -> list[dict[str, Any]]:
                 request_id=None,
                 meta=None,
                 annotations={},
+                annotations_source="unsigned",
                 job_id=None,
                 agent_name=None,
                 usage={},
@@ -811,6 +825,41 @@ def report_cases() -> list[dict[str, Any]]:
             "report annotations not an object", P, compact(rep(annotations=["t-42"])), "bad_request"
         )
     )
+    # §6: where the annotations came from; a report that does not say is "unsigned"
+    for source in ("code", "unsigned"):
+        c.append(
+            ok(
+                f"report annotations_source {source}",
+                P,
+                compact(rep(annotations_source=source)),
+                rep(annotations_source=source),
+            )
+        )
+    c.append(
+        ok(
+            "report annotations_source missing means unsigned",
+            P,
+            compact(rep(annotations_source=_DROP)),
+            rep(annotations_source="unsigned"),
+        )
+    )
+    c.append(
+        ok(
+            "report annotations_source null means unsigned",
+            P,
+            compact(rep(annotations_source=None)),
+            rep(annotations_source="unsigned"),
+        )
+    )
+    for name, value in (("unknown", "trusted"), ("capitalised", "Signed"), ("not a string", True)):
+        c.append(
+            bad(
+                f"report annotations_source {name}",
+                P,
+                compact(rep(annotations_source=value)),
+                "bad_request",
+            )
+        )
     c.append(
         bad(
             "report unknown initiator kind",

@@ -1,9 +1,10 @@
 /**
  * The endcall wire protocol, version 1: pure codecs for every message (no I/O).
  *
- * `protocol.md` is the contract; this module and `py/endcall/protocol.py` implement it and both
- * pass the shared vectors in `tests/vectors/`. Decoded values use the wire's field names, exactly
- * the `value` objects of the vectors. Parsing never throws anything but `ProtocolError`.
+ * `protocol.md` is the contract; this module and `endcall.protocol` (py/endcall/protocol/)
+ * implement it and both pass the shared vectors in `tests/vectors/`. Decoded values use the
+ * wire's field names, exactly the `value` objects of the vectors. Parsing never throws anything
+ * but `ProtocolError`.
  */
 
 export const VERSION = 1;
@@ -29,6 +30,10 @@ export const ATTR_END_ID = "endcall.end_id";
 export const ATTR_REQUEST_ID = "endcall.request_id";
 export const ATTR_REPORT = "endcall.report";
 export const ATTR_REQUEST = "endcall.request";
+/** The end.error JSON of the last server-channel request the agent refused. */
+export const ATTR_ERROR = "endcall.error";
+/** The identity of the participant the agent serves. */
+export const ATTR_CUSTOMER = "endcall.customer";
 
 /** Canonical end reasons (Vapi-compatible strings where Vapi has one). */
 export const END_REASONS = [
@@ -59,6 +64,11 @@ export const ACK_STATUSES = ["accepted", "already_ending", "already_ended"] as c
 export type AckStatus = (typeof ACK_STATUSES)[number];
 export const INITIATOR_KINDS = ["customer", "agent", "server", "system"] as const;
 export type InitiatorKind = (typeof INITIATOR_KINDS)[number];
+/** Where a report's `annotations` came from (protocol.md §6): the agent's code, a dispatch claim
+ * the backend signed, or job metadata nobody signed. File a report by its annotations only when
+ * this is not `"unsigned"`. */
+export const ANNOTATIONS_SOURCES = ["code", "signed", "unsigned"] as const;
+export type AnnotationsSource = (typeof ANNOTATIONS_SOURCES)[number];
 export type Origin = "client" | "server";
 
 export type JsonObject = { [key: string]: unknown };
@@ -113,6 +123,8 @@ export interface SessionEnded {
   meta: JsonObject | null;
   /** The job's own fields (`EndCall(report_meta=…)`, `end.annotate(…)`); `{}` when none. */
   annotations: JsonObject;
+  /** Where `annotations` came from; missing or null decodes as `"unsigned"`. */
+  annotations_source: AnnotationsSource;
   room: { name: string; sid: string | null };
   job_id: string | null;
   agent_name: string | null;
@@ -428,6 +440,10 @@ export function parseReport(raw: string | Uint8Array): SessionEnded {
   if (annotationsSize > MAX_META_BYTES) {
     bad(`annotations is ${annotationsSize} bytes serialized; the limit is ${MAX_META_BYTES}`);
   }
+  const annotationsSource = (obj.annotations_source ?? "unsigned") as AnnotationsSource;
+  if (!ANNOTATIONS_SOURCES.includes(annotationsSource)) {
+    bad("annotations_source must be one of " + ANNOTATIONS_SOURCES.join(", "));
+  }
   const room = object(obj.room, "room");
   if (typeof room.name != "string" || !room.name) bad("room.name must be a non-empty string");
   const roomSid = nullableString(room.sid, "room.sid");
@@ -447,6 +463,7 @@ export function parseReport(raw: string | Uint8Array): SessionEnded {
     request_id: requestId,
     meta,
     annotations,
+    annotations_source: annotationsSource,
     room: { name: room.name, sid: roomSid },
     job_id: jobId,
     agent_name: agentName,
@@ -493,6 +510,7 @@ export function encodeReport(report: SessionEnded): string {
     request_id: r.request_id,
     meta: r.meta,
     annotations: r.annotations,
+    annotations_source: r.annotations_source,
     room: { name: r.room.name, sid: r.room.sid },
     job_id: r.job_id,
     agent_name: r.agent_name,

@@ -39,6 +39,8 @@ class Call:
         self.close_reason: str | None = None
         #: the agent is no longer in the room
         self.room_gone = asyncio.Event()
+        #: why (`rtc.DisconnectReason`), once it is gone
+        self.disconnect_reason: int | None = None
         self.job_shutdown: JobShutdown | None = None
         #: EndCall called `ctx.shutdown()` itself
         self.shutdown_requested = False

@@ -6,8 +6,15 @@
 2. **Data**: a reliable packet on topic `<method>` from a participant; the answer (`end.ack` or
    `end.error`) goes back on topic `<method>.ack`, addressed to the sender only.
 3. **Server channel**: the `endcall.request` attribute written on the agent's own participant
-   by the LiveKit server API, and server data packets (`DataPacket.participant is None`) on
-   topic `<method>`. Both are trusted (origin `server`); the ack is the agent's attributes.
+   by the LiveKit server API (origin `server`: nothing but the server API can write it). The
+   ack is the agent's attributes; a refusal is the end.error in `endcall.error`. A request
+   made for a participant (a `customer-*` reason with an `initiator`: the fallback server's
+   verified caller) gets the same customer / `allow` decision as over RPC and data.
+
+A data packet whose sender the SDK does not name (`DataPacket.participant is None`) is *not*
+the server: the SDK says None for server `SendData` and for any participant not (yet) in
+`remote_participants` alike (a hidden one, or one the server has not announced yet). It is
+ignored (logged, rate-limited); only the attribute proves server origin.
 
 Acks wait for `before_ack` (EndCall: the accepted end being durable, `endcall.agent.durable_end`).
 Requests from participants are parsed with origin `client`. Nothing here raises into the
@@ -85,9 +92,12 @@ class Channels:
         method: str,
         decide: Decide,
         before_ack: Callable[[], Awaitable[object]] | None = None,
+        refuse: Callable[[str], None] | None = None,
     ) -> None:
         self._room = room
         self._before_ack = before_ack
+        #: writes a refused server-channel request's end.error (`endcall.error`)
+        self._refuse = refuse
         self._method = method
         self._topic = method
         self._ack_topic = ack_topic(method)
@@ -185,8 +195,16 @@ class Channels:
         if packet.topic != self._topic:
             return
         sender = packet.participant
-        if sender is None:  # sent by the LiveKit server API: the fallback server
-            self._answer(packet.data, origin="server", channel="server", caller=None)
+        if sender is None:
+            # the server API, or a participant the SDK does not know (yet): not provable,
+            # so not trusted; the server channel is the attribute
+            if self._limiter.allow():
+                logger.warning(
+                    "endcall: ignored an end request on %r from a sender the room does not name "
+                    "(the server channel is the %s attribute)",
+                    self._topic,
+                    ATTR_REQUEST,
+                )
             return
         answer = self._answer(packet.data, origin="client", channel="data", caller=sender.identity)
         try:
@@ -219,7 +237,12 @@ class Channels:
         if value == self._last_attr_request:
             return
         self._last_attr_request = value
-        self._answer(value, origin="server", channel="server", caller=None)
+        answer = self._answer(value, origin="server", channel="server", caller=None)
+        if isinstance(answer, ProtocolError) and answer.request_id and self._refuse is not None:
+            try:
+                self._refuse(encode_error(answer))
+            except Exception:
+                logger.exception("endcall: could not publish the refusal of %s", answer.request_id)
 
     # ------------------------------------------------------------------ tasks
 

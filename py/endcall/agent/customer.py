@@ -23,7 +23,7 @@ from livekit import rtc
 
 from endcall.agent.call import Call
 from endcall.agent.end_machine import Channel, EndState, Trigger
-from endcall.protocol import EndReason, Initiator, InitiatorKind
+from endcall.protocol import ATTR_CUSTOMER, EndReason, Initiator, InitiatorKind
 
 __all__ = ["Presence"]
 
@@ -49,6 +49,8 @@ class Presence:
         self.disconnect_grace = disconnect_grace
         self.shutdown_grace = shutdown_grace
         self._customer: str | None = None
+        #: the customer identity last written to `endcall.customer`
+        self._published: str | None = None
         self._grace_handle: asyncio.TimerHandle | None = None
         #: the held trigger is a room deletion / worker shutdown (not a customer leaving)
         self._holding_system_end = False
@@ -70,8 +72,12 @@ class Presence:
             linked = self._call.session.room_io.linked_participant
         except Exception:
             linked = None
-        if linked is not None:
+        if linked is not None and linked.identity != self._published:
             self._customer = linked.identity
+            if self._call.attrs is not None:
+                # the fallback server refuses to escalate for anyone else (protocol.md §4)
+                self._published = linked.identity
+                self._call.set_attributes({ATTR_CUSTOMER: linked.identity})
         return self._customer
 
     # ------------------------------------------------------------------ room events

@@ -41,7 +41,8 @@ __all__ = ["REQUEST_ID_COALESCE", "Allow", "Decisions", "trigger_from_code"]
 logger = logging.getLogger("endcall")
 
 Allow = Callable[[str, EndRequest], bool]
-"""Custom authorization: `allow(caller_identity, request) -> bool` for RPC and data requests."""
+"""Custom authorization: `allow(caller_identity, request) -> bool` for RPC and data requests, and
+for server-channel requests made for a participant (the fallback server's verified caller)."""
 
 #: repeated requests update `endcall.request_id` at most this often (seconds)
 REQUEST_ID_COALESCE = 0.02
@@ -86,6 +87,16 @@ class Decisions:
             who = Initiator(kind="customer", identity=caller)
         else:
             kind = initiator_kind_for(request.reason)
+            if (
+                kind == "customer"
+                and request.initiator is not None
+                and not self._authorized(request.initiator, request)
+            ):
+                # made for a participant (the fallback server's verified caller): the same
+                # policy as over RPC and data
+                raise ProtocolError(
+                    "forbidden", "only the customer may end this call", request_id=request.id
+                )
             who = Initiator(
                 kind="customer" if kind == "customer" else "server", identity=request.initiator
             )

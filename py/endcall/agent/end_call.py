@@ -109,6 +109,7 @@ from endcall.agent.room_signals import Signals
 from endcall.agent.timers import CallTimers
 from endcall.agent.transcript import Transcript
 from endcall.protocol import (
+    ATTR_ERROR,
     ATTR_STATE,
     DEFAULT_METHOD,
     EndAck,
@@ -175,7 +176,9 @@ class EndCall:
         checkpoint_interval: seconds between crash-draft checkpoints (at most 30).
         report_meta: the job's own fields for the report's `annotations` (e.g. a test id
             from the job metadata); JSON values, at most 4,096 bytes (`ValueError`). Add
-            more later with `annotate()`.
+            more later with `annotate()`. A plain mapping counts as the agent's code
+            (`annotations_source: "code"`); pass `endcall.job_config(...).report_meta` (a
+            `ReportMeta`) as it is, so the report says which fields nobody signed.
     """
 
     def __init__(
@@ -237,6 +240,8 @@ class EndCall:
         )
         self._machine = EndMachine(drain_ms=round(promise * 1000))
         self._call = call = Call(ctx, session, self._machine)
+        if annotations.config_refused:  # what `endcall.job_config` refused, for the backend
+            call.end_info["config_refused"] = list(annotations.config_refused)
         self._durable = DurableEnd()
         self._transcript = Transcript(session, transcript_flush_timeout)
         self._checkpoints = Checkpoints(call, pipeline, annotations, checkpoint_interval)
@@ -339,7 +344,11 @@ class EndCall:
         call.attrs.update({ATTR_STATE: EndState.ACTIVE.value})
         self._presence.refresh()
         self._channels = Channels(
-            room, method=self._method, decide=self._decisions.decide, before_ack=self._durable.wait
+            room,
+            method=self._method,
+            decide=self._decisions.decide,
+            before_ack=self._durable.wait,
+            refuse=lambda error: call.set_attributes({ATTR_ERROR: error}),
         )
         self._channels.attach()
         room.on("participant_connected", self._presence.on_participant_connected)

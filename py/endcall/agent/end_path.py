@@ -23,6 +23,7 @@ from endcall.agent.checkpoints import Checkpoints
 from endcall.agent.drain import drain
 from endcall.agent.end_machine import EndRecord, EndState, Trigger
 from endcall.agent.end_tool import GoodbyePlan
+from endcall.agent.own_room import delete_own_room
 from endcall.agent.report import build_report
 from endcall.agent.transcript import Transcript
 from endcall.agent.waits import remaining, settle
@@ -260,8 +261,16 @@ class EndPath:
         if call.attrs is not None and not call.room_gone.is_set():
             # let `endcall.state=ended` / `endcall.report` reach the others first
             await call.attrs.wait_idle(max(deadline - time.monotonic(), ATTRIBUTE_SETTLE))
+        await delete_own_room(
+            call.ctx,
+            connected=not call.room_gone.is_set(),
+            disconnect_reason=call.disconnect_reason,
+            delete=self._delete_room_now,
+        )
+
+    async def _delete_room_now(self) -> None:
         try:
-            fut = call.ctx.delete_room()
+            fut = self._call.ctx.delete_room()
         except Exception as e:
             logger.warning("endcall: could not delete the room: %s", e)
             return

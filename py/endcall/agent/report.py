@@ -29,8 +29,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from endcall.agent.annotations import AnnotationsSnapshot
 from endcall.agent.end_machine import EndRecord
-from endcall.protocol import EndReason, Initiator, SessionEnded, encode_report
+from endcall.protocol import AnnotationsSource, EndReason, Initiator, SessionEnded, encode_report
 
 __all__ = [
     "MAX_REPORT_SIZE",
@@ -186,6 +187,11 @@ def add_flushed_transcripts(section: dict[str, Any], texts: Sequence[str]) -> No
     )
 
 
+def _source(annotations: dict[str, Any] | None) -> AnnotationsSource:
+    """The report's `annotations_source`: what the snapshot says, else the agent's code."""
+    return annotations.source if isinstance(annotations, AnnotationsSnapshot) else "code"
+
+
 def build_report(
     record: EndRecord,
     *,
@@ -215,6 +221,7 @@ def build_report(
             request_id=record.request_id,
             meta=json_safe(record.meta) if record.meta is not None else None,
             annotations=dict(annotations or {}),
+            annotations_source=_source(annotations),
             session=section,
             end=dict(json_safe(end_section)),
         ),
@@ -236,6 +243,7 @@ def _draft_job(
     snap = _Snapshot(session)
     usage = usage_summary(session)
     notes = dict(annotations or {})
+    source = _source(annotations)
 
     def run() -> bytes:
         return _encode(
@@ -250,6 +258,7 @@ def _draft_job(
                 ended_at=now,
                 complete=False,
                 annotations=notes,
+                annotations_source=source,
                 session=session_section(ctx, snap, full=False),
                 end={"channel": None, "checkpoint_at": round(now, 3)},
             ),

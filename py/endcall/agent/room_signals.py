@@ -45,6 +45,7 @@ class Signals:
             name = rtc.DisconnectReason.Name(reason or rtc.DisconnectReason.UNKNOWN_REASON)
         except Exception:
             name = str(reason)
+        call.disconnect_reason = reason
         call.room_gone.set()
         if call.machine.state is not EndState.ACTIVE:
             return

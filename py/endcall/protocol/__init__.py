@@ -22,7 +22,10 @@ from endcall.protocol.codec import (
 )
 from endcall.protocol.constants import (
     ACK_STATUSES,
+    ANNOTATIONS_SOURCES,
+    ATTR_CUSTOMER,
     ATTR_END_ID,
+    ATTR_ERROR,
     ATTR_REASON,
     ATTR_REPORT,
     ATTR_REQUEST,
@@ -42,6 +45,7 @@ from endcall.protocol.constants import (
     SUPPORTED_VERSIONS,
     VERSION,
     AckStatus,
+    AnnotationsSource,
     InitiatorKind,
     Origin,
 )
@@ -70,6 +74,7 @@ from endcall.protocol.missing import (
 from endcall.protocol.report import (
     DRAFT_WEBHOOK_SUFFIX,
     check_annotations,
+    check_annotations_source,
     draft_webhook_id,
     encode_report,
     parse_report,
@@ -88,7 +93,10 @@ from endcall.protocol.validation import (
 
 __all__ = [
     "ACK_STATUSES",
+    "ANNOTATIONS_SOURCES",
+    "ATTR_CUSTOMER",
     "ATTR_END_ID",
+    "ATTR_ERROR",
     "ATTR_REASON",
     "ATTR_REPORT",
     "ATTR_REQUEST",
@@ -114,6 +122,7 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "VERSION",
     "AckStatus",
+    "AnnotationsSource",
     "EndAck",
     "EndError",
     "EndReason",
@@ -129,6 +138,7 @@ __all__ = [
     "ack_topic",
     "canonical_json",
     "check_annotations",
+    "check_annotations_source",
     "draft_webhook_id",
     "encode_ack",
     "encode_error",

@@ -7,7 +7,10 @@ from typing import Literal
 
 __all__ = [
     "ACK_STATUSES",
+    "ANNOTATIONS_SOURCES",
+    "ATTR_CUSTOMER",
     "ATTR_END_ID",
+    "ATTR_ERROR",
     "ATTR_REASON",
     "ATTR_REPORT",
     "ATTR_REQUEST",
@@ -26,6 +29,7 @@ __all__ = [
     "MAX_SAFE_INTEGER",
     "SUPPORTED_VERSIONS",
     "VERSION",
+    "AnnotationsSource",
     "Origin",
 ]
 
@@ -53,12 +57,20 @@ ATTR_END_ID = "endcall.end_id"
 ATTR_REQUEST_ID = "endcall.request_id"
 ATTR_REPORT = "endcall.report"
 ATTR_REQUEST = "endcall.request"
+#: the end.error JSON of the last server-channel request the agent refused
+ATTR_ERROR = "endcall.error"
+#: the identity of the participant the agent serves (only they may end the call by default)
+ATTR_CUSTOMER = "endcall.customer"
 
 Origin = Literal["client", "server"]
 AckStatus = Literal["accepted", "already_ending", "already_ended"]
 ACK_STATUSES: tuple[str, ...] = ("accepted", "already_ending", "already_ended")
 InitiatorKind = Literal["customer", "agent", "server", "system"]
 INITIATOR_KINDS: tuple[str, ...] = ("customer", "agent", "server", "system")
+#: where a report's `annotations` came from (§6): the agent's code, a dispatch claim the
+#: backend signed, or job metadata nobody signed (the least trusted field decides)
+AnnotationsSource = Literal["code", "signed", "unsigned"]
+ANNOTATIONS_SOURCES: tuple[str, ...] = ("code", "signed", "unsigned")
 
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _REASON_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")

@@ -12,6 +12,7 @@ from endcall.protocol.constants import (
     DEFAULT_REASON,
     VERSION,
     AckStatus,
+    AnnotationsSource,
     InitiatorKind,
 )
 
@@ -165,6 +166,8 @@ class SessionEnded:
     request_id: str | None = None
     meta: dict[str, Any] | None = None
     annotations: dict[str, Any] = field(default_factory=dict)
+    #: where `annotations` came from (§6); a receiver files by them only when not "unsigned"
+    annotations_source: AnnotationsSource = "code"
     room_sid: str | None = None
     job_id: str | None = None
     agent_name: str | None = None
@@ -187,6 +190,7 @@ class SessionEnded:
             "request_id": self.request_id,
             "meta": self.meta,
             "annotations": self.annotations,
+            "annotations_source": self.annotations_source,
             "room": {"name": self.room_name, "sid": self.room_sid},
             "job_id": self.job_id,
             "agent_name": self.agent_name,

@@ -9,9 +9,11 @@ from dataclasses import replace
 from typing import Any, cast
 
 from endcall.protocol.constants import (
+    ANNOTATIONS_SOURCES,
     INITIATOR_KINDS,
     MAX_META_BYTES,
     MAX_REPORT_BYTES,
+    AnnotationsSource,
     InitiatorKind,
 )
 from endcall.protocol.messages import (
@@ -36,6 +38,7 @@ from endcall.protocol.validation import (
 __all__ = [
     "DRAFT_WEBHOOK_SUFFIX",
     "check_annotations",
+    "check_annotations_source",
     "draft_webhook_id",
     "encode_report",
     "parse_report",
@@ -72,6 +75,17 @@ def check_annotations(value: Any) -> dict[str, Any]:
     return value
 
 
+def check_annotations_source(value: Any) -> AnnotationsSource:
+    """A report's `annotations_source`: `"code"`, `"signed"` or `"unsigned"`; null or missing
+    is `"unsigned"` (a report that does not say where its annotations came from is trusted
+    no more than job metadata). Raises `ProtocolError`."""
+    if value is None:
+        return "unsigned"
+    if value not in ANNOTATIONS_SOURCES:
+        _bad("annotations_source must be one of " + ", ".join(ANNOTATIONS_SOURCES))
+    return cast(AnnotationsSource, value)
+
+
 def parse_report(raw: str | bytes) -> SessionEnded:
     """Decode a `session.ended` report (what a receiver gets). Limit: 16 MiB."""
     obj = _load(raw, MAX_REPORT_BYTES)
@@ -92,6 +106,7 @@ def parse_report(raw: str | bytes) -> SessionEnded:
     meta_value = obj.get("meta")
     meta = None if meta_value is None else _object(meta_value, "meta")
     annotations = check_annotations(obj.get("annotations"))
+    annotations_source = check_annotations_source(obj.get("annotations_source"))
     room = _object(obj.get("room"), "room")
     room_name = room.get("name")
     if not isinstance(room_name, str) or not room_name:
@@ -122,6 +137,7 @@ def parse_report(raw: str | bytes) -> SessionEnded:
         request_id=request_id,
         meta=meta,
         annotations=annotations,
+        annotations_source=annotations_source,
         room_name=room_name,
         room_sid=room_sid,
         job_id=optional["job_id"],

@@ -3,6 +3,7 @@ nesting, no NaN or lone surrogates, and the field checks the codecs share."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -28,7 +29,16 @@ from endcall.protocol.messages import (
     ProtocolError,
 )
 
-__all__ = ["ack_topic", "canonical_json", "is_valid_id", "is_valid_reason", "json_size", "rpc_code"]
+__all__ = [
+    "ack_topic",
+    "canonical_json",
+    "is_valid_id",
+    "is_valid_reason",
+    "json_size",
+    "load_message",
+    "nests_deeper_than",
+    "rpc_code",
+]
 
 _MAX_FINITE = int(sys.float_info.max)
 
@@ -119,6 +129,20 @@ def _reject_constant(name: str) -> NoReturn:
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _SUSPECT_RE = re.compile(r"\\u[dD][89a-fA-F]|[eE][+-]?[0-9]{3}|[0-9]{300}")
+_STRING_RE = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"')
+_NOT_BRACKET_RE = re.compile(r"[^\[\]{}]++")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def nests_deeper_than(text: str, limit: int) -> bool:
+    """Whether JSON text nests arrays/objects deeper than ``limit`` (the outermost is level 1),
+    found by a linear scan of its brackets (those inside strings skipped) before any parser
+    recurses, so that no input depth can raise ``RecursionError``. Malformed text may be
+    misjudged either way; the parser rejects it after."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKET_RE.sub("", _STRING_RE.sub("", text))
+    return max(itertools.accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0) > limit
 
 
 def _may_need_tree_check(text: str) -> bool:
@@ -174,6 +198,8 @@ def _load(
             _bad("message is not valid UTF-8")
     else:
         _bad(f"message must be str or bytes, not {type(raw).__name__}")
+    if nests_deeper_than(text, MAX_DEPTH):
+        _bad(f"message nests deeper than {MAX_DEPTH} levels")
     try:
         value = _DECODER.decode(text)
     except RecursionError:
@@ -185,6 +211,16 @@ def _load(
     if _may_need_tree_check(text):
         _check_tree(value)
     return value
+
+
+def load_message(
+    raw: str | bytes | bytearray | memoryview, limit: int = MAX_MESSAGE_BYTES
+) -> dict[str, Any]:
+    """A JSON object checked by the rules every message obeys (at most ``limit`` UTF-8 bytes,
+    32 levels deep, finite numbers, no lone surrogate, no NaN), before any field is read.
+
+    Raises :class:`ProtocolError` ``bad_request`` and nothing else, whatever the input."""
+    return _load(raw, limit)
 
 
 def _integer(value: Any, name: str, rid: str | None, *, minimum: int = 0) -> int:

@@ -547,6 +547,7 @@ class Sender:
         error = (
             f"no secret for key id {keys}: this sender's secrets ({', '.join(self._keys)}) are"
             " not the ones the agent signs with; give it the agent's ENDCALL_WEBHOOK_SECRET"
+            " (and ENDCALL_WEBHOOK_SECRETS)"
         )
         logger.error("endcall: cannot sign report %s: %s", rec.end_id, error)
         until = self.clock.time() + MISSING_KEY_DEFER

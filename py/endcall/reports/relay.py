@@ -13,7 +13,8 @@ Runs in: the next agent job process on the host (``endcall.prewarm``), the CLI
 Each row stores its destination URL, extra headers and its ``delivery`` settings (the agent's
 retry schedule, request timeout and the key ids of its secrets). The secrets themselves are
 not stored: relays outside the agent read them from ``ENDCALL_WEBHOOK_SECRET`` (several secrets
-comma or space separated, for rotation: each adds one ``v1`` signature) or take them as
+comma or space separated, for rotation: each adds one ``v1`` signature) and the per-customer
+``ENDCALL_WEBHOOK_SECRETS`` (``id=whsec_…``: the secrets jobs name by id) or take them as
 arguments (CLI ``--secret``); they are validated when the relay is made, and a row whose key
 ids the relay has no secret for is not sent but deferred, with an error naming the key. A
 relay's lease covers the row's request timeout plus a margin.
@@ -25,7 +26,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,15 @@ import httpx
 from endcall.reports import secret_offers
 from endcall.reports.delivery import Clock, DeadCallback, RetryPolicy, Sender, SystemClock
 from endcall.reports.outbox.base import Outbox, OutboxRecord, default_outbox_path, make_owner
-from endcall.reports.webhook import MAX_TIMEOUT, SECRET_ENV, Webhook, parse_secrets, validate_secret
+from endcall.reports.webhook import (
+    MAX_TIMEOUT,
+    SECRET_ENV,
+    SECRETS_ENV,
+    Webhook,
+    parse_named_secrets,
+    parse_secrets,
+    validate_secret,
+)
 
 __all__ = [
     "BackgroundRelay",
@@ -52,9 +61,20 @@ RELAY_LEASE_MARGIN = 60.0
 logger = logging.getLogger("endcall.relay")
 
 
-def secrets_from_env(env: str = SECRET_ENV) -> tuple[str, ...]:
-    """The signing secrets in ``$ENDCALL_WEBHOOK_SECRET`` (empty tuple if unset)."""
-    return parse_secrets(os.environ.get(env, ""))
+def secrets_from_env(
+    env: str = SECRET_ENV, environ: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """The signing secrets in ``$ENDCALL_WEBHOOK_SECRET``, then every secret named in
+    ``$ENDCALL_WEBHOOK_SECRETS`` (the ones jobs choose by ``webhook_secret_id``, so a relay can
+    sign their reports too); an empty tuple if neither is set. A malformed
+    ``$ENDCALL_WEBHOOK_SECRETS`` raises ``ValueError``. ``environ``: default ``os.environ``."""
+    environ = os.environ if environ is None else environ
+    own = parse_secrets(environ.get(env, ""))
+    if env != SECRET_ENV:
+        return own
+    named = parse_named_secrets(environ.get(SECRETS_ENV, ""))
+    extra = [s for group in named.values() for s in group]
+    return own + tuple(dict.fromkeys(s for s in extra if s not in own))
 
 
 def check_secrets(secrets: Sequence[str], source: str = SECRET_ENV) -> tuple[str, ...]:

@@ -30,9 +30,11 @@ import standardwebhooks
 __all__ = [
     "DEFAULT_JITTER",
     "DEFAULT_SCHEDULE",
+    "SECRETS_ENV",
     "SECRET_ENV",
     "Webhook",
     "key_id",
+    "parse_named_secrets",
     "parse_secrets",
     "sign",
     "signed_headers",
@@ -63,6 +65,12 @@ DEFAULT_JITTER = 0.1
 #: (comma or whitespace separated, for rotation).
 SECRET_ENV = "ENDCALL_WEBHOOK_SECRET"
 
+#: Environment variable naming the per-customer secrets a job may choose by id (its metadata's
+#: ``webhook_secret_id``): ``id=whsec_…`` entries, comma or whitespace separated; an id given
+#: twice has two secrets (rotation).
+SECRETS_ENV = "ENDCALL_WEBHOOK_SECRETS"
+_SECRET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
 #: the longest request timeout a `Webhook` accepts (leases are sized from it)
 MAX_TIMEOUT = 300.0
 
@@ -73,6 +81,28 @@ USER_AGENT = "endcall-webhook/1"
 def parse_secrets(text: str) -> tuple[str, ...]:
     """Split a comma/whitespace separated list of secrets (e.g. ``$ENDCALL_WEBHOOK_SECRET``)."""
     return tuple(s for s in _SPLIT.split(text.strip()) if s)
+
+
+def parse_named_secrets(text: str, source: str = SECRETS_ENV) -> dict[str, tuple[str, ...]]:
+    """``id=whsec_…`` entries, comma or whitespace separated (e.g. ``$ENDCALL_WEBHOOK_SECRETS``),
+    as id → secrets; an id given twice keeps both secrets (rotation: one signature each).
+    Raises ``ValueError`` naming the entry by position or id, never a secret's value."""
+    named: dict[str, tuple[str, ...]] = {}
+    for i, entry in enumerate(parse_secrets(text)):
+        secret_id, sep, secret = entry.partition("=")
+        if not sep or not _SECRET_ID.fullmatch(secret_id):
+            raise ValueError(
+                f"{source}: entry #{i + 1} is not id=whsec_… (an id is 1-64 letters, digits, "
+                "'.', '_' or '-', starting with a letter or digit)"
+            )
+        try:
+            validate_secret(secret)
+        except ValueError as e:
+            raise ValueError(
+                f"{source}: the secret of id {secret_id!r} is not usable: {e}"
+            ) from None
+        named[secret_id] = (*named.get(secret_id, ()), secret)
+    return named
 
 
 def validate_secret(secret: str) -> None:

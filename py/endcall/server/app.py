@@ -6,9 +6,13 @@ Every error is JSON ``{"code", "message"}`` (404 and 405 included). CORS for
 ``settings.allowed_origins``.
 
 Order of checks on ``POST /v1/end`` (nothing touches LiveKit before the last step):
-per-address rate limit (429) → Content-Type (415) → size (413) → body (400) → token (401/403)
-→ per-identity rate limit (429) → idempotency (same id, same answer) → the end flow
-(:mod:`endcall.server.flow`; 502 with Retry-After when LiveKit cannot be reached).
+Content-Type (415) → size (413) → body (400) → token (401/403) → idempotency (the same request
+id is answered from the cache, before any limit) → per-identity rate limit (429, charged once
+per request id: a retry after a 502 pays nothing) → the end flow (:mod:`endcall.server.flow`;
+502 with Retry-After when LiveKit cannot be reached). The per-address limit is charged only by
+requests that fail before authenticating (and by LiveKit webhooks that fail verification):
+junk from one address behind a proxy never uses up a candidate's budget. Behind a proxy, run
+``endcall serve --forwarded-allow-ips <proxy>`` so the address is the client's.
 
 With ``ENDCALL_OUTBOX`` (and ``ENDCALL_WEBHOOK_SECRET``) the app also runs a relay for the
 agents' outbox while it is up, so reports a killed job left behind are still delivered; with
@@ -49,13 +53,18 @@ from endcall.server.intake import read_end_body
 from endcall.server.ledger import Room
 from endcall.server.livekit_webhooks import LiveKitWebhooks
 from endcall.server.openapi import openapi_document
-from endcall.server.ratelimit import RateLimiter
+from endcall.server.ratelimit import ChargedOnce, RateLimiter
 from endcall.server.reconcile import BackgroundReconciler
 from endcall.server.settings import Settings
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger("endcall.server")
+
+
+def _address(request: Request) -> str:
+    """The client's address (the proxy's, unless uvicorn trusts its X-Forwarded-For)."""
+    return request.client.host if request.client else "unknown"
 
 
 def _retry_after(seconds: float) -> dict[str, str]:
@@ -140,6 +149,7 @@ def create_app(
     by_identity = (
         RateLimiter(settings.rate_limit_identity) if settings.rate_limit_identity else None
     )
+    charged = ChargedOnce(settings.idempotency_ttl)
     document = openapi_document()
     livekit_hooks = LiveKitWebhooks(settings)
     background: dict[str, BackgroundReconciler | None] = {}
@@ -162,11 +172,17 @@ def create_app(
             )
 
     async def end(request: Request) -> Response:
-        address = request.client.host if request.client else "unknown"
-        limit(by_address, address, "address")
-        body = await read_end_body(request)
-        principal = authenticate(request, settings, body.room, body.request, body.token)
-        limit(by_identity, f"{body.room}\x00{principal.identity}", "identity")
+        try:
+            body = await read_end_body(request, time_limit=settings.idle_timeout)
+            principal = authenticate(request, settings, body.room, body.request, body.token)
+        except HttpError as exc:
+            if exc.status < 500:  # only what never authenticated pays the address's bucket
+                limit(by_address, _address(request), "address")
+            raise
+        paid = (body.room, body.request.id, principal.identity)
+        if not answers.known(paid[:2]) and not charged.paid(paid):
+            limit(by_identity, f"{body.room}\x00{principal.identity}", "identity")
+            charged.add(paid)
 
         async def compute() -> Answer:
             return await flow.run(body.room, body.request, principal.identity)
@@ -206,7 +222,12 @@ def create_app(
 
     async def livekit_webhook(request: Request) -> Response:
         ensure_reconciler()
-        return await livekit_hooks.handle(request)
+        try:
+            return await livekit_hooks.handle(request)
+        except HttpError as exc:
+            if exc.status == 401:  # a failed verification pays the address's bucket
+                limit(by_address, _address(request), "address")
+            raise
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -33,7 +33,6 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     default=None,
     help="CORS origins, comma separated (env ENDCALL_ALLOWED_ORIGINS).",
 )
-@click.option("--method", default=None, help="Data topic (env ENDCALL_METHOD; end_interview).")
 @click.option(
     "--ack-timeout", type=float, default=None, help="Seconds (env ENDCALL_ACK_TIMEOUT; 3)."
 )
@@ -85,6 +84,14 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     help="Seconds between two ListRooms sweeps for rooms gone without a room_finished "
     "webhook (env ENDCALL_RECONCILE_SWEEP; 60).",
 )
+@click.option(
+    "--idle-timeout",
+    type=float,
+    default=None,
+    help="Seconds a client gets to send a request's head (from connecting or from the previous "
+    "answer; then the connection is closed) and, apart, its body (then 408) "
+    "(env ENDCALL_IDLE_TIMEOUT; 30).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str,
@@ -93,7 +100,6 @@ def serve(
     api_key: str | None,
     api_secret: str | None,
     allowed_origins: str | None,
-    method: str | None,
     ack_timeout: float | None,
     escalation: str | None,
     rate_limit_identity: Any,
@@ -103,6 +109,7 @@ def serve(
     webhook_url: str | None,
     reconcile_after: float | None,
     reconcile_sweep: float | None,
+    idle_timeout: float | None,
     log_level: str,
 ) -> None:
     """Run the fallback end server (POST /v1/end, POST /v1/livekit/webhook, GET /healthz,
@@ -110,17 +117,18 @@ def serve(
     import uvicorn
 
     from endcall.server.app import create_app
+    from endcall.server.edge import edge_options
 
     overrides: dict[str, Any] = {
         "livekit_url": livekit_url,
         "api_key": api_key,
         "api_secret": api_secret,
-        "method": method,
         "ack_timeout": ack_timeout,
         "escalation": escalation,
         "webhook_url": webhook_url,
         "reconcile_after": reconcile_after,
         "reconcile_sweep": reconcile_sweep,
+        "idle_timeout": idle_timeout,
     }
     if outbox is not None:
         from endcall.reports.relay import secrets_from_env
@@ -155,4 +163,5 @@ def serve(
         log_level=log_level,
         proxy_headers=forwarded_allow_ips is not None,
         forwarded_allow_ips=forwarded_allow_ips,
+        **edge_options(settings.idle_timeout),
     )

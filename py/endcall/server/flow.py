@@ -2,12 +2,17 @@
 
 1. ``ListParticipants``: find the agent (kind AGENT; one showing ``endcall.state`` first).
    A missing room → 200 ``already_ended``. An agent already ending or ended → its answer.
-2. ``UpdateParticipant`` writes the request JSON into the agent's ``endcall.request`` attribute
-   and ``SendData`` sends the same JSON to it on the method's topic (both at once).
+2. ``UpdateParticipant`` writes the request JSON, with the verified caller as ``initiator``, into
+   the agent's ``endcall.request`` attribute (only the server API can write it: that is what
+   proves server origin to the agent; no data packet is sent, the agent trusts none).
 3. ``GetParticipant`` polls the agent's attributes (soon after the writes, then backing off up
-   to ``poll_interval``) until ``endcall.request_id`` is the request's id or ``ack_timeout``.
+   to ``poll_interval``) until ``endcall.request_id`` is the request's id, ``endcall.error``
+   refuses it (→ 403 with the agent's verdict: the caller is not the customer, or ``allow``
+   said no), or ``ack_timeout``.
 4. No agent, no ack in time or the agent gone → escalation: ``DeleteRoom`` (202, acked by the
-   server) or, with escalation ``none``, nothing more (202 ``escalated: "none"``).
+   server) or, with escalation ``none``, nothing more (202 ``escalated: "none"``). Never for a
+   caller who is not the customer the agent names (``endcall.customer``): a forbidden caller
+   never causes a room deletion (403).
 
 ``status`` is ``accepted`` when the agent's effective reason is this request's and it was not
 already ending before; ``already_ending``/``already_ended`` otherwise (from ``endcall.state``).
@@ -23,15 +28,20 @@ from typing import Any
 from livekit.protocol import models
 
 from endcall.protocol import (
+    ATTR_CUSTOMER,
     ATTR_END_ID,
+    ATTR_ERROR,
     ATTR_REASON,
     ATTR_REQUEST,
     ATTR_REQUEST_ID,
     ATTR_STATE,
+    EndError,
     EndRequest,
+    ProtocolError,
     encode_request,
     is_valid_id,
     is_valid_reason,
+    parse_error,
 )
 from endcall.server.gateway import LiveKitUnavailable, NotFound, RoomGateway
 from endcall.server.settings import Settings
@@ -69,6 +79,22 @@ def _answered(attrs: dict[str, str], request_id: str) -> bool:
     return attrs.get(ATTR_REQUEST_ID) == request_id and is_valid_id(attrs.get(ATTR_END_ID))
 
 
+def _refusal(attrs: dict[str, str], request_id: str) -> EndError | None:
+    """The agent's end.error for ``request_id`` in ``endcall.error``, if it refused it."""
+    raw = attrs.get(ATTR_ERROR)
+    if not raw:
+        return None
+    try:
+        error = parse_error(raw)
+    except ProtocolError:
+        return None
+    return error if error.id == request_id else None
+
+
+def _forbidden(request: EndRequest, message: str) -> Answer:
+    return Answer(403, {"code": "forbidden", "message": message[:1024], "id": request.id})
+
+
 class EndFlow:
     def __init__(self, gateway: RoomGateway, settings: Settings) -> None:
         self._gateway = gateway
@@ -91,26 +117,21 @@ class EndFlow:
             return self._acked(request, attrs, before)
 
         sent = replace(request, initiator=identity)
-        payload = encode_request(sent)
-        wrote, _sent = await asyncio.gather(
-            self._gateway.set_attributes(room, agent.identity, {ATTR_REQUEST: payload}),
-            self._gateway.send_data(room, agent.identity, payload.encode(), self._settings.method),
-            return_exceptions=True,
-        )
-        failures = [r for r in (wrote, _sent) if isinstance(r, BaseException)]
-        for failure in failures:
-            if not isinstance(failure, Exception):
-                raise failure
-        if len(failures) == 2:
-            if all(isinstance(f, NotFound) for f in failures):
-                return await self._escalate(room, request, room_seen=True)
-            raise next(f for f in failures if not isinstance(f, NotFound))
+        try:
+            wrote = await self._gateway.set_attributes(
+                room, agent.identity, {ATTR_REQUEST: encode_request(sent)}
+            )
+        except NotFound:
+            return await self._give_up(room, request, identity, attrs)
         if isinstance(wrote, models.ParticipantInfo):
             attrs = dict(wrote.attributes)
             if _answered(attrs, request.id):
                 return self._acked(request, attrs, before)
 
         seen = await self._poll(room, agent.identity, request.id)
+        refused = None if seen is None else _refusal(seen, request.id)
+        if refused is not None:
+            return _forbidden(request, f"the agent refused: {refused.message}")
         if seen is not None and seen.get(ATTR_REQUEST_ID) == request.id:
             return self._acked(request, seen, before)
         if (
@@ -120,6 +141,17 @@ class EndFlow:
         ):
             # the agent is ending for another reason and did not answer this id in time
             return self._acked(request, seen, seen.get(ATTR_STATE))
+        return await self._give_up(room, request, identity, seen or attrs)
+
+    async def _give_up(
+        self, room: str, request: EndRequest, identity: str, attrs: dict[str, str]
+    ) -> Answer:
+        """The agent did not answer: escalate, but only for the customer it names."""
+        customer = attrs.get(ATTR_CUSTOMER)
+        if customer and customer != identity:
+            return _forbidden(
+                request, "the agent did not answer, and only its customer may end the call then"
+            )
         return await self._escalate(room, request, room_seen=True)
 
     async def _poll(self, room: str, identity: str, request_id: str) -> dict[str, str] | None:
@@ -139,7 +171,7 @@ class EndFlow:
             else:
                 unavailable = None
                 last = dict(info.attributes)
-                if _answered(last, request_id):
+                if _answered(last, request_id) or _refusal(last, request_id) is not None:
                     return last
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -169,20 +169,6 @@ class RoomGateway:
             ),
         )
 
-    async def send_data(self, room: str, identity: str, data: bytes, topic: str) -> None:
-        await self._call(
-            "SendData",
-            self.room.send_data(
-                proto_room.SendDataRequest(
-                    room=room,
-                    data=data,
-                    kind=models.DataPacket.Kind.RELIABLE,
-                    destination_identities=[identity],
-                    topic=topic,
-                )
-            ),
-        )
-
     async def delete_room(self, room: str) -> None:
         await self._call(
             "DeleteRoom",

@@ -52,6 +52,12 @@ class IdempotencyCache(Generic[T]):
                 break
             del self._entries[key]
 
+    def known(self, key: tuple[str, str]) -> bool:
+        """An answer for ``key`` is being computed or stored (a duplicate gets it)."""
+        self._expire(self._clock())
+        entry = self._entries.get(key)
+        return entry is not None and not (entry.future.done() and entry.expires_at <= self._clock())
+
     async def run(
         self, key: tuple[str, str], owner: str, compute: Callable[[], Awaitable[T]]
     ) -> tuple[T, bool]:

@@ -2,14 +2,18 @@
 
 LiveKit (Cloud project settings, or the server's ``webhook.urls``) posts every room event with
 ``Content-Type: application/webhook+json`` and a JWT in ``Authorization`` signed with an API key
-of the project; livekit-api's ``WebhookReceiver`` checks it (signature, issuer, expiry, and the
-body's SHA-256 in the token). Answers, each with a JSON body:
+of the project; it is checked as livekit-api's ``WebhookReceiver`` does (signature, issuer,
+expiry, and the body's SHA-256 in the token), but in steps: the token is checked before a byte
+of the body is read, then the body (at most 1 MiB of it) against the token's hash, and only then
+is it parsed. Answers, each with a JSON body:
 
 - 200 ``{"status": "recorded" | "duplicate" | "ignored"}`` — stored; a retried event (same id);
   an event the ledger does not keep (tracks, egress…);
 - 401 ``unauthorized`` — no token, a forged or expired one, a body that does not match it, or a
   token already used (a replayed request); nothing is recorded;
-- 400 ``bad_request`` (not JSON, no room sid), 413 (over 1 MiB), 415 (another content type);
+- 400 ``bad_request`` — a signed body that is not a LiveKit event (not JSON, nested deeper
+  than 64 levels, no room sid); 413 (over 1 MiB: never more is read), 408 (the body took longer
+  than ``ENDCALL_IDLE_TIMEOUT``), 415 (another content type);
 - 503 ``not_configured`` — the server has no outbox (``ENDCALL_OUTBOX``) to keep the ledger in;
 - 500 ``internal`` — the database failed; LiveKit retries.
 """
@@ -17,25 +21,30 @@ body's SHA-256 in the token). Answers, each with a JSON body:
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import threading
 import time
 from typing import Any
 
+from google.protobuf.json_format import Parse
 from livekit import api
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from endcall.protocol.validation import nests_deeper_than
 from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.redact import redact
 from endcall.server.errors import HttpError
+from endcall.server.intake import read_limited
 from endcall.server.ledger import EVENTS, Ledger, LedgerEvent
 from endcall.server.settings import Settings
 
 __all__ = ["MAX_WEBHOOK_BYTES", "LiveKitWebhooks", "ledger_event"]
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
+MAX_WEBHOOK_DEPTH = 64
 _TYPES = ("application/webhook+json", "application/json")
 
 logger = logging.getLogger("endcall.server")
@@ -77,9 +86,7 @@ class LiveKitWebhooks:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.receiver = api.WebhookReceiver(
-            api.TokenVerifier(settings.api_key, settings.api_secret)
-        )
+        self.verifier = api.TokenVerifier(settings.api_key, settings.api_secret)
         self._ledger: Ledger | None = None
         self._lock = threading.Lock()
 
@@ -102,6 +109,35 @@ class LiveKitWebhooks:
                 self._ledger.outbox.close()
                 self._ledger = None
 
+    def claims(self, auth: str) -> Any:
+        """The token's claims (signature, issuer, expiry), before any byte of the body is
+        read; 401 otherwise."""
+        try:
+            claims = self.verifier.verify(auth)
+        except Exception as e:
+            raise HttpError(401, f"not a valid LiveKit webhook: {e}") from None
+        if not claims.sha256:
+            raise HttpError(401, "not a valid LiveKit webhook: no sha256 in the token")
+        return claims
+
+    def event(self, body: bytes, claims: Any) -> Any:
+        """The body the token vouches for (its SHA-256 in the claims, else 401) as a LiveKit
+        ``WebhookEvent`` (else 400): what livekit-api's ``WebhookReceiver.receive`` does, with
+        an answer for each step."""
+        try:
+            expected = base64.b64decode(claims.sha256)
+        except ValueError:
+            expected = b""
+        if hashlib.sha256(body).digest() != expected:
+            raise HttpError(401, "not a valid LiveKit webhook: the body does not match its token")
+        try:
+            text = body.decode("utf-8")
+            if nests_deeper_than(text, MAX_WEBHOOK_DEPTH):
+                raise ValueError(f"nested deeper than {MAX_WEBHOOK_DEPTH} levels")
+            return Parse(text, api.WebhookEvent(), ignore_unknown_fields=True)
+        except Exception as e:
+            raise HttpError(400, f"a signed body that is not a LiveKit event: {e}") from None
+
     async def handle(self, request: Request) -> Response:
         if not self.settings.relay_outbox:
             raise HttpError(
@@ -112,19 +148,14 @@ class LiveKitWebhooks:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in _TYPES:
             raise HttpError(415, "LiveKit webhooks are application/webhook+json")
-        body = await request.body()
-        if len(body) > MAX_WEBHOOK_BYTES:
-            raise HttpError(413, f"a LiveKit webhook is at most {MAX_WEBHOOK_BYTES} bytes")
         auth = request.headers.get("authorization", "").strip()
         if auth.lower().startswith("bearer "):
             auth = auth[7:].strip()
         if not auth:
             raise HttpError(401, "no LiveKit webhook token in Authorization")
-        try:
-            text = body.decode("utf-8")
-            event = self.receiver.receive(text, auth)
-        except Exception as e:
-            raise HttpError(401, f"not a valid LiveKit webhook: {e}") from None
+        claims = self.claims(auth)
+        body = await read_limited(request, MAX_WEBHOOK_BYTES, time_limit=self.settings.idle_timeout)
+        event = self.event(body, claims)
         token_hash = hashlib.sha256(auth.encode()).hexdigest()
         received = time.time()
         entry = ledger_event(event, received)

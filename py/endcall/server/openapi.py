@@ -1,49 +1,82 @@
 """The OpenAPI 3.1 description of the fallback server, served at ``/openapi.json``.
 
-The schemas here are what the property tests generate requests from and check answers against,
-so they are kept exact: every status the server can answer is listed with its body.
+The schemas here are what the property tests (and schemathesis, with all its checks) generate
+requests from and check answers against, so they are kept exact: what they accept the server
+accepts, what they refuse it refuses, and every status the server can answer is listed with its
+body. Two rules JSON Schema cannot say are in the descriptions: sizes in UTF-8 bytes (a whole
+body, an IDENTITY, ``meta``) and nesting depth.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from endcall.protocol import MAX_META_BYTES
-from endcall.server.intake import MAX_BODY_BYTES, MAX_ROOM_BYTES, MAX_TOKEN_CHARS
+from endcall.protocol import MAX_DEPTH, MAX_IDENTITY_BYTES, MAX_META_BYTES
+from endcall.server.intake import MAX_BODY_BYTES, MAX_TOKEN_CHARS
+from endcall.server.livekit_webhooks import MAX_WEBHOOK_BYTES, MAX_WEBHOOK_DEPTH
 
 __all__ = ["openapi_document"]
 
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 _REASON = {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]{0,63}$"}
+_NULL = {"type": "null"}
+IDENTITY: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_IDENTITY_BYTES,
+    "pattern": r"^[^\u0000-\u001f\u007f]*$",
+    "description": (
+        f"protocol.md IDENTITY: at most {MAX_IDENTITY_BYTES} bytes as UTF-8 (so at most "
+        f"{MAX_IDENTITY_BYTES} characters), no control character (U+0000-U+001F, U+007F)."
+    ),
+}
+
+
+def _optional(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional field: ``null`` means the same as leaving it out (protocol.md §1)."""
+    return {"oneOf": [schema, _NULL]}
+
 
 END_BODY: dict[str, Any] = {
     "type": "object",
+    "description": (
+        f"An end.request (protocol.md §2.1) plus room and token: at most {MAX_BODY_BYTES} bytes,"
+        f" at most {MAX_DEPTH} levels of arrays/objects, finite numbers, well-formed Unicode;"
+        " other fields are ignored (but count in the sizes)."
+    ),
     "required": ["type", "v", "id", "room"],
     "properties": {
         "type": {"const": "end.request"},
         "v": {"const": 1},
         "id": _ID,
-        "reason": {
-            "type": "string",
-            "pattern": "^customer-[a-z0-9.-]{0,54}$",
-            "description": "A client may only send reasons starting with customer-.",
-        },
-        "initiator": {
-            "type": "string",
-            "minLength": 1,
-            "description": "Informational; must equal the token's identity when present.",
-        },
-        "sent_at": {"type": "integer", "minimum": 0, "maximum": 2**53 - 1},
-        "meta": {
-            "type": "object",
-            "description": f"At most {MAX_META_BYTES} bytes serialized; copied into the report.",
-        },
-        "room": {"type": "string", "minLength": 1, "maxLength": MAX_ROOM_BYTES // 4},
-        "token": {
-            "type": "string",
-            "maxLength": MAX_TOKEN_CHARS,
-            "description": "For sendBeacon, which cannot set headers.",
-        },
+        "reason": _optional(
+            {
+                "type": "string",
+                "pattern": "^customer-[a-z0-9.-]{0,55}$",
+                "description": "A client may only send reasons starting with customer- (another"
+                " well-formed reason gets 403).",
+            }
+        ),
+        "initiator": _optional(
+            {**IDENTITY, "description": "Must equal the token's identity (else 403)."}
+        ),
+        "sent_at": _optional({"type": "integer", "minimum": 0, "maximum": 2**53 - 1}),
+        "meta": _optional(
+            {
+                "type": "object",
+                "description": f"At most {MAX_META_BYTES} bytes serialized; copied into the"
+                " report.",
+            }
+        ),
+        "room": IDENTITY,
+        "token": _optional(
+            {
+                "type": "string",
+                "maxLength": MAX_TOKEN_CHARS,
+                "description": "For sendBeacon, which cannot set headers: a JWT, used when no"
+                " Authorization header is sent (another string is an invalid token: 401).",
+            }
+        ),
     },
 }
 
@@ -123,7 +156,13 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                             "Token for another room or identity, "
                             "or a reason only the server side may send."
                         ),
-                        "413": _error(f"Body over {MAX_BODY_BYTES} bytes."),
+                        "408": _error(
+                            "The body did not arrive within ENDCALL_IDLE_TIMEOUT seconds."
+                        ),
+                        "413": _error(
+                            f"Body (or its Content-Length) over {MAX_BODY_BYTES} bytes; no more"
+                            " is read."
+                        ),
                         "415": _error("Content-Type is not application/json or text/plain."),
                         "429": _error("Rate limited (per identity, per address).", "Retry-After"),
                         "502": _error("LiveKit API unreachable.", "Retry-After"),
@@ -135,13 +174,21 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                     "operationId": "livekitWebhook",
                     "summary": "LiveKit's own webhooks into the room ledger",
                     "description": (
-                        "Verified with livekit-api's WebhookReceiver (the raw JWT in "
-                        "Authorization). See README, 'Every finished room is accounted for'."
+                        "Verified as livekit-api's WebhookReceiver does (the JWT in "
+                        "Authorization, the body's SHA-256 in it). See README, 'Every finished "
+                        "room is accounted for'."
                     ),
+                    "security": [{"livekitWebhook": []}],
                     "requestBody": {
                         "required": True,
-                        "description": "A LiveKit WebhookEvent, at most 1 MiB.",
-                        "content": {"application/webhook+json": {"schema": {"type": "object"}}},
+                        "description": (
+                            f"A LiveKit WebhookEvent, at most {MAX_WEBHOOK_BYTES} bytes and"
+                            f" {MAX_WEBHOOK_DEPTH} levels deep."
+                        ),
+                        "content": {
+                            "application/webhook+json": {"schema": {"type": "object"}},
+                            "application/json": {"schema": {"type": "object"}},
+                        },
                     },
                     "responses": {
                         "200": {
@@ -161,10 +208,27 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                                 }
                             },
                         },
-                        "400": _error("Not a LiveKit event about a room (no room sid)."),
-                        "401": _error("No token, a forged or expired one, or a replayed one."),
-                        "413": _error("Body over 1 MiB."),
-                        "415": _error("Content-Type is not application/webhook+json."),
+                        "400": _error(
+                            "A correctly signed body that is not a LiveKit event about a room"
+                            " (not JSON, too deep, no room sid)."
+                        ),
+                        "401": _error(
+                            "No token, a forged or expired one, one whose hash does not match"
+                            " the body, or a replayed one."
+                        ),
+                        "408": _error(
+                            "The body did not arrive within ENDCALL_IDLE_TIMEOUT seconds."
+                        ),
+                        "413": _error(
+                            f"Body (or its Content-Length) over {MAX_WEBHOOK_BYTES} bytes; no"
+                            " more is read."
+                        ),
+                        "415": _error(
+                            "Content-Type is not application/webhook+json or application/json."
+                        ),
+                        "429": _error(
+                            "Too many failed verifications from this address.", "Retry-After"
+                        ),
                         "500": _error("The ledger could not be written; LiveKit retries."),
                         "503": _error("No outbox configured (ENDCALL_OUTBOX)."),
                     },
@@ -192,7 +256,12 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
-                    "responses": {"200": {"description": "This document."}},
+                    "responses": {
+                        "200": {
+                            "description": "This document.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
                 }
             },
         },
@@ -203,7 +272,14 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT (LiveKit access token or endcall end token)",
-                }
+                },
+                "livekitWebhook": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "LiveKit's webhook JWT (raw or after Bearer), signed with"
+                    " the project's API key, with the body's SHA-256 in its claims.",
+                },
             },
         },
     }

@@ -7,7 +7,6 @@ Environment variables (every one has a matching ``endcall serve`` flag):
 ``LIVEKIT_API_KEY``            API key, required
 ``LIVEKIT_API_SECRET``         API secret, required
 ``ENDCALL_ALLOWED_ORIGINS``    CORS origins, comma/space separated (``*`` for any); none
-``ENDCALL_METHOD``             data topic of the server channel (``end_interview``)
 ``ENDCALL_ACK_TIMEOUT``        seconds to wait for the agent's ack (3)
 ``ENDCALL_ESCALATION``         ``delete_room`` (default) or ``none``
 ``ENDCALL_RATE_LIMIT``         default for both limits below, ``N/PERIOD`` (``10/60``)
@@ -22,6 +21,9 @@ Environment variables (every one has a matching ``endcall serve`` flag):
 ``ENDCALL_WEBHOOK_URL``        where ``session.missing`` events go (the reports' receiver)
 ``ENDCALL_RECONCILE_AFTER``    seconds after ``room_finished`` before a room without a
                                report gets ``session.missing`` (300)
+``ENDCALL_IDLE_TIMEOUT``       seconds a client gets to send a request's head (from
+                               connecting or from the previous answer) and, apart, its
+                               body (else 408); a connection idle longer is closed (30)
 =============================  ===========================================================
 
 A rate is ``N/PERIOD`` where PERIOD is seconds or a unit: ``10/60``, ``10/minute``, ``5/s``,
@@ -37,8 +39,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from endcall.protocol import DEFAULT_METHOD
-from endcall.reports.webhook import SECRET_ENV, parse_secrets, validate_secret, validate_url
+from endcall.reports.relay import secrets_from_env
+from endcall.reports.webhook import SECRET_ENV, validate_secret, validate_url
 
 __all__ = ["Escalation", "RateLimit", "Settings"]
 
@@ -54,7 +56,6 @@ _UNITS = {
     "hour": 3600.0,
 }
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?|[a-z]+)\s*$")
-_METHOD_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,6 @@ class Settings:
     api_key: str
     api_secret: str
     allowed_origins: tuple[str, ...] = ()
-    method: str = DEFAULT_METHOD
     ack_timeout: float = 3.0
     escalation: Escalation = "delete_room"
     rate_limit_identity: RateLimit | None = field(default=_DEFAULT_RATE)
@@ -120,7 +120,8 @@ class Settings:
     """Outbox (SQLite path or ``postgresql://`` DSN) whose leftover reports this server
     delivers in the background (``ENDCALL_OUTBOX``); needs ``relay_secrets``."""
     relay_secrets: tuple[str, ...] = ()
-    """Webhook signing secrets for the relay (``ENDCALL_WEBHOOK_SECRET``)."""
+    """Webhook signing secrets for the relay (``ENDCALL_WEBHOOK_SECRET``, then the secrets named
+    in ``ENDCALL_WEBHOOK_SECRETS``)."""
     relay_poll: float = 30.0
     webhook_url: str | None = None
     """Where ``session.missing`` events are sent (``ENDCALL_WEBHOOK_URL``): the receiver of
@@ -131,14 +132,16 @@ class Settings:
     reconcile_sweep: float = 60.0
     """Seconds between two ListRooms sweeps for rooms LiveKit no longer lists though their
     ``room_finished`` never came (``ENDCALL_RECONCILE_SWEEP``)."""
+    idle_timeout: float = 30.0
+    """Seconds a client gets to send a whole request head, counted from when it connects or
+    from the previous answer (else the connection is closed: ``endcall serve``'s edge), and,
+    apart, to send a request's body (else 408) (``ENDCALL_IDLE_TIMEOUT``)."""
 
     def __post_init__(self) -> None:
         if not self.livekit_url:
             raise ValueError("LIVEKIT_URL is required")
         if not self.api_key or not self.api_secret:
             raise ValueError("LIVEKIT_API_KEY and LIVEKIT_API_SECRET are required")
-        if not _METHOD_RE.match(self.method):
-            raise ValueError("ENDCALL_METHOD must be 1-64 characters of [A-Za-z0-9_.-]")
         if self.escalation not in ("delete_room", "none"):
             raise ValueError("ENDCALL_ESCALATION must be delete_room or none")
         for name, value in (
@@ -146,6 +149,7 @@ class Settings:
             ("ENDCALL_LIVEKIT_TIMEOUT", self.livekit_timeout),
             ("ENDCALL_POLL_INTERVAL", self.poll_interval),
             ("ENDCALL_IDEMPOTENCY_TTL", self.idempotency_ttl),
+            ("ENDCALL_IDLE_TIMEOUT", self.idle_timeout),
         ):
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
@@ -190,8 +194,6 @@ class Settings:
         }
         if "ENDCALL_ALLOWED_ORIGINS" in env:
             values["allowed_origins"] = parse_origins(env["ENDCALL_ALLOWED_ORIGINS"])
-        if env.get("ENDCALL_METHOD"):
-            values["method"] = env["ENDCALL_METHOD"].strip()
         if env.get("ENDCALL_ESCALATION"):
             values["escalation"] = env["ENDCALL_ESCALATION"].strip().lower()
         floats = {
@@ -203,13 +205,15 @@ class Settings:
             "ENDCALL_RELAY_POLL": "relay_poll",
             "ENDCALL_RECONCILE_AFTER": "reconcile_after",
             "ENDCALL_RECONCILE_SWEEP": "reconcile_sweep",
+            "ENDCALL_IDLE_TIMEOUT": "idle_timeout",
         }
         for var, name in floats.items():
             if env.get(var):
                 values[name] = _float(var, env[var])
         if env.get("ENDCALL_OUTBOX"):
             values["relay_outbox"] = env["ENDCALL_OUTBOX"].strip()
-            values["relay_secrets"] = parse_secrets(env.get(SECRET_ENV, ""))
+            # its own secret and the named ones jobs pick (`webhook_secret_id`)
+            values["relay_secrets"] = secrets_from_env(environ=env)
         if env.get("ENDCALL_WEBHOOK_URL"):
             values["webhook_url"] = env["ENDCALL_WEBHOOK_URL"].strip()
         if env.get("ENDCALL_RETRY_AFTER"):
