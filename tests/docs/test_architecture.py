@@ -135,3 +135,21 @@ def test_the_readme_python_imports_run() -> None:
     assert lines
     for line in lines:
         exec(line, {})
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_every_example_imports(path: Path) -> None:
+    """The examples name the kit's modules as users will: each one still imports."""
+    import importlib.util
+
+    import sys
+
+    name = f"example_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[name]
