@@ -166,9 +166,8 @@ def test_a_content_length_over_the_limit_is_refused_before_any_body(
     """413 at once (a forged LiveKit token: 401 at once), never waiting for the body."""
     with serve.connect() as sock:
         sock.sendall(head + b"Content-Length: 1048576000\r\n\r\n")
-        started = time.monotonic()
-        got, body = read_answer(sock, timeout=IDLE / 2)  # no body sent: no wait for one
-        assert time.monotonic() - started < IDLE / 2
+        # no body is sent: a server that waited for it would answer 408 after IDLE seconds
+        got, body = read_answer(sock, timeout=IDLE + 5)
     assert _error(got, body) == (status, HTTP_CODES[status])
 
 
@@ -239,7 +238,8 @@ def test_an_endless_header_costs_little_and_healthz_stays_quick(serve: ServeProc
         stop.set()
         prober.join(timeout=10)
     assert sent < 16 * MiB, f"the server read {sent / MiB:.0f} MiB of one header"
-    assert slowest < 1.0, f"/healthz took {slowest:.2f} s"
+    # the attack stalled /healthz 12 s; the bound is loose for a busy CI machine
+    assert slowest < 5.0, f"/healthz took {slowest:.2f} s"
 
 
 # --- idle and slow connections ----------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_idle_connections_are_closed_within_the_idle_timeout(serve: ServeProcess
         still_open = [
             i
             for i, sock in enumerate(socks)
-            if not closed_by_peer(sock, timeout=max(0.01, started + IDLE + 3 - time.monotonic()))
+            if not closed_by_peer(sock, timeout=max(0.01, started + IDLE + 8 - time.monotonic()))
         ]
         assert still_open == [], f"{len(still_open)} connections left open"
         assert httpx.get(serve.url + "/healthz", timeout=5).status_code == 200
@@ -283,8 +283,9 @@ def test_a_head_sent_byte_by_byte_is_cut_at_the_idle_timeout(serve: ServeProcess
                 time.sleep(IDLE / 10)
         except OSError:
             pass
-        assert closed_by_peer(sock, timeout=IDLE)
-    assert time.monotonic() - started < IDLE + 2
+        assert closed_by_peer(sock, timeout=IDLE + 5)
+    # sending it all would take 11 s; the cut comes at IDLE (margins for a busy machine)
+    assert time.monotonic() - started < IDLE + 6
 
 
 @pytest.mark.parametrize("head", [END, HOOK], ids=["end", "webhook"])
@@ -292,8 +293,8 @@ def test_a_body_that_does_not_arrive_in_time_is_408(serve: ServeProcess, head: b
     with serve.connect() as sock:
         sock.sendall(head + b"Content-Length: 1000\r\n\r\n" + b'{"type":')
         started = time.monotonic()
-        status, body = read_answer(sock, timeout=IDLE + 3)
-        assert IDLE - 0.5 < time.monotonic() - started < IDLE + 2
+        status, body = read_answer(sock, timeout=IDLE + 8)
+        assert IDLE - 0.5 < time.monotonic() - started < IDLE + 6
         assert closed_by_peer(sock, timeout=LINGER_MARGIN)
     assert _error(status, body) == (408, "request_timeout")
 
