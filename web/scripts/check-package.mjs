@@ -1,5 +1,6 @@
-// Checks what `npm pack` would publish (only dist/, README.md, package.json, LICENSE) and that
-// the core entry imports neither React nor livekit-client. Run after `npm run build`.
+// Checks what `npm pack` would publish (only dist/, README.md, package.json, LICENSE), that the
+// core entry imports neither React nor livekit-client, that the React entry begins with
+// "use client" and that no browser entry carries endcall/server. Run after `npm run build`.
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
@@ -20,5 +21,23 @@ for (const file of ["dist/index.js", "dist/index.cjs"]) {
     console.log(`${file} imports ${bad.join(", ")}: the core must not`);
   }
 }
-console.log(failed ? "package check FAILED" : "package check ok: core imports no React and no livekit-client");
+// Next.js: the React entry is a client module; no browser entry carries the server helpers
+for (const file of ["dist/react.js", "dist/react.cjs"]) {
+  const head = readFileSync(resolve(root, file), "utf-8").replace(/^(['"])use strict\1;?\s*/, "");
+  if (!/^(['"])use client\1/.test(head)) {
+    failed = true;
+    console.log(`${file} does not begin with "use client"`);
+  }
+}
+for (const file of ["dist/index.js", "dist/index.cjs", "dist/react.js", "dist/react.cjs"]) {
+  if (/mintEndToken|endProxy/.test(readFileSync(resolve(root, file), "utf-8"))) {
+    failed = true;
+    console.log(`${file} contains endcall/server code: it must stay out of browser entries`);
+  }
+}
+console.log(
+  failed
+    ? "package check FAILED"
+    : 'package check ok: core imports no React and no livekit-client; react entry is "use client"; no server code in browser entries',
+);
 process.exit(failed ? 1 : 0);

@@ -103,12 +103,18 @@ interface CallRecord {
   /** The encoded end.request, once built. */
   request?: string;
   acked?: boolean;
+  /** The connection it belongs to: the local participant's sid when it started. */
+  sid?: string;
 }
 
 const calls = new WeakMap<EndCallRoom, CallRecord>();
 
-/** The in-flight or acknowledged call on this room (shared with the tab-close beacon). */
-export const currentCall = (room: EndCallRoom): CallRecord | undefined => calls.get(room);
+/** The in-flight or acknowledged call of the room's current connection (shared with the
+ * tab-close beacon). A call of an earlier connection of the same `Room` does not count. */
+export const currentCall = (room: EndCallRoom): CallRecord | undefined => {
+  const record = calls.get(room);
+  return record?.sid === room.localParticipant?.sid ? record : undefined;
+};
 
 /** A fresh request id: 32 random hex digits (128 bits; `crypto.getRandomValues` works on
  * plain-http pages, where `crypto.randomUUID` does not exist). */
@@ -138,18 +144,20 @@ export function buildRequest(
 }
 
 /**
- * End the call. Concurrent calls on one room share one in-flight promise (their options are
- * ignored); after an acknowledged end the same outcome is returned again.
+ * End the call. Concurrent calls on one connection of a room share one in-flight promise (their
+ * options are ignored); after an acknowledged end the same outcome is returned again, until the
+ * room connects again: a new connection (a new local participant sid) starts a new end.
  */
 export function endCall(room: EndCallRoom, options: EndCallOptions = {}): Promise<EndCallOutcome> {
-  let record = calls.get(room);
+  let record = currentCall(room);
   if (!record) {
-    record = { requestId: options.requestId ?? newRequestId() } as CallRecord;
+    record = { sid: room.localParticipant?.sid, requestId: options.requestId ?? newRequestId() } as CallRecord;
     calls.set(room, record);
     const current = record;
     record.promise = run(room, options, record).then((outcome) => {
-      // keep an acknowledged end (later calls get the same outcome); allow a retry otherwise
-      if (!(current.acked = outcome.status != "unacknowledged")) calls.delete(room);
+      // keep an acknowledged end (later calls get the same outcome); allow a retry otherwise,
+      // unless a newer connection's call has taken its place
+      if (!(current.acked = outcome.status != "unacknowledged") && currentCall(room) == current) calls.delete(room);
       return outcome;
     });
   }
@@ -233,7 +241,8 @@ async function run(room: EndCallRoom, o: EndCallOptions, record: CallRecord): Pr
         note("rpc", "no_agent", "no agent in the room");
       }
 
-      if (!win && !signal?.aborted) {
+      // the fallback only while the room is on the connection the end started on
+      if (!win && !signal?.aborted && currentCall(room) == record) {
         if (pending.has("rpc")) note("rpc", "timeout", `no ack within ${ackTimeout} ms`);
         if (agent) channel("data", () => sendData(room, agent, method, request, requestId, listen));
         if (o.fallbackUrl) {
@@ -258,7 +267,8 @@ async function run(room: EndCallRoom, o: EndCallOptions, record: CallRecord): Pr
       errors.push(describe("request", error));
     }
     done = true;
-    if (o.disconnect !== false) {
+    // not when the room has connected again meanwhile: that is another call
+    if (o.disconnect !== false && currentCall(room) == record) {
       await Promise.race([
         room.disconnect().catch((error: unknown) => {
           errors.push({ ...describe("disconnect", error), code: "disconnect_failed" });

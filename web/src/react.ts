@@ -2,7 +2,12 @@
  * `endcall/react`: `useEndInterview()`, the React binding of `endCall`. The room comes from the
  * options or from `@livekit/components-react`'s RoomContext. Imports the core from `endcall`
  * (never bundled into this entry), so the hook and `endCall` share one in-flight registry.
+ *
+ * An end belongs to one connection of the room: when the same `Room` connects again (LiveKit's
+ * starters reuse one `Room` for every call), the hook starts fresh (`state` back to `idle`, no
+ * outcome, the beacon armed again), and the next `endInterview()` sends a new request.
  */
+"use client";
 import { useMaybeRoomContext } from "@livekit/components-react";
 import { useCallback, useEffect, useRef, useState } from "react";
 import {
@@ -52,6 +57,8 @@ export function useEndInterview(options: UseEndInterviewOptions = {}): UseEndInt
    * outlives the component) and no state is set after unmount. */
   const running = useRef(new Set<AbortController>());
   const mounted = useRef(false);
+  /** The connection the state belongs to: the local participant's sid (new on every join). */
+  const connection = useRef(room?.localParticipant?.sid);
   const { agentIdentity, fallbackUrl, token, beacon, beaconReason } = options;
 
   useEffect(() => {
@@ -66,13 +73,29 @@ export function useEndInterview(options: UseEndInterviewOptions = {}): UseEndInt
   useEffect(() => {
     if (!room) return;
     const ended = (): void => setState("ended");
+    const watch = (): (() => void) => onAgentEnded(room, setAgentEnded, agentIdentity);
+    let stopWatching = (): void => {};
+    /** A new connection of the room (a new local participant sid): start fresh. */
+    const connected = (): void => {
+      const sid = room.localParticipant?.sid;
+      if (sid === connection.current) return;
+      connection.current = sid;
+      setState("idle");
+      setOutcome(null);
+      setAgentEnded(null);
+      stopWatching();
+      stopWatching = watch();
+    };
+    connected();
+    room.on(RoomEvents.ConnectionStateChanged, connected);
     room.on(RoomEvents.Disconnected, ended);
-    const stopWatching = onAgentEnded(room, setAgentEnded, agentIdentity);
+    stopWatching = watch();
     const stopBeacon =
       beacon === false || !fallbackUrl || !token
         ? () => {}
         : installEndBeacon(room, { fallbackUrl, token, reason: beaconReason, agentIdentity });
     return () => {
+      room.off(RoomEvents.ConnectionStateChanged, connected);
       room.off(RoomEvents.Disconnected, ended);
       stopWatching();
       stopBeacon();
@@ -86,6 +109,7 @@ export function useEndInterview(options: UseEndInterviewOptions = {}): UseEndInt
     if (userSignal?.aborted) forward();
     userSignal?.addEventListener("abort", forward);
     running.current.add(controller);
+    const startedOn = connection.current;
     setState((s) => (s === "ended" ? s : "ending"));
     const call = room
       ? endCall(room, { ...latest.current, signal: controller.signal })
@@ -100,7 +124,8 @@ export function useEndInterview(options: UseEndInterviewOptions = {}): UseEndInt
     return call.then((result) => {
       userSignal?.removeEventListener("abort", forward);
       running.current.delete(controller);
-      if (mounted.current) {
+      // (an end of an earlier connection does not overwrite the current connection's state)
+      if (mounted.current && connection.current === startedOn) {
         setOutcome(result);
         setState("ended");
       }

@@ -14,12 +14,14 @@ export const EVENT_ATTRIBUTES = "participantAttributesChanged";
 export const EVENT_LEFT = "participantDisconnected";
 export const EVENT_DATA = "dataReceived";
 export const EVENT_DISCONNECTED = "disconnected";
+export const EVENT_CONNECTION_STATE = "connectionStateChanged";
 /** livekit-client's `RoomEvent` names endcall listens to. */
 export const RoomEvents = {
   ParticipantAttributesChanged: EVENT_ATTRIBUTES,
   ParticipantDisconnected: EVENT_LEFT,
   DataReceived: EVENT_DATA,
   Disconnected: EVENT_DISCONNECTED,
+  ConnectionStateChanged: EVENT_CONNECTION_STATE,
 } as const;
 
 export interface EndCallParticipant {
@@ -31,6 +33,13 @@ export interface EndCallParticipant {
 
 export interface EndCallLocalParticipant {
   readonly identity: string;
+  /**
+   * The participant's sid. livekit-client gives the local participant a new one on every join,
+   * so it names the room's current *connection*: an end belongs to the connection it started
+   * on, and a new connection of the same `Room` starts fresh. Without it (a double that does not
+   * set it), every connection of the room counts as one.
+   */
+  readonly sid?: string;
   performRpc(params: {
     destinationIdentity: string;
     method: string;

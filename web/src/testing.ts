@@ -80,6 +80,8 @@ export class FakeLocalParticipant implements EndCallLocalParticipant {
   readonly rpcHandlers = new Map<string, RpcHandler>();
   /** Called for every published packet (set by `FakeAgent`); may throw to make publishData fail. */
   onPublish: ((data: Uint8Array, options: PublishOptions) => void) | undefined;
+  /** A new sid on every `FakeRoom.connect()`, as livekit-client gives one on every join. */
+  sid = "PA_fake_1";
 
   constructor(
     readonly identity: string,
@@ -104,12 +106,18 @@ export class FakeLocalParticipant implements EndCallLocalParticipant {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Listener = (...args: any[]) => void;
 
-/** The Room subset `endCall` uses, in memory. Events use livekit-client's `RoomEvent` names. */
+/**
+ * The Room subset `endCall` uses, in memory. Events use livekit-client's `RoomEvent` names. It
+ * starts connected (its first connection); `disconnect()` then `connect()` is the next
+ * connection of the same room object, as LiveKit's starters reuse one `Room` for every call.
+ */
 export class FakeRoom implements EndCallRoom {
   readonly localParticipant: FakeLocalParticipant;
   readonly remoteParticipants = new Map<string, FakeParticipant>();
   /** How many times `disconnect()` was called. */
   disconnectCalls = 0;
+  /** How many connections the room has had (the one it starts with counts). */
+  connections = 1;
   state: "connected" | "disconnected" = "connected";
   private readonly listeners = new Map<string, Set<Listener>>();
 
@@ -143,11 +151,27 @@ export class FakeRoom implements EndCallRoom {
     return n;
   }
 
+  /** Leave: like livekit-client, the remote participants are forgotten (no event for each),
+   * then `connectionStateChanged` ("disconnected") and `disconnected` (CLIENT_INITIATED). */
   async disconnect(): Promise<void> {
     this.disconnectCalls += 1;
     if (this.state === "disconnected") return;
     this.state = "disconnected";
+    this.remoteParticipants.clear();
+    this.emit(RoomEvents.ConnectionStateChanged, "disconnected");
     this.emit(RoomEvents.Disconnected, 1 /* CLIENT_INITIATED */);
+  }
+
+  /** Connect again (a no-op while connected): a new connection of this room object, with a new
+   * local participant sid and no remote participants yet (add a `FakeAgent` for the new call);
+   * emits `connectionStateChanged` ("connected") and `connected`, as livekit-client does. */
+  async connect(_url?: string, _token?: string): Promise<void> {
+    if (this.state === "connected") return;
+    this.connections += 1;
+    this.localParticipant.sid = `PA_fake_${this.connections}`;
+    this.state = "connected";
+    this.emit(RoomEvents.ConnectionStateChanged, "connected");
+    this.emit("connected");
   }
 
   addParticipant(identity: string, kind = 0, attributes: Record<string, string> = {}): FakeParticipant {
