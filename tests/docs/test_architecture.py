@@ -141,7 +141,6 @@ def test_the_readme_python_imports_run() -> None:
 def test_every_example_imports(path: Path) -> None:
     """The examples name the kit's modules as users will: each one still imports."""
     import importlib.util
-
     import sys
 
     name = f"example_{path.stem}"
