@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from endcall.reports.outbox.schema import Tx
 from endcall.reports.outbox.sql import SqlOutbox
+from endcall.reports.outbox.versions import Component, ensure_schema
 
 __all__ = [
     "EVENTS",
@@ -63,6 +65,17 @@ CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (
 );
 CREATE INDEX IF NOT EXISTS {EVENTS_TABLE}_room ON {EVENTS_TABLE} (room_sid, at);
 """
+
+
+def _create(tx: Tx) -> None:
+    for stmt in _SCHEMA.split(";"):
+        if stmt.strip():
+            tx.run(stmt)
+
+
+#: the ledger's tables, versioned next to the outbox's (`endcall.reports.outbox.versions`)
+LEDGER_SCHEMA = Component("ledger", _create)
+
 
 _EVENT_COLS = (
     "event_id, event, room_sid, room_name, identity, participant_sid, kind, at, received_at"
@@ -154,10 +167,8 @@ class Ledger:
 
     def __init__(self, outbox: SqlOutbox) -> None:
         self.outbox = outbox
-        with outbox.transaction() as tx:
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    tx.run(stmt)
+        with outbox.schema_transaction() as tx:
+            ensure_schema(tx, LEDGER_SCHEMA)
 
     def seen_token(self, token_hash: str) -> bool:
         """True when a request with this token was already recorded (a replay)."""

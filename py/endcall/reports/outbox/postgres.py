@@ -15,11 +15,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from endcall.reports.outbox.base import TABLE, Clock
-from endcall.reports.outbox.schema import SCHEMA, Tx, to_pyformat
+from endcall.reports.outbox.schema import Tx, to_pyformat
 from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.redact import redact
 
-__all__ = ["PostgresOutbox"]
+__all__ = ["SCHEMA_LOCK_KEY", "PostgresOutbox"]
+
+#: the advisory lock key of endcall's schema changes ("endcall" in ASCII)
+SCHEMA_LOCK_KEY = 0x656E6463616C6C
 
 
 class _PgTx(Tx):
@@ -41,6 +44,9 @@ class PostgresOutbox(SqlOutbox):
     """
 
     claim_lock = " FOR UPDATE SKIP LOCKED"
+    # one schema change at a time across the fleet (released when its transaction ends)
+    schema_lock_sql = f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})"
+    blob_type = "BYTEA"
 
     def __init__(self, dsn: str, *, clock: Clock | None = None, connect_timeout: int = 10) -> None:
         super().__init__(clock)
@@ -56,11 +62,7 @@ class PostgresOutbox(SqlOutbox):
         except psycopg.Error as e:  # a malformed DSN is quoted in the message: no password
             raise type(e)(redact(str(e))) from None
         try:
-            with self._t() as tx:
-                for stmt in SCHEMA.replace("{blob}", "BYTEA").split(";"):
-                    if stmt.strip():
-                        tx.run(stmt)
-                self._migrate(tx)
+            self._open_schema()
         except BaseException:
             self._conn.close()
             raise

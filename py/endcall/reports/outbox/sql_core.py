@@ -15,9 +15,11 @@ from endcall.reports.outbox.base import ATTEMPTS_TABLE, TABLE, Clock, OutboxReco
 from endcall.reports.outbox.schema import (
     COLUMNS,
     MIGRATIONS,
+    SCHEMA,
     Tx,
     row_record,
 )
+from endcall.reports.outbox.versions import Component, Step, ensure_schema
 
 
 class SqlCore(ABC):
@@ -29,6 +31,11 @@ class SqlCore(ABC):
 
     #: appended to the claim's SELECT (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)
     claim_lock = ""
+    #: run first in a schema transaction (PostgreSQL: an advisory lock; SQLite's write
+    #: transaction is the lock already)
+    schema_lock_sql = ""
+    #: the column type of report bodies
+    blob_type = "BLOB"
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._injected_clock = clock
@@ -50,11 +57,33 @@ class SqlCore(ABC):
         """The database's clock: what every lease and due time is measured on."""
         return self._clock()
 
-    def _migrate(self, tx: Tx) -> None:
-        have = self._columns(tx)
-        for name, decl in MIGRATIONS:
-            if name not in have:
-                tx.run(f"ALTER TABLE {TABLE} ADD COLUMN {name} {decl}")
+    @contextlib.contextmanager
+    def schema_transaction(self) -> Iterator[Tx]:
+        """A write transaction holding the schema lock: where tables are created and migrated
+        (`endcall.reports.outbox.versions`), one process at a time."""
+        with self._t() as tx:
+            if self.schema_lock_sql:
+                tx.run(self.schema_lock_sql)
+            yield tx
+
+    def _open_schema(self) -> None:
+        """Create or migrate the outbox's tables (once, however many processes open it)."""
+
+        def create(tx: Tx) -> None:
+            for stmt in SCHEMA.replace("{blob}", self.blob_type).split(";"):
+                if stmt.strip():
+                    tx.run(stmt)
+
+        def add_column(name: str, decl: str) -> Step:
+            def step(tx: Tx) -> None:
+                if name not in self._columns(tx):
+                    tx.run(f"ALTER TABLE {TABLE} ADD COLUMN {name} {decl}")
+
+            return step
+
+        outbox = Component("outbox", create, [add_column(n, d) for n, d in MIGRATIONS])
+        with self.schema_transaction() as tx:
+            ensure_schema(tx, outbox)
 
     @contextlib.contextmanager
     def _t(self, write: bool = True) -> Iterator[Tx]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from endcall.reports.outbox.base import TABLE, Clock
-from endcall.reports.outbox.schema import SCHEMA, Tx
+from endcall.reports.outbox.schema import Tx
 from endcall.reports.outbox.sql import SqlOutbox
 
 __all__ = ["SqliteOutbox"]
@@ -52,11 +52,7 @@ class SqliteOutbox(SqlOutbox):
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = FULL")
-            with self._t() as tx:
-                for stmt in SCHEMA.replace("{blob}", "BLOB").split(";"):
-                    if stmt.strip():
-                        tx.run(stmt)
-                self._migrate(tx)
+            self._open_schema()
         except BaseException:
             self._conn.close()
             raise
