@@ -16,8 +16,9 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from typing import Any
 
-_state: dict[str, str] = {}
+_state: dict[str, Any] = {}
 
 
 class PgUnavailable(Exception):
@@ -94,6 +95,10 @@ def _start() -> str:
         text=True,
         timeout=120,
     )
+    log_file = os.path.join(base, "log")  # the server must not inherit our pipes
+    _state["restart"] = [
+        *[*prefix, pg_ctl, "-D", data, "-o", opts, "-l", log_file, "-m", "fast", "-w", "restart"]
+    ]
     if r.returncode != 0:
         log = ""
         try:
@@ -139,3 +144,12 @@ def database_or_skip() -> str:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL unavailable in CI: {e}")
         pytest.skip(f"PostgreSQL unavailable: {e}")
+
+
+def restart() -> None:
+    """Restart the cluster's server process (what a restart or failover does to clients: every
+    connection is dropped; the same port and data come back)."""
+    cluster()
+    r = subprocess.run(_state["restart"], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise PgUnavailable(f"pg_ctl restart failed: {r.stderr.strip()[-300:]}")

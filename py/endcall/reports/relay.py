@@ -23,10 +23,12 @@ relay's lease covers the row's request timeout plus a margin.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import random
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ import httpx
 from endcall.reports import secret_offers
 from endcall.reports.delivery import Clock, DeadCallback, RetryPolicy, Sender, SystemClock
 from endcall.reports.outbox.base import Outbox, OutboxRecord, default_outbox_path, make_owner
+from endcall.reports.redact import redact
 from endcall.reports.webhook import (
     MAX_TIMEOUT,
     SECRET_ENV,
@@ -285,7 +288,9 @@ class BackgroundRelay:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._ready.set()
-        outbox = await asyncio.to_thread(open_outbox, self.target)
+        outbox = await self._open_until_reachable(open_outbox)
+        if outbox is None:
+            return
         relay = Relay(
             outbox,
             self.secrets,
@@ -295,11 +300,19 @@ class BackgroundRelay:
             on_dead=self.on_dead,
         )
         try:
+            failing = False
             while not self._stop.is_set():
                 try:
                     self.stats.add(await relay.run_once())
                 except Exception as e:
-                    logger.warning("endcall background relay pass failed: %s", e)
+                    # once per state change: a database down for an hour is one line, not 120
+                    if not failing:
+                        logger.warning("endcall background relay: passes fail (%s); retrying", e)
+                    failing = True
+                else:
+                    if failing:
+                        logger.info("endcall background relay: passes work again")
+                    failing = False
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=self.poll)
                 except asyncio.TimeoutError:
@@ -307,6 +320,31 @@ class BackgroundRelay:
         finally:
             await relay.aclose()
             await asyncio.to_thread(outbox.close)
+
+    async def _open_until_reachable(self, open_outbox: Callable[[Any], Outbox]) -> Outbox | None:
+        """The outbox, retried with backoff (1 s doubling up to ``poll``, ±20 % jitter) until
+        it opens — a database that starts after its workers is ordinary pod ordering; None
+        when stopped first. One WARNING when it fails, one INFO when it opens after that."""
+        assert self._stop is not None
+        delay, failed = 1.0, False
+        while not self._stop.is_set():
+            try:
+                outbox = await asyncio.to_thread(open_outbox, self.target)
+            except Exception as e:
+                if not failed:
+                    logger.warning(
+                        "endcall background relay: cannot open the outbox yet (%s); retrying",
+                        redact(str(e)),
+                    )
+                failed = True
+            else:
+                if failed:
+                    logger.info("endcall background relay: the outbox is reachable now")
+                return outbox
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, max(self.poll, 1.0))
+        return None
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Ask the relay to stop and wait up to ``timeout`` seconds for the thread."""

@@ -5,12 +5,16 @@ Same semantics as the SQLite outbox. Claims select due rows with
 same table without sending a report twice at the same time; a crashed sender's rows come back
 when its lease expires. Every lease and due time is measured on the server's clock
 (``clock_timestamp()``), so hosts whose clocks disagree never take over each other's live rows.
-Uses psycopg 3 (one connection, serialised by a lock).
+Uses psycopg 3 (one connection, serialised by a lock). A connection the server dropped (a
+restart, a failover) is replaced at the next transaction: a transaction that finds it dead
+before running anything opens a new one; one that loses it midway raises, and the next one
+reconnects.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -18,6 +22,8 @@ from endcall.reports.outbox.base import TABLE, Clock
 from endcall.reports.outbox.schema import Tx, to_pyformat
 from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.redact import redact
+
+logger = logging.getLogger("endcall")
 
 __all__ = ["SCHEMA_LOCK_KEY", "PostgresOutbox"]
 
@@ -51,16 +57,15 @@ class PostgresOutbox(SqlOutbox):
     def __init__(self, dsn: str, *, clock: Clock | None = None, connect_timeout: int = 10) -> None:
         super().__init__(clock)
         try:
-            import psycopg
+            import psycopg  # noqa: F401 - the extra is installed
         except ImportError as e:  # pragma: no cover - depends on the install
             raise ImportError(
                 "PostgresOutbox needs psycopg 3: pip install 'endcall[postgres]'"
             ) from e
         self.dsn = dsn
-        try:
-            self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
-        except psycopg.Error as e:  # a malformed DSN is quoted in the message: no password
-            raise type(e)(redact(str(e))) from None
+        self._connect_timeout = connect_timeout
+        self._closed = False
+        self._conn = self._connect()
         try:
             self._open_schema()
         except BaseException:
@@ -80,13 +85,45 @@ class PostgresOutbox(SqlOutbox):
             return self._injected_clock()
         return float(tx.run("SELECT extract(epoch FROM clock_timestamp())::float8")[0][0])
 
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            return psycopg.connect(self.dsn, autocommit=True, connect_timeout=self._connect_timeout)
+        except psycopg.Error as e:  # a malformed DSN is quoted in the message: no password
+            raise type(e)(redact(str(e))) from None
+
+    def _reconnect(self) -> Any:
+        """A new connection in place of one a restart or failover dropped."""
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        self._conn = self._connect()
+        logger.info("endcall: reconnected to the PostgreSQL outbox")
+        return self._conn
+
     @contextlib.contextmanager
     def _tx(self, *, write: bool) -> Iterator[Tx]:
-        with self._conn.transaction():
-            yield _PgTx(self._conn)
+        import psycopg
+
+        if self._closed:
+            raise psycopg.OperationalError("the outbox is closed")
+        conn = self._conn
+        if conn.closed or conn.broken:
+            conn = self._reconnect()
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(conn.transaction())
+        except psycopg.OperationalError:
+            # the server dropped the connection since its last use (a restart, a failover,
+            # pg_terminate_backend): nothing ran in this transaction yet, so open a new one
+            conn = self._reconnect()
+            stack.enter_context(conn.transaction())
+        with stack:
+            yield _PgTx(conn)
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(Exception):
+            self._closed = True
             self._conn.close()
 
     def __repr__(self) -> str:
