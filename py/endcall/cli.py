@@ -575,6 +575,12 @@ def purge_cmd(ctx: click.Context, before: str, as_json: bool) -> None:
 @click.option("--ledger-max-age", type=float, default=None, help="Seconds (86400).")
 @click.option("--max-pending-age", type=float, default=None, help="Seconds (3600).")
 @click.option("--mountinfo", default=None, hidden=True)
+@click.option(
+    "--server",
+    "server_url",
+    default=None,
+    help="A running endcall serve's base URL: its /readyz too (env ENDCALL_SERVER_URL).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def doctor_cmd(
     target: str | None,
@@ -587,6 +593,7 @@ def doctor_cmd(
     ledger_max_age: float | None,
     max_pending_age: float | None,
     mountinfo: str | None,
+    server_url: str | None,
     as_json: bool,
 ) -> None:
     """Check everything that would lose reports on this host, one ✓/✗ line each with what to
@@ -608,6 +615,7 @@ def doctor_cmd(
         ledger_max_age=ledger_max_age,
         max_pending_age=max_pending_age,
         mountinfo=mountinfo,
+        server_url=server_url,
     )
     checks = run_checks(opts)
     ok = all(c.ok for c in checks)

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from livekit import rtc
 
 from endcall.agent.end_machine import Channel
+from endcall.agent.metrics import ACK_SECONDS, count_end
 from endcall.protocol import (
     ATTR_REQUEST,
     EndAck,
@@ -150,6 +151,7 @@ class Channels:
             request = parse_request(raw, origin=origin)
             return self._decide(request, origin=origin, channel=channel, caller=caller)
         except ProtocolError as e:
+            count_end(channel, e.code)
             if self._limiter.allow():
                 logger.warning(
                     "endcall: rejected end request over %s from %s: %s (request id %s)",
@@ -160,6 +162,7 @@ class Channels:
                 )
             return e
         except Exception as e:  # never raise into the room
+            count_end(channel, "internal")
             logger.exception("endcall: failed to handle an end request over %s", channel)
             return ProtocolError("internal", f"the agent failed: {type(e).__name__}")
 
@@ -180,6 +183,7 @@ class Channels:
     # ------------------------------------------------------------------ RPC
 
     async def _on_rpc(self, data: rtc.RpcInvocationData) -> str:
+        started = time.monotonic()
         answer = self._answer(
             data.payload, origin="client", channel="rpc", caller=data.caller_identity
         )
@@ -187,6 +191,7 @@ class Channels:
             raise rtc.RpcError(rpc_code(answer.code), answer.message[:256], encode_error(answer))
         if self._before_ack is not None:
             await self._before_ack()
+        ACK_SECONDS.labels("rpc").observe(time.monotonic() - started)
         return self._encode_ack(answer)
 
     # ------------------------------------------------------------------ data
@@ -211,15 +216,16 @@ class Channels:
             body = self._encode_ack(answer) if isinstance(answer, EndAck) else encode_error(answer)
         except ProtocolError:
             return
-        self._spawn(self._send_ack(body, sender.identity))
+        self._spawn(self._send_ack(body, sender.identity, time.monotonic()))
 
-    async def _send_ack(self, body: str, identity: str) -> None:
+    async def _send_ack(self, body: str, identity: str, started: float) -> None:
         try:
             if self._before_ack is not None:
                 await self._before_ack()
             await self._room.local_participant.publish_data(
                 body, reliable=True, destination_identities=[identity], topic=self._ack_topic
             )
+            ACK_SECONDS.labels("data").observe(time.monotonic() - started)
         except Exception as e:
             if self._limiter.allow():
                 logger.warning("endcall: could not send the data ack to %s: %s", identity, e)

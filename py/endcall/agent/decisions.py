@@ -20,6 +20,7 @@ from endcall.agent.call import Call
 from endcall.agent.durable_end import DurableEnd
 from endcall.agent.end_machine import Channel, EndState, Trigger, Verdict, initiator_kind_for
 from endcall.agent.end_tool import GoodbyePlan
+from endcall.agent.metrics import count_end
 from endcall.protocol import (
     ATTR_END_ID,
     ATTR_REASON,
@@ -127,6 +128,7 @@ class Decisions:
         machine = call.machine
         verdict = machine.submit(trigger)
         ack = verdict.ack
+        count_end(trigger.channel, ack.status)
         if verdict.accepted:
             rec = machine.record
             call.journal.ending(

@@ -38,6 +38,7 @@ import httpcore
 import httpx
 
 from endcall.protocol import ProtocolError, with_ending
+from endcall.reports import metrics
 from endcall.reports.outbox.base import Outbox, OutboxRecord
 from endcall.reports.webhook import (
     DEFAULT_JITTER,
@@ -501,6 +502,7 @@ class Sender:
                 await self._record(rec, res, nxt, keep_lease)
             except Exception:
                 logger.exception("endcall: could not record attempt for %s", rec.end_id)
+        self._count(rec, res)
         if res.outcome == "dead":
             self._dead(rec, res)
         level = logging.DEBUG if res.outcome == "delivered" else logging.WARNING
@@ -513,6 +515,17 @@ class Sender:
             res.error or res.status,
         )
         return res, nxt
+
+    def _count(self, rec: OutboxRecord, res: AttemptResult) -> None:
+        """The attempt and its outcome in the Prometheus metrics (`endcall.reports.metrics`)."""
+        metrics.ATTEMPTS.labels(metrics.attempt_result(res.status, res.error)).inc()
+        kind = metrics.report_kind(rec.end_id, rec.is_draft)
+        if res.outcome == "delivered":
+            metrics.DELIVERED.labels(kind).inc()
+            age = self.clock.time() - rec.created_at
+            metrics.DELIVERY_SECONDS.labels(kind).observe(max(0.0, age))
+        elif res.outcome == "dead":
+            metrics.DEAD.labels(kind).inc()
 
     def _secrets_for(self, rec: OutboxRecord) -> tuple[str, ...]:
         """The secrets to sign ``rec`` with: those whose key ids the row names (all of ours
@@ -550,6 +563,7 @@ class Sender:
             " (and ENDCALL_WEBHOOK_SECRETS)"
         )
         logger.error("endcall: cannot sign report %s: %s", rec.end_id, error)
+        metrics.ATTEMPTS.labels("unsigned").inc()
         until = self.clock.time() + MISSING_KEY_DEFER
         if record and self.outbox is not None:
             try:

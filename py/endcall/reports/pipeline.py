@@ -39,7 +39,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import httpx
 
-from endcall.reports import secret_offers
+from endcall.reports import metrics, secret_offers
 from endcall.reports.delivery import Clock, DeadCallback, RetryPolicy, Sender, SystemClock
 from endcall.reports.outbox.base import Outbox, OutboxRecord, default_outbox_path, make_owner
 from endcall.reports.outbox.sql import SqlOutbox
@@ -385,6 +385,7 @@ class ReportPipeline:
         if isinstance(res, Exception):
             raise res
         if res == "stored":  # we hold its lease: the first attempt needs no re-read
+            metrics.STORED.labels("final").inc()
             self._lease_until[end_id] = started + self.lease
             now = self.clock.time()
             self._fresh[end_id] = OutboxRecord(

@@ -37,6 +37,7 @@ import httpx
 
 from endcall.reports import secret_offers
 from endcall.reports.delivery import Clock, DeadCallback, RetryPolicy, Sender, SystemClock
+from endcall.reports.loop_health import LoopHealth
 from endcall.reports.outbox.base import Outbox, OutboxRecord, default_outbox_path, make_owner
 from endcall.reports.redact import redact
 from endcall.reports.webhook import (
@@ -264,10 +265,12 @@ class BackgroundRelay:
         self.transport = transport
         self.stats = RelayStats()
         self.error: BaseException | None = None
+        self.health = LoopHealth("relay", poll)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._main, name="endcall-relay", daemon=True)
+        self.health.set_alive(self.thread.is_alive)
 
     def start(self) -> BackgroundRelay:
         self.thread.start()
@@ -302,14 +305,17 @@ class BackgroundRelay:
         try:
             failing = False
             while not self._stop.is_set():
+                self.health.begin()
                 try:
                     self.stats.add(await relay.run_once())
                 except Exception as e:
+                    self.health.failed(redact(f"{type(e).__name__}: {e}"))
                     # once per state change: a database down for an hour is one line, not 120
                     if not failing:
                         logger.warning("endcall background relay: passes fail (%s); retrying", e)
                     failing = True
                 else:
+                    self.health.passed()
                     if failing:
                         logger.info("endcall background relay: passes work again")
                     failing = False
@@ -331,6 +337,7 @@ class BackgroundRelay:
             try:
                 outbox = await asyncio.to_thread(open_outbox, self.target)
             except Exception as e:
+                self.health.failed(redact(f"cannot open the outbox: {e}"))
                 if not failed:
                     logger.warning(
                         "endcall background relay: cannot open the outbox yet (%s); retrying",

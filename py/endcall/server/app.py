@@ -28,11 +28,14 @@ LiveKit client is created on first use, and closed by this app's lifespan when i
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Literal
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -41,6 +44,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from endcall.reports.loop_health import LoopHealth
+from endcall.reports.metrics import OutboxCollector
+from endcall.reports.outbox.base import Backlog
 from endcall.reports.redact import redact
 from endcall.reports.relay import BackgroundRelay
 from endcall.reports.webhook import Webhook
@@ -52,8 +58,10 @@ from endcall.server.idempotency import IdempotencyCache, IdempotencyConflict
 from endcall.server.intake import read_end_body
 from endcall.server.ledger import Room
 from endcall.server.livekit_webhooks import LiveKitWebhooks
+from endcall.server.metrics import END_ANSWERS, LIVEKIT_WEBHOOKS, exposition, webhook_result
 from endcall.server.openapi import openapi_document
 from endcall.server.ratelimit import ChargedOnce, RateLimiter
+from endcall.server.readiness import PROBE_ROOM, Readiness
 from endcall.server.reconcile import BackgroundReconciler
 from endcall.server.settings import Settings
 
@@ -81,23 +89,29 @@ def _start_relay(settings: Settings) -> BackgroundRelay | None:
     return relay.start()
 
 
+def reconciling(settings: Settings) -> bool:
+    """Whether the app reconciles finished rooms: it has an outbox, a webhook URL and secrets."""
+    return bool(settings.relay_outbox and settings.webhook_url and settings.relay_secrets)
+
+
 def _start_reconciler(settings: Settings) -> BackgroundReconciler | None:
     """With an outbox, a webhook URL and secrets: reconcile finished rooms in the background."""
-    if not (settings.relay_outbox and settings.webhook_url and settings.relay_secrets):
-        if settings.relay_outbox:
+    target, url = settings.relay_outbox, settings.webhook_url
+    if not (reconciling(settings) and target and url):
+        if target:
             logger.warning(
                 "endcall: ENDCALL_WEBHOOK_URL is not set: the room ledger is kept, but rooms"
                 " without a report get no session.missing event"
             )
         return None
-    webhook = Webhook(url=settings.webhook_url, secret=settings.relay_secrets)
+    webhook = Webhook(url=url, secret=settings.relay_secrets)
     logger.info(
         "endcall: reconciling finished rooms with %s after %gs",
-        redact(settings.relay_outbox),
+        redact(target),
         settings.reconcile_after,
     )
     return BackgroundReconciler(
-        settings.relay_outbox,
+        target,
         webhook,
         after=settings.reconcile_after,
         live_rooms=_live_rooms(settings),
@@ -220,17 +234,64 @@ def create_app(
             )
         return JSONResponse(answer.body, status_code=answer.status_code)
 
+    async def counted_end(request: Request) -> Response:
+        try:
+            response = await end(request)
+        except HttpError as exc:
+            END_ANSWERS.labels(str(exc.status)).inc()
+            raise
+        except Exception:
+            END_ANSWERS.labels("500").inc()
+            raise
+        END_ANSWERS.labels(str(response.status_code)).inc()
+        return response
+
     async def livekit_webhook(request: Request) -> Response:
         ensure_reconciler()
         try:
-            return await livekit_hooks.handle(request)
+            response, result = await livekit_hooks.handle(request), None
         except HttpError as exc:
+            LIVEKIT_WEBHOOKS.labels(webhook_result(exc.status, None)).inc()
             if exc.status == 401:  # a failed verification pays the address's bucket
                 limit(by_address, _address(request), "address")
             raise
+        if isinstance(response, JSONResponse):
+            result = json.loads(bytes(response.body)).get("status")
+        LIVEKIT_WEBHOOKS.labels(webhook_result(response.status_code, result)).inc()
+        return response
+
+    def loops() -> dict[str, LoopHealth | Literal["disabled"] | None]:
+        relay: BackgroundRelay | None = getattr(app.state, "relay", None)
+        reconciler = background.get("reconciler")
+        return {
+            "relay": "disabled"
+            if not settings.relay_outbox
+            else (relay.health if relay is not None else None),
+            "reconcile": "disabled"
+            if not reconciling(settings)
+            else (reconciler.health if reconciler is not None else None),
+        }
+
+    def backlog() -> Backlog:
+        return livekit_hooks.ledger().outbox.backlog()
+
+    readiness = Readiness(
+        backlog=backlog if settings.relay_outbox else None,
+        livekit=lambda: lk.room_exists(PROBE_ROOM),
+        loops=loops,
+    )
+    outbox_gauges = OutboxCollector(readiness.backlog) if settings.relay_outbox else None
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        ok, doc = await readiness.check()
+        return JSONResponse(doc, status_code=200 if ok else 503)
+
+    async def metrics_page(request: Request) -> Response:
+        text = await asyncio.to_thread(exposition, outbox_gauges)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
@@ -276,11 +337,13 @@ def create_app(
                 max_age=600,
             )
         )
-    return Starlette(
+    app = Starlette(
         routes=[
-            Route("/v1/end", end, methods=["POST"]),
+            Route("/v1/end", counted_end, methods=["POST"]),
             Route("/v1/livekit/webhook", livekit_webhook, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
+            Route("/readyz", ready, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
         middleware=middleware,
@@ -291,3 +354,4 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    return app

@@ -15,7 +15,9 @@ which variable to set. The checks:
 - ``ledger-recent``: LiveKit's webhooks reached ``endcall serve`` recently (the room ledger);
 - ``outbox-backlog``: no dead rows, and no pending row older than ``max_pending_age``;
 - ``agent-timeouts``: the in-process delivery window plus one request fits in
-  ``session_end_timeout``, and ``shutdown_process_timeout`` leaves time for the last steps.
+  ``session_end_timeout``, and ``shutdown_process_timeout`` leaves time for the last steps;
+- ``server-ready`` (with ``server_url``): a running ``endcall serve`` answers ``/readyz`` 200;
+  its whole answer is the check's ``data`` (``endcall doctor --json``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from endcall.reports.webhook import (
 __all__ = ["Check", "DoctorOptions", "ping_body", "run_checks"]
 
 URL_ENV = "ENDCALL_WEBHOOK_URL"
+#: the base URL of a running ``endcall serve`` whose readiness the doctor asks
+SERVER_ENV = "ENDCALL_SERVER_URL"
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,14 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    data: dict[str, Any] | None = None
+    """What the check read, whole (``server-ready``: the server's ``/readyz`` answer)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
+        out = {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
+        if self.data is not None:
+            out["data"] = self.data
+        return out
 
     def line(self) -> str:
         mark = "✓" if self.ok else "✗"
@@ -85,6 +94,8 @@ class DoctorOptions:
     webhook_timeout: float = 15.0
     ping_timeout: float = 10.0
     mountinfo: str = MOUNTINFO
+    server_url: str | None = None
+    """A running ``endcall serve`` (its base URL): its ``/readyz`` is one more check."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -97,6 +108,7 @@ class DoctorOptions:
             "livekit_url": e.get("LIVEKIT_URL") or None,
             "api_key": e.get("LIVEKIT_API_KEY") or None,
             "api_secret": e.get("LIVEKIT_API_SECRET") or None,
+            "server_url": e.get(SERVER_ENV) or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -286,15 +298,53 @@ def _ledger(outbox: Outbox, opts: DoctorOptions) -> Check:
     return Check(name, True, f"the newest LiveKit webhook is {age:.0f} s old")
 
 
+def _server(opts: DoctorOptions, transport: httpx.BaseTransport | None) -> Check | None:
+    """``server-ready``: the running ``endcall serve``'s own ``/readyz``, part by part."""
+    if not opts.server_url:
+        return None
+    name = "server-ready"
+    url = opts.server_url.rstrip("/") + "/readyz"
+    try:
+        with httpx.Client(timeout=opts.ping_timeout, transport=transport) as client:
+            resp = client.get(url)
+        doc = resp.json()
+        parts = doc["parts"]
+    except Exception as e:
+        return Check(
+            name,
+            False,
+            f"{url}: {type(e).__name__}: {e}",
+            f"start endcall serve, or point --server / {SERVER_ENV} at it",
+        )
+    failing = sorted(
+        k for k, v in parts.items() if v.get("enabled", True) and not v.get("ok", True)
+    )
+    if resp.status_code == 200 and not failing:
+        return Check(name, True, f"{url} is ready", data=doc)
+    why = "; ".join(f"{k}: {parts[k].get('error') or 'not ok'}" for k in failing)
+    return Check(
+        name,
+        False,
+        f"{url} answers {resp.status_code}: {why or doc.get('status')}",
+        "see the failing parts: the database (ENDCALL_OUTBOX), LiveKit (LIVEKIT_URL), or a"
+        " background loop's error in endcall serve's log",
+        data=doc,
+    )
+
+
 def _backlog(outbox: Outbox, opts: DoctorOptions) -> Check:
     name = "outbox-backlog"
-    counts = outbox.counts()
-    oldest: float | None = None
-    statuses: tuple[Status, ...] = ("pending", "delivering")
-    for status in statuses:
-        for rec in outbox.records(status, limit=100000):
-            oldest = rec.created_at if oldest is None else min(oldest, rec.created_at)
-    age = None if oldest is None else time.time() - oldest
+    if isinstance(outbox, SqlOutbox):
+        backlog = outbox.backlog()
+        counts, age = backlog.counts, backlog.oldest_pending_age
+    else:  # pragma: no cover - open_outbox gives SqlOutboxes
+        counts = outbox.counts()
+        oldest: float | None = None
+        statuses: tuple[Status, ...] = ("pending", "delivering")
+        for status in statuses:
+            for rec in outbox.records(status, limit=100000):
+                oldest = rec.created_at if oldest is None else min(oldest, rec.created_at)
+        age = None if oldest is None else time.time() - oldest
     detail = (
         f"pending {counts.get('pending', 0)}, delivering {counts.get('delivering', 0)},"
         f" dead {counts.get('dead', 0)}, drafts {counts.get('draft', 0)}"
@@ -362,6 +412,9 @@ def run_checks(opts: DoctorOptions, *, transport: httpx.BaseTransport | None = N
             checks.append(_ledger(outbox, opts))
             checks.append(_backlog(outbox, opts))
         checks.append(_timeouts(opts))
+        server = _server(opts, transport)
+        if server is not None:
+            checks.append(server)
     finally:
         if outbox is not None:
             outbox.close()

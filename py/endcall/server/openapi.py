@@ -253,6 +253,49 @@ def openapi_document(*, server_url: str | None = None) -> dict[str, Any]:
                     },
                 }
             },
+            "/readyz": {
+                "get": {
+                    "operationId": "ready",
+                    "description": "Readiness, part by part: outbox, livekit, relay, reconcile"
+                    " (each {ok, ...} or {enabled: false}), and the backlog (informational).",
+                    "responses": {
+                        code: {
+                            "description": what,
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["status", "parts"],
+                                        "properties": {
+                                            "status": {"const": status},
+                                            "parts": {
+                                                "type": "object",
+                                                "additionalProperties": {"type": "object"},
+                                            },
+                                        },
+                                    }
+                                }
+                            },
+                        }
+                        for code, what, status in (
+                            ("200", "Every enabled part can do its job.", "ready"),
+                            ("503", "A part cannot: see its error.", "not_ready"),
+                        )
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "description": "Prometheus text exposition (endcall_* series).",
+                    "responses": {
+                        "200": {
+                            "description": "The metrics.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",

@@ -31,11 +31,14 @@ from endcall.protocol import (
     encode_missing,
     missing_webhook_id,
 )
+from endcall.reports.loop_health import LoopHealth
+from endcall.reports.metrics import STORED
 from endcall.reports.outbox.base import OutboxRecord, make_owner
 from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.redact import redact
 from endcall.reports.webhook import Webhook
 from endcall.server.ledger import Ledger, LedgerEvent, Room
+from endcall.server.metrics import SESSION_MISSING
 
 __all__ = [
     "DEFAULT_AFTER",
@@ -218,6 +221,8 @@ class Reconciler:
             self.ledger.settle(room.room_sid, "missing")
             out.append((room.room_sid, "missing"))
             if result == "stored":
+                STORED.labels("missing").inc()
+                SESSION_MISSING.labels(event.cause).inc()
                 logger.warning(
                     "endcall: no report of room %s (%s): session.missing (%s) stored as %s",
                     room.room_name,
@@ -250,6 +255,7 @@ class BackgroundReconciler:
         self.poll = poll if poll is not None else min(10.0, max(0.2, after / 4), sweep)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._main, name="endcall-reconcile", daemon=True)
+        self.health = LoopHealth("reconcile", self.poll, alive=self.thread.is_alive)
 
     def start(self) -> BackgroundReconciler:
         self.thread.start()
@@ -260,7 +266,9 @@ class BackgroundReconciler:
 
         outbox: Any = None
         reconciler: Reconciler | None = None
+        failing = False
         while not self._stop.is_set():
+            self.health.begin()
             try:
                 if reconciler is None:
                     outbox = open_outbox(self.target)
@@ -273,7 +281,18 @@ class BackgroundReconciler:
                     )
                 reconciler.run_once()
             except Exception as e:
-                logger.warning("endcall reconcile pass failed: %s", redact(str(e)))
+                self.health.failed(redact(f"{type(e).__name__}: {e}"))
+                if not failing:  # once per state change, not once per pass
+                    logger.warning("endcall reconcile passes fail: %s; retrying", redact(str(e)))
+                failing = True
+                if reconciler is None and outbox is not None:
+                    outbox.close()
+                    outbox = None
+            else:
+                self.health.passed()
+                if failing:
+                    logger.info("endcall reconcile passes work again")
+                failing = False
             self._stop.wait(self.poll)
         if outbox is not None:
             outbox.close()

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from endcall.reports.outbox.base import ATTEMPTS_TABLE, STATUSES, TABLE, OutboxRecord, Status
+from endcall.reports.outbox.base import (
+    ATTEMPTS_TABLE,
+    STATUSES,
+    TABLE,
+    Backlog,
+    OutboxRecord,
+    Status,
+)
 from endcall.reports.outbox.schema import (
     COLUMNS,
     chunks,
@@ -33,6 +40,20 @@ class OutboxAdmin(SqlCore):
         out: dict[str, int] = dict.fromkeys(STATUSES, 0)
         out.update({r[0]: int(r[1]) for r in rows})
         return out
+
+    def backlog(self) -> Backlog:
+        """Rows by status and the age of the oldest report not yet delivered (pending or
+        being delivered; drafts are sessions still running), by the database's clock."""
+        with self._t(write=False) as tx:
+            now = self._now(tx)
+            rows = tx.run(f"SELECT status, COUNT(*) FROM {TABLE} GROUP BY status")
+            oldest = tx.run(
+                f"SELECT MIN(created_at) FROM {TABLE} WHERE status IN ('pending', 'delivering')"
+            )
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        counts.update({r[0]: int(r[1]) for r in rows})
+        first = oldest[0][0] if oldest else None
+        return Backlog(counts, None if first is None else max(0.0, now - float(first)))
 
     def replay(self, end_id: str) -> bool:
         with self._t() as tx:

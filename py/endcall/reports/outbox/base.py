@@ -80,6 +80,15 @@ def session_of(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class Backlog:
+    """What an outbox holds now: rows by status, and the oldest undelivered report."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    oldest_pending_age: float | None = None
+    """Seconds since the oldest pending or delivering report was stored (None: none)."""
+
+
+@dataclass(frozen=True)
 class OutboxRecord:
     """One report in the outbox."""
 
