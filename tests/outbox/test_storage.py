@@ -68,3 +68,17 @@ def test_a_dsn_password_is_never_in_the_error() -> None:
     with pytest.raises(storage.OutboxError) as info:
         storage.open_checked("postgresql://user:s3cret@127.0.0.1:1/db?connect_timeout=1")
     assert "s3cret" not in str(info.value)
+
+
+def test_a_postgres_url_that_lost_its_slashes_is_refused_not_made_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Path("postgresql://u@h/db")`` is ``postgresql:/u@h/db``: opened as SQLite it would be
+    a file in the working directory that no relay ever reads."""
+    from endcall.reports.outbox import open_outbox
+
+    monkeypatch.chdir(tmp_path)
+    for mangled in (Path("postgresql://postgres@127.0.0.1:5432/db"), "postgres:/u@h/db"):
+        with pytest.raises(ValueError, match="PostgreSQL URL"):
+            open_outbox(mangled)
+    assert list(tmp_path.iterdir()) == []

@@ -60,4 +60,11 @@ def open_outbox(target: str | Path | None = None) -> Outbox:
         from endcall.reports.outbox.postgres import PostgresOutbox
 
         return PostgresOutbox(s)
+    if s.startswith(("postgres:", "postgresql:")):
+        # a URL that went through Path() ("postgresql:/host/db"): never a SQLite file by
+        # that name in the working directory, which no other process would ever find
+        raise ValueError(
+            f"{s.split('@')[-1]!r} looks like a PostgreSQL URL with its '//' lost (passed"
+            " through a path?): give the outbox as postgresql://user@host/db"
+        )
     return SqliteOutbox(s)
