@@ -301,7 +301,11 @@ def test_default_path_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.setenv("ENDCALL_OUTBOX", str(tmp_path / "x.db"))
     assert default_outbox_path() == tmp_path / "x.db"
     monkeypatch.delenv("ENDCALL_OUTBOX")
-    assert default_outbox_path().name == "outbox.sqlite3"
+    default = default_outbox_path()
+    assert isinstance(default, Path) and default.name == "outbox.sqlite3"
+    # a PostgreSQL URL stays the URL it is (Path() would fold "//" and make it a file name)
+    monkeypatch.setenv("ENDCALL_OUTBOX", "postgresql://endcall@db.internal:5432/endcall")
+    assert default_outbox_path() == "postgresql://endcall@db.internal:5432/endcall"
 
 
 CLAIMER = r"""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -54,6 +55,13 @@ logger = logging.getLogger("endcall.report")
 DEFAULT_LEASE = 90.0
 #: a lease always covers one request timeout plus this much
 LEASE_MARGIN = 60.0
+#: a report the outbox refused is committed again after this long, doubling up to the max:
+#: a database back after a restart holds the final report within seconds
+STORE_RETRY_FIRST = 0.25
+STORE_RETRY_MAX = 5.0
+#: an outbox that did not open is tried again after this long, doubling up to the max
+REOPEN_FIRST = 1.0
+REOPEN_MAX = 30.0
 #: a logged report body is cut here (the rest is named by its size and SHA-256)
 MAX_LOGGED_BODY = 1024 * 1024
 
@@ -231,7 +239,10 @@ class ReportPipeline:
         self.clock: Clock = clock or SystemClock()
         self._outbox = outbox
         self._own_outbox = outbox is None
-        self._outbox_failed = False
+        #: when (``time.monotonic()``) an outbox that failed to open may be tried again
+        self._reopen_at: float | None = None
+        self._reopen_delay = REOPEN_FIRST
+        self._storer: asyncio.Task[None] | None = None
         self._open_lock = asyncio.Lock()
         self._memory: dict[str, _Memory] = {}
         self._fresh: dict[str, OutboxRecord] = {}
@@ -315,23 +326,35 @@ class ReportPipeline:
             try:
                 self._outbox = await asyncio.to_thread(open_checked, default_outbox_path())
             except OutboxError:
-                self._outbox_failed = True
+                self._reopen_at = time.monotonic() + self._reopen_delay
+                self._reopen_delay = min(self._reopen_delay * 2, REOPEN_MAX)
                 raise
             self._sender.outbox = self._outbox
-            self._outbox_failed = False
+            self._reopen_at = None
+            self._reopen_delay = REOPEN_FIRST
             return
         await asyncio.to_thread(check_outbox, self._outbox)
 
     async def _ob(self) -> Outbox | None:
-        if self._outbox is not None or self._outbox_failed:
+        if self._outbox is not None or not self._may_open():
             return self._outbox
         async with self._open_lock:
-            if self._outbox is None and not self._outbox_failed:
+            if self._outbox is None and self._may_open():
+                failed_before = self._reopen_at is not None
                 try:
                     await self.check()
                 except OutboxError as e:
-                    logger.error("endcall: %s", e)
+                    if not failed_before:  # once per state change, not once per checkpoint
+                        logger.error("endcall: %s (trying again in the background)", e)
+                else:
+                    if failed_before:
+                        logger.info("endcall: the outbox opens now")
         return self._outbox
+
+    def _may_open(self) -> bool:
+        """An outbox that failed to open is tried again once its backoff is over (a database
+        that starts after the worker, or is restarting)."""
+        return self._reopen_at is None or time.monotonic() >= self._reopen_at
 
     async def save_draft(self, end_id: str, body: bytes) -> None:
         """Checkpoint the crash draft (a complete:false report) and renew its lease."""
@@ -420,24 +443,43 @@ class ReportPipeline:
             error = f"{type(e).__name__}: {e}"
         self._memory[end_id] = _Memory(end_id, self.webhook.url, body, self.clock.time())
         logger.error(
-            "endcall: report %s could not be stored (%s); kept in memory and delivered from "
-            "there (logged whole only if that fails too)",
+            "endcall: report %s could not be stored (%s); kept in memory, stored as soon as"
+            " the outbox works again, and delivered from memory meanwhile (logged whole only if"
+            " both fail)",
             end_id,
             error,
         )
+        self._keep_storing()
         return False
 
-    async def _store_again(self, mem: _Memory) -> bool:
+    def _keep_storing(self) -> None:
+        """Retry committing the reports kept in memory, in the background, every
+        `STORE_RETRY_FIRST` seconds doubling to `STORE_RETRY_MAX`, until each is in the outbox
+        (where it replaces the session's crash draft) or the pipeline closes."""
+        if self._storer is None or self._storer.done():
+            self._storer = asyncio.get_running_loop().create_task(self._store_loop())
+
+    def _unstored(self) -> list[_Memory]:
+        return [m for m in self._memory.values() if m.status == "pending" and not m.stored]
+
+    async def _store_loop(self) -> None:
+        delay = STORE_RETRY_FIRST
+        while self._unstored():
+            await asyncio.sleep(delay)
+            for mem in self._unstored():
+                await self._store_again(mem, quiet=True)
+            delay = min(delay * 2, STORE_RETRY_MAX)
+
+    async def _store_again(self, mem: _Memory, *, quiet: bool = False) -> bool:
         """Retry committing a report kept in memory; True once it is in the outbox (it is
         then delivered from there, by us or by a relay)."""
-        if self._outbox is None:
-            return False
         try:
             await self._store_now(mem.end_id, mem.body)
         except Exception as e:
-            logger.warning("endcall: the outbox still fails for %s: %s", mem.end_id, e)
+            if not quiet:
+                logger.warning("endcall: the outbox still fails for %s: %s", mem.end_id, e)
             return False
-        del self._memory[mem.end_id]
+        self._memory.pop(mem.end_id, None)
         logger.info("endcall: report %s is stored after all", mem.end_id)
         return True
 
@@ -493,6 +535,12 @@ class ReportPipeline:
                 rec.last_status, rec.last_error = res.status, res.error
                 if res.outcome == "delivered":
                     rec.status = "delivered"
+                    if end_id not in self._memory:  # stored meanwhile (`_store_loop`)
+                        try:
+                            await self._mark_delivered(end_id, res.status or 200)
+                        except Exception as e:  # a relay sends it again: same body, same id
+                            logger.warning("endcall: could not mark %s delivered: %s", end_id, e)
+                        return DeliveryOutcome(True, False, rec.attempts, res.status, None)
                     await self._settle_draft(end_id)
                 elif res.outcome == "dead":
                     rec.status = "dead"
@@ -571,6 +619,10 @@ class ReportPipeline:
         """Close the HTTP client and the outbox the pipeline opened. Reports still only in
         memory get a last try at the outbox (then relays deliver them); what still fails is
         logged whole (`unsaved_report_line`)."""
+        if self._storer is not None:
+            self._storer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._storer
         await self._sender.aclose()
         for mem in list(self._memory.values()):
             if mem.status == "pending" and await self._store_again(mem):

@@ -56,11 +56,13 @@ Clock = Callable[[], float]
 T = TypeVar("T")
 
 
-def default_outbox_path() -> Path:
-    """``$ENDCALL_OUTBOX`` if set, else ``<user data dir>/endcall/outbox.sqlite3``."""
+def default_outbox_path() -> str | Path:
+    """``$ENDCALL_OUTBOX`` if set — a ``postgresql://`` URL as the string it is (a `Path` would
+    fold its ``//`` into ``/`` and make it a file name), a SQLite path as a `Path` — else
+    ``<user data dir>/endcall/outbox.sqlite3``."""
     env = os.environ.get(OUTBOX_ENV)
     if env:
-        return Path(env)
+        return env if "://" in env else Path(env)
     return Path(platformdirs.user_data_dir("endcall", appauthor=False)) / "outbox.sqlite3"
 
 

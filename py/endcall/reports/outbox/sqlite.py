@@ -12,7 +12,9 @@ share a PostgreSQL outbox instead.
 from __future__ import annotations
 
 import contextlib
+import random
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,12 +52,27 @@ class SqliteOutbox(SqlOutbox):
         )
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._wal(busy_timeout)
             self._conn.execute("PRAGMA synchronous = FULL")
             self._open_schema()
         except BaseException:
             self._conn.close()
             raise
+
+    def _wal(self, busy_timeout: float) -> None:
+        """Switch to WAL. Switching needs an exclusive lock for which SQLite does not always
+        wait (a fleet's first start: many processes open one fresh file at once), so a busy
+        answer is retried for up to ``busy_timeout`` seconds."""
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                busy = "locked" in str(e) or "busy" in str(e)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(random.uniform(0.005, 0.05))
 
     def _columns(self, tx: Tx) -> set[str]:
         return {r[1] for r in tx.run(f"PRAGMA table_info({TABLE})")}

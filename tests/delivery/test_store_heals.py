@@ -1,0 +1,108 @@
+"""The agent's writes survive a PostgreSQL restart within the job (issue 20).
+
+A real PostgreSQL server process is stopped and started (`endcall.testing.pgcluster`):
+- the final report the outbox refused while the database was down is committed as soon as it
+  is back, in the background — with the receiver down too, nothing waits for a delivery retry
+  — and it replaces the crash draft: relays then send the final report, never the draft;
+- an outbox that could not be opened when the job started (the database late, or
+  restarting) is opened later: drafts and reports are stored once it is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from support import Action, Receiver
+
+from endcall.reports.outbox import PostgresOutbox
+from endcall.reports.pipeline import ReportPipeline
+from endcall.reports.relay import Relay
+from endcall.reports.webhook import Webhook
+from endcall.testing.pgcluster import PgCluster, PgUnavailable
+
+DRAFT = json.dumps({"complete": False, "n": 1}).encode()
+FINAL = json.dumps({"complete": True, "n": 2}).encode()
+
+
+@pytest.fixture
+def cluster() -> Iterator[PgCluster]:
+    """A cluster of this test's own: stopping it disturbs no other test."""
+    c = PgCluster()
+    try:
+        c.init()
+        c.start()
+    except PgUnavailable as e:
+        c.remove()
+        pytest.fail(f"PostgreSQL is needed here (make installs it): {e}")
+    try:
+        yield c
+    finally:
+        c.remove()
+
+
+async def until(check: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):  # type: ignore[arg-type]
+        assert time.monotonic() < deadline, "not in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_the_final_report_is_stored_once_the_database_is_back_and_beats_the_draft(
+    cluster: PgCluster, receiver: Receiver, secret: str
+) -> None:
+    dsn = cluster.create_database("heal")
+    receiver.plan = lambda end_id, n: Action(503)  # the receiver is down all along
+    pipe = ReportPipeline(Webhook(url=receiver.url, secret=secret), PostgresOutbox(dsn))
+    await pipe.save_draft("e_1", DRAFT)
+    await asyncio.to_thread(cluster.stop)
+    assert await pipe.store("e_1", FINAL) is False  # kept in memory for now
+    await asyncio.to_thread(cluster.start)
+    reader = PostgresOutbox(dsn)
+
+    def final_stored() -> bool:
+        rec = reader.get("e_1")
+        return rec is not None and not rec.is_draft and rec.body == FINAL
+
+    await until(final_stored)  # no deliver() call, no aclose(): the background retry did it
+    assert reader.get("e_1.draft") is None  # the final report replaced the crash draft
+    receiver.plan = lambda end_id, n: Action(200)
+    assert (await pipe.deliver("e_1")).delivered
+    await pipe.aclose()
+    relay = Relay(reader, [secret], owner="relay-host")
+    assert (await relay.run_once()).claimed == 0  # nothing left: no draft to send
+    await relay.aclose()
+    assert list(receiver.accepted()) == ["e_1"]
+    assert receiver.accepted()["e_1"][0].body == FINAL
+    reader.close()
+
+
+async def test_an_outbox_that_did_not_open_at_start_is_opened_later(
+    cluster: PgCluster, receiver: Receiver, secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dsn = cluster.create_database("late")
+    await asyncio.to_thread(cluster.stop)
+    monkeypatch.setenv("ENDCALL_OUTBOX", dsn)
+    pipe = ReportPipeline(Webhook(url=receiver.url, secret=secret))  # opens ENDCALL_OUTBOX
+    await pipe.save_draft("e_2", DRAFT)  # cannot open: logged once, tried again later
+    assert pipe.outbox is None
+    await asyncio.to_thread(cluster.start)
+    reader = PostgresOutbox(dsn)
+
+    async def draft_saved() -> bool:
+        await pipe.save_draft("e_2", DRAFT)
+        return reader.get("e_2.draft") is not None
+
+    deadline = time.monotonic() + 60
+    while not await draft_saved():
+        assert time.monotonic() < deadline, "the outbox was never opened again"
+        await asyncio.sleep(0.5)
+    assert await pipe.store("e_2", FINAL) is True
+    out = await pipe.deliver("e_2")
+    assert out.delivered
+    assert receiver.accepted()["e_2"][0].body == FINAL
+    await pipe.aclose()
+    reader.close()
