@@ -10,8 +10,9 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PAGE := examples/web
+NEXT := examples/nextjs
 
-.PHONY: test test-under-load demo install system-deps lint typecheck pytest web web-test clean livekit-server toxiproxy
+.PHONY: test test-under-load demo install system-deps lint typecheck pytest web web-test nextjs-check clean livekit-server toxiproxy
 
 # livekit-server, built from the Go module proxy at a pinned tag (no prebuilt binary), into a
 # git-ignored tools folder; built once, rebuilt only when missing.
@@ -43,7 +44,7 @@ test-under-load: install
 demo: install
 	$(IN_NETNS) $(BIN)/endcall demo
 
-install: $(VENV)/.installed web/node_modules/.installed $(PAGE)/dist/index.html system-deps $(LIVEKIT_SERVER) $(TOXIPROXY)
+install: $(VENV)/.installed web/node_modules/.installed $(PAGE)/dist/index.html $(NEXT)/.next/BUILD_ID system-deps $(LIVEKIT_SERVER) $(TOXIPROXY)
 
 livekit-server: $(LIVEKIT_SERVER)
 
@@ -91,15 +92,32 @@ $(PAGE)/node_modules/.installed: $(PAGE)/package.json $(PAGE)/package-lock.json
 $(PAGE)/dist/index.html: $(PAGE)/node_modules/.installed $(shell find $(PAGE)/src web/src -type f 2>/dev/null) $(PAGE)/index.html $(PAGE)/vite.config.ts
 	cd $(PAGE) && npm run build
 
+# The package as npm ships it (web/dist), which the Next.js example installs.
+WEB_INPUTS := $(shell find web/src -type f 2>/dev/null) web/package.json web/tsup.config.ts
+web/dist/index.js: web/node_modules/.installed $(WEB_INPUTS)
+	cd web && npm run build
+
+# The Next.js example (App Router, @livekit/components-react's session API), used by
+# tests/e2e/test_e2e_nextjs.py. `endcall` is "file:../../web" installed as a copy of the built
+# package (.npmrc: install-links), as from a registry: installed again when web/ changes (web-test
+# rebuilding the same dist/ does not count). `next build` is bounded (timeout).
+$(NEXT)/node_modules/.installed: $(NEXT)/package.json $(NEXT)/package-lock.json $(NEXT)/.npmrc $(WEB_INPUTS) | web/dist/index.js
+	cd $(NEXT) && npm ci --no-audit --no-fund
+	touch $@
+
+$(NEXT)/.next/BUILD_ID: $(NEXT)/node_modules/.installed $(shell find $(NEXT)/app -type f 2>/dev/null) $(NEXT)/next.config.ts $(NEXT)/tsconfig.json
+	cd $(NEXT) && NEXT_TELEMETRY_DISABLED=1 timeout 600 npm run build
+
 # Debian packages the tests start themselves: Chromium for the browser tests, PostgreSQL for
 # the fleet outbox, iproute2 for the test network namespace, espeak-ng for the candidate's fake
-# microphone. Installed only when missing.
+# microphone, prometheus (and promtool) for the alert rules' tests. Installed only when missing.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
@@ -117,9 +135,15 @@ typecheck:
 pytest:
 	$(IN_NETNS) $(BIN)/pytest -q
 
-web-test:
+web-test: nextjs-check
 	cd web && npm run typecheck && npm run build && npm test && npm run size
 	cd $(PAGE) && npm run typecheck
 
+# `next build` of the Next.js example (a Server Component importing endcall's core, a client
+# component importing endcall/react, route handlers on endcall/server), tsc --strict, and its
+# client bundle (.next/static) checked for endcall/server and livekit-server-sdk code: none.
+nextjs-check: $(NEXT)/.next/BUILD_ID
+	cd $(NEXT) && npm run typecheck && npm run check-bundle
+
 clean:
-	rm -rf $(VENV) $(TOOLS) web/node_modules web/dist $(PAGE)/node_modules $(PAGE)/dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) web/node_modules web/dist $(PAGE)/node_modules $(PAGE)/dist $(NEXT)/node_modules $(NEXT)/.next .pytest_cache .mypy_cache .ruff_cache
