@@ -15,9 +15,11 @@ import asyncio
 import base64
 import importlib
 import json
+import random
 import re
 import secrets
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -79,6 +81,26 @@ def _open(ctx: click.Context, *, create: bool = False) -> Outbox:
         return open_outbox(target)
     except Exception as e:
         raise click.ClickException(redact(f"cannot open outbox {target}: {e}")) from None
+
+
+def _open_until_reachable(ctx: click.Context) -> Outbox:
+    """`_open`, retried with backoff (1 s doubling to 30 s, ±20 %) while the database is not
+    up yet: a sidecar started before its database is ordinary pod ordering. One line on
+    stderr when it fails, one when it opens."""
+    delay, failed = 1.0, False
+    while True:
+        try:
+            ob = _open(ctx, create=True)
+        except click.ClickException as e:
+            if not failed:
+                click.echo(f"{e.format_message()}; retrying until it opens", err=True)
+            failed = True
+        else:
+            if failed:
+                click.echo("the outbox opens now", err=True)
+            return ob
+        time.sleep(delay * random.uniform(0.8, 1.2))
+        delay = min(delay * 2, 30.0)
 
 
 def _report_fields(rec: OutboxRecord) -> dict[str, str | None]:
@@ -438,7 +460,7 @@ def deliver_cmd(
             validate_secret(k)
         except ValueError as e:
             raise click.UsageError(str(e)) from e
-    ob = _open(ctx, create=True)
+    ob = _open_until_reachable(ctx) if forever else _open(ctx, create=True)
     hurried = 0
     if now:
         if not isinstance(ob, SqlOutbox):  # pragma: no cover - open_outbox gives SqlOutboxes

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Iterator
 
@@ -106,3 +107,41 @@ async def test_an_outbox_that_did_not_open_at_start_is_opened_later(
     assert receiver.accepted()["e_2"][0].body == FINAL
     await pipe.aclose()
     reader.close()
+
+
+async def test_outbox_deliver_forever_waits_for_a_late_database(
+    cluster: PgCluster, receiver: Receiver, secret: str
+) -> None:
+    """The sidecar relay (`endcall outbox deliver --forever`) started before its database:
+    it keeps trying to open it (one line), then delivers."""
+    dsn = cluster.create_database("sidecar")
+    await asyncio.to_thread(cluster.stop)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "endcall.cli",
+        "outbox",
+        "--outbox",
+        dsn,
+        "deliver",
+        "--forever",
+        "--poll",
+        "0.3",
+        "--secret",
+        secret,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.sleep(2.5)
+        assert proc.returncode is None, "the sidecar gave up on a late database"
+        await asyncio.to_thread(cluster.start)
+        ob = PostgresOutbox(dsn)
+        ob.store("e_3", receiver.url, FINAL, owner="agent-host", lease=0)
+        await until(lambda: "e_3" in receiver.accepted())
+        ob.close()
+    finally:
+        proc.terminate()
+        _, stderr = await asyncio.wait_for(proc.communicate(), 20)
+    assert stderr.count(b"retrying until it opens") == 1, stderr
+    assert b"the outbox opens now" in stderr

@@ -10,15 +10,19 @@ with the relay's and reconciler's loops healed.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
+from livekit import api
 from server_support import API_KEY, API_SECRET, ServedApp, Stack, StackFactory
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -118,6 +122,21 @@ async def doctor_says(served: Served, outbox: str) -> dict[str, Any]:
     return dict(checks["server-ready"])
 
 
+async def livekit_webhook(served: Served, room_sid: str) -> httpx.Response:
+    """A signed ``room_started`` as LiveKit sends it."""
+    body = json.dumps(
+        {"event": "room_started", "id": f"EV_{room_sid}", "room": {"sid": room_sid, "name": "r"}}
+    ).encode()
+    token = api.AccessToken(API_KEY, API_SECRET)
+    token.claims.sha256 = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    headers = {
+        "content-type": "application/webhook+json",
+        "authorization": token.with_ttl(timedelta(minutes=5)).to_jwt(),
+    }
+    url = served.url + "/v1/livekit/webhook"
+    return await served.client.post(url, content=body, headers=headers)
+
+
 def gauge(text: str, line_start: str) -> float:
     for line in text.splitlines():
         if line.startswith(line_start + " "):
@@ -208,8 +227,14 @@ async def test_postgres_stopped_is_not_ready_and_started_is_ready_again(served: 
         check = await doctor_says(served, dsn)
         assert check["ok"] is False and "outbox" in check["detail"], check
         assert check["data"]["status"] == "not_ready"
+        down = await livekit_webhook(served, "RM_down")
+        assert down.status_code == 500 and down.json()["code"]  # LiveKit retries it
         await asyncio.to_thread(cluster.start)
         await eventually(lambda: _status_is(served, 200), what="ready again after the start")
+        up = await livekit_webhook(served, "RM_up")
+        assert up.status_code == 200 and up.json()["status"] == "recorded", up.text
+        text = await served.metrics()
+        assert gauge(text, 'endcall_livekit_webhooks_total{result="failed"}') >= 1
         status, doc = await served.ready()
         assert doc["parts"]["relay"]["failing"] is False
         assert doc["parts"]["reconcile"]["failing"] is False
