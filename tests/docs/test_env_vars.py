@@ -14,6 +14,8 @@ SOURCES = [
     *sorted((ROOT / "web" / "scripts").glob("*.mjs")),
     *sorted((ROOT / "examples" / "web" / "src").rglob("*.ts*")),
     *sorted((ROOT / "examples" / "web" / "scripts").glob("*.mjs")),
+    *sorted((ROOT / "examples" / "nextjs" / "app").rglob("*.ts*")),
+    *sorted((ROOT / "examples" / "nextjs" / "scripts").glob("*.mjs")),
 ]
 NAME = r"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"
 READS = [
@@ -58,6 +60,8 @@ def documented() -> set[str]:
 def test_the_scan_finds_what_it_should() -> None:
     read = variables_read()
     assert {"ENDCALL_OUTBOX", "LIVEKIT_URL", "ENDCALL_RELAY_POLL", "CHROMIUM_PATH"} <= read.keys()
+    # the Next.js example's route handlers (LIVEKIT_*, ENDCALL_URL, AGENT_NAME) are read too
+    assert ROOT / "examples" / "nextjs" / "app" / "api" / "token" / "route.ts" in SOURCES
 
 
 def test_every_variable_read_is_in_the_readme_table() -> None:

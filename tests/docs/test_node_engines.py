@@ -1,5 +1,5 @@
 """No npm engine warnings on Node 20: every package `npm ci` installs (web/ and the example
-page) accepts Node 20.19, the oldest Node the example page's Vite supports."""
+pages, Vite and Next.js) accepts Node 20.19, the oldest Node the example page's Vite supports."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCKS = [ROOT / "web" / "package-lock.json", ROOT / "examples" / "web" / "package-lock.json"]
+LOCKS = [
+    ROOT / "web" / "package-lock.json",
+    ROOT / "examples" / "web" / "package-lock.json",
+    ROOT / "examples" / "nextjs" / "package-lock.json",
+]
 NODE = (20, 19, 0)
 
 _CMP = re.compile(r"^(>=|<=|>|<|=|\^|~)?\s*v?(\d+|[xX*])(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?")
