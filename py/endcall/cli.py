@@ -93,7 +93,8 @@ def _open_until_reachable(ctx: click.Context) -> Outbox:
             ob = _open(ctx, create=True)
         except click.ClickException as e:
             if not failed:
-                click.echo(f"{e.format_message()}; retrying until it opens", err=True)
+                one_line = " ".join(e.format_message().split())
+                click.echo(f"{one_line}; retrying until it opens", err=True)
             failed = True
         else:
             if failed:

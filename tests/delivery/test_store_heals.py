@@ -132,8 +132,13 @@ async def test_outbox_deliver_forever_waits_for_a_late_database(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
+    lines: list[bytes] = []
     try:
-        await asyncio.sleep(2.5)
+        assert proc.stderr is not None
+        # it tried, failed, and says it keeps trying (however slowly it started)
+        lines.append(await asyncio.wait_for(proc.stderr.readline(), 120))
+        assert b"retrying until it opens" in lines[0], lines
+        await asyncio.sleep(1.5)
         assert proc.returncode is None, "the sidecar gave up on a late database"
         await asyncio.to_thread(cluster.start)
         ob = PostgresOutbox(dsn)
@@ -142,6 +147,7 @@ async def test_outbox_deliver_forever_waits_for_a_late_database(
         ob.close()
     finally:
         proc.terminate()
-        _, stderr = await asyncio.wait_for(proc.communicate(), 20)
-    assert stderr.count(b"retrying until it opens") == 1, stderr
+        _, rest = await asyncio.wait_for(proc.communicate(), 20)
+    stderr = b"".join(lines) + rest
+    assert stderr.count(b"retrying until it opens") == 1, stderr  # one line, not one per try
     assert b"the outbox opens now" in stderr

@@ -18,7 +18,7 @@ from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.outbox.versions import SCHEMA_TABLE, SchemaTooNew
 from endcall.server.ledger import Ledger
 
-OUTBOX_VERSION = 3  # the table, + delivery, + ending
+OUTBOX_VERSION = 4  # the table, + delivery, + ending, + scope
 
 Opener = Callable[[], SqlOutbox]
 

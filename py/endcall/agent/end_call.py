@@ -123,6 +123,13 @@ __all__ = ["Allow", "EndCall", "ReportSink"]
 logger = logging.getLogger("endcall")
 
 
+def _room_sid(ctx: Any) -> str | None:
+    try:
+        return str(ctx.job.room.sid) or None
+    except Exception:
+        return None
+
+
 class ReportSink(Protocol):
     """What EndCall needs from `endcall.reports.pipeline.ReportPipeline`."""
 
@@ -239,6 +246,9 @@ class EndCall:
             delete_room_after if delete_room else None,
         )
         self._machine = EndMachine(drain_ms=round(promise * 1000))
+        scope = getattr(pipeline, "scope", None)
+        if callable(scope):  # the draft belongs to this room: relays may take it over early
+            scope(self._machine.end_id, _room_sid(ctx))  # once LiveKit says the agent left
         self._call = call = Call(ctx, session, self._machine)
         if annotations.config_refused:  # what `endcall.job_config` refused, for the backend
             call.end_info["config_refused"] = list(annotations.config_refused)

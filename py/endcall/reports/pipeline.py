@@ -42,6 +42,7 @@ import httpx
 
 from endcall.reports import metrics, secret_offers
 from endcall.reports.delivery import Clock, DeadCallback, RetryPolicy, Sender, SystemClock
+from endcall.reports.heartbeats import Heartbeats
 from endcall.reports.outbox.base import Outbox, OutboxRecord, default_outbox_path, make_owner
 from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.storage import OutboxError, check_outbox, open_checked
@@ -207,6 +208,58 @@ class GroupCommit(Generic[T, R]):
             self._start(loop)
 
 
+def batch_writer(
+    ob: Outbox,
+    owner: str,
+    lease: float,
+    headers: Mapping[str, str],
+    delivery: Mapping[str, Any],
+) -> Callable[[list[_Write]], list[object]]:
+    """What one group commit writes: the final reports to store and the deliveries to mark,
+    in one transaction on a SQL outbox; a store's result (or its exception) per store."""
+
+    def write(items: list[_Write]) -> list[object]:
+        stores = [w[1] for w in items if w[0] == "store"]
+        marks = [w[1] for w in items if w[0] == "delivered"]
+        if isinstance(ob, SqlOutbox):
+            res: list[object] = list(
+                ob.write_many(
+                    stores, marks, owner=owner, lease=lease, headers=headers, delivery=delivery
+                )
+            )
+        else:  # any other Outbox: two transactions, failing separately
+            try:
+                res = list(
+                    ob.store_many(
+                        stores, owner=owner, lease=lease, headers=headers, delivery=delivery
+                    )
+                    if stores
+                    else []
+                )
+            except Exception as e:
+                res = [e] * len(stores)
+            if marks:
+                ob.mark_delivered_many(marks, owner)
+        it = iter(res)
+        return [next(it) if w[0] == "store" else None for w in items]
+
+    return write
+
+
+def log_unsaved(rec: OutboxRecord | _Memory, why: str | None = None) -> None:
+    """Log a report that is neither stored nor delivered, whole, once."""
+    if not isinstance(rec, _Memory) or rec.stored or rec.logged or rec.status == "delivered":
+        return
+    rec.logged = True
+    error = why or f"not stored and not delivered ({rec.last_error or rec.status})"
+    logger.error(unsaved_report_line(rec.end_id, rec.url, rec.body, error))
+
+
+def attempt_timeout(timeout: float, left: float) -> float:
+    """One attempt's timeout with ``left`` seconds of the in-process window left (≥ 1 s)."""
+    return max(min(timeout, 1.0), min(timeout, left))
+
+
 class ReportPipeline:
     """Drafts, durable commit and bounded in-process delivery of one agent's reports.
 
@@ -243,6 +296,8 @@ class ReportPipeline:
         self._reopen_at: float | None = None
         self._reopen_delay = REOPEN_FIRST
         self._storer: asyncio.Task[None] | None = None
+        self._scopes: dict[str, str] = {}
+        self._heartbeats = Heartbeats(self._ob, self.owner, self.lease)
         self._open_lock = asyncio.Lock()
         self._memory: dict[str, _Memory] = {}
         self._fresh: dict[str, OutboxRecord] = {}
@@ -274,43 +329,9 @@ class ReportPipeline:
         """One group-commit queue for final reports and delivered marks: concurrent session
         ends and finished deliveries share one durable transaction (one fsync)."""
         if self._writes is None:
-            owner, lease, headers, delivery = self.owner, self.lease, self._headers, self._delivery
-
-            def write(items: list[_Write]) -> list[object]:
-                stores = [w[1] for w in items if w[0] == "store"]
-                marks = [w[1] for w in items if w[0] == "delivered"]
-                if isinstance(ob, SqlOutbox):
-                    res: list[object] = list(
-                        ob.write_many(
-                            stores,
-                            marks,
-                            owner=owner,
-                            lease=lease,
-                            headers=headers,
-                            delivery=delivery,
-                        )
-                    )
-                else:  # any other Outbox: two transactions, failing separately
-                    try:
-                        res = list(
-                            ob.store_many(
-                                stores,
-                                owner=owner,
-                                lease=lease,
-                                headers=headers,
-                                delivery=delivery,
-                            )
-                            if stores
-                            else []
-                        )
-                    except Exception as e:
-                        res = [e] * len(stores)
-                    if marks:
-                        ob.mark_delivered_many(marks, owner)
-                it = iter(res)
-                return [next(it) if w[0] == "store" else None for w in items]
-
-            self._writes = GroupCommit(write)
+            self._writes = GroupCommit(
+                batch_writer(ob, self.owner, self.lease, self._headers, self._delivery)
+            )
         return self._writes
 
     async def _mark_delivered(self, end_id: str, status: int) -> None:
@@ -356,13 +377,21 @@ class ReportPipeline:
         that starts after the worker, or is restarting)."""
         return self._reopen_at is None or time.monotonic() >= self._reopen_at
 
+    def scope(self, end_id: str, scope: str | None) -> None:
+        """Name what the session's draft belongs to (the agent: its room sid), so a relay may
+        take it over early once LiveKit says the agent left (`Outbox.release_scope`)."""
+        if scope:
+            self._scopes[end_id] = scope
+
     async def save_draft(self, end_id: str, body: bytes) -> None:
-        """Checkpoint the crash draft (a complete:false report) and renew its lease."""
+        """Checkpoint the crash draft (a complete:false report) and renew its lease; from
+        then on the draft is renewed every few seconds until the final report is stored
+        (`endcall.reports.heartbeats`)."""
         try:
             ob = await self._ob()
             if ob is None:
                 return
-            await asyncio.to_thread(
+            saved = await asyncio.to_thread(
                 ob.save_draft,
                 end_id,
                 self.webhook.url,
@@ -371,7 +400,10 @@ class ReportPipeline:
                 lease=self.lease,
                 headers=self._headers,
                 delivery=self._delivery,
+                scope=self._scopes.get(end_id),
             )
+            if saved:
+                self._heartbeats.start(end_id)
         except Exception as e:
             logger.warning("endcall: could not save the draft of %s: %s", end_id, e)
 
@@ -383,7 +415,7 @@ class ReportPipeline:
             ob = await self._ob()
             if ob is None:
                 return False
-            return await asyncio.to_thread(
+            marked = await asyncio.to_thread(
                 ob.mark_ending,
                 end_id,
                 dict(ending),
@@ -393,7 +425,11 @@ class ReportPipeline:
                 lease=self.lease,
                 headers=self._headers,
                 delivery=self._delivery,
+                scope=self._scopes.get(end_id),
             )
+            if marked:
+                self._heartbeats.start(end_id)
+            return marked
         except Exception as e:
             logger.error("endcall: could not record the accepted end of %s: %s", end_id, e)
             return False
@@ -438,9 +474,12 @@ class ReportPipeline:
         report is kept in memory (and logged), delivery is tried from there, and storing it
         is tried again on every retry and at `aclose`."""
         try:
-            return await self._store_now(end_id, body)
+            stored = await self._store_now(end_id, body)
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
+        else:
+            self._heartbeats.stop(end_id)  # the final report replaced the draft
+            return stored
         self._memory[end_id] = _Memory(end_id, self.webhook.url, body, self.clock.time())
         logger.error(
             "endcall: report %s could not be stored (%s); kept in memory, stored as soon as"
@@ -480,6 +519,7 @@ class ReportPipeline:
                 logger.warning("endcall: the outbox still fails for %s: %s", mem.end_id, e)
             return False
         self._memory.pop(mem.end_id, None)
+        self._heartbeats.stop(mem.end_id)
         logger.info("endcall: report %s is stored after all", mem.end_id)
         return True
 
@@ -518,18 +558,19 @@ class ReportPipeline:
             if status == "delivered":
                 return DeliveryOutcome(True, False, total, last_status, None)
             if status == "dead":
-                self._log_unsaved(rec)
+                log_unsaved(rec)
                 return DeliveryOutcome(False, True, total, last_status, last_error)
             now = self.clock.time()
             if rec.next_attempt_at > deadline or now >= deadline:
                 await self._release(end_id)
-                self._log_unsaved(rec)
+                log_unsaved(rec)
                 return DeliveryOutcome(False, False, total, last_status, last_error)
             if rec.next_attempt_at > now:
                 await self.clock.sleep(rec.next_attempt_at - now)
+            timeout = attempt_timeout(self.webhook.timeout, deadline - self.clock.time())
             if isinstance(rec, _Memory):
                 res, nxt = await self._sender.send(
-                    rec.record(self._headers), timeout=self._timeout(deadline), record=False
+                    rec.record(self._headers), timeout=timeout, record=False
                 )
                 rec.attempts += 1
                 rec.last_status, rec.last_error = res.status, res.error
@@ -573,27 +614,17 @@ class ReportPipeline:
                 mem.stored = True  # the outbox has it: a relay delivers it if we do not
                 self._memory[end_id] = mem
                 continue
-            res, _ = await self._sender.send(
-                fresh, keep_lease=self.lease, timeout=self._timeout(deadline)
-            )
+            res, _ = await self._sender.send(fresh, keep_lease=self.lease, timeout=timeout)
             attempts += 1
             if res.outcome == "delivered":
                 return DeliveryOutcome(True, False, fresh.attempts + 1, res.status, None)
             if res.outcome == "dead":
                 return DeliveryOutcome(False, True, fresh.attempts + 1, res.status, res.error)
 
-    @staticmethod
-    def _log_unsaved(rec: OutboxRecord | _Memory, why: str | None = None) -> None:
-        """Log a report that is neither stored nor delivered, whole, once."""
-        if not isinstance(rec, _Memory) or rec.stored or rec.logged or rec.status == "delivered":
-            return
-        rec.logged = True
-        error = why or f"not stored and not delivered ({rec.last_error or rec.status})"
-        logger.error(unsaved_report_line(rec.end_id, rec.url, rec.body, error))
-
     async def _settle_draft(self, end_id: str) -> None:
         """After an in-memory delivery, best effort: discard the session's crash draft left
         in the outbox (saved before the outbox failed), so no relay sends it later."""
+        self._heartbeats.stop(end_id)
         ob = self._outbox
         if ob is None:
             return
@@ -601,10 +632,6 @@ class ReportPipeline:
             await asyncio.to_thread(ob.discard_draft, end_id)
         except Exception as e:
             logger.warning("endcall: could not discard the draft of %s: %s", end_id, e)
-
-    def _timeout(self, deadline: float) -> float:
-        t = self.webhook.timeout
-        return max(min(t, 1.0), min(t, deadline - self.clock.time()))
 
     async def _release(self, end_id: str) -> None:
         ob = self._outbox
@@ -619,6 +646,7 @@ class ReportPipeline:
         """Close the HTTP client and the outbox the pipeline opened. Reports still only in
         memory get a last try at the outbox (then relays deliver them); what still fails is
         logged whole (`unsaved_report_line`)."""
+        await self._heartbeats.aclose()
         if self._storer is not None:
             self._storer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -627,6 +655,6 @@ class ReportPipeline:
         for mem in list(self._memory.values()):
             if mem.status == "pending" and await self._store_again(mem):
                 continue
-            self._log_unsaved(mem, f"undelivered at close ({mem.last_error})")
+            log_unsaved(mem, f"undelivered at close ({mem.last_error})")
         if self._own_outbox and self._outbox is not None:
             await asyncio.to_thread(self._outbox.close)

@@ -268,6 +268,7 @@ class BackgroundRelay:
         self.health = LoopHealth("relay", poll)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._main, name="endcall-relay", daemon=True)
         self.health.set_alive(self.thread.is_alive)
@@ -290,6 +291,7 @@ class BackgroundRelay:
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
         self._ready.set()
         outbox = await self._open_until_reachable(open_outbox)
         if outbox is None:
@@ -319,10 +321,7 @@ class BackgroundRelay:
                     if failing:
                         logger.info("endcall background relay: passes work again")
                     failing = False
-                try:
-                    await asyncio.wait_for(self._stop.wait(), timeout=self.poll)
-                except asyncio.TimeoutError:
-                    pass
+                await self._pause()
         finally:
             await relay.aclose()
             await asyncio.to_thread(outbox.close)
@@ -352,6 +351,32 @@ class BackgroundRelay:
                 await asyncio.wait_for(self._stop.wait(), delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, max(self.poll, 1.0))
         return None
+
+    async def _pause(self) -> None:
+        """Until the next poll, a `wake`, or `stop`."""
+        assert self._stop is not None and self._wake is not None
+        waits = {
+            asyncio.ensure_future(self._stop.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        }
+        _, pending = await asyncio.wait(
+            waits, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        self._wake.clear()
+
+    def wake(self, delay: float = 0.0) -> None:
+        """Make a pass in ``delay`` seconds instead of at the next poll (from any thread):
+        a draft became claimable early (`Outbox.release_scope`)."""
+        self._ready.wait(5.0)
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(loop.call_later, max(0.0, delay), wake.set)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Ask the relay to stop and wait up to ``timeout`` seconds for the thread."""

@@ -31,6 +31,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Literal
@@ -68,6 +69,10 @@ from endcall.server.settings import Settings
 __all__ = ["create_app"]
 
 logger = logging.getLogger("endcall.server")
+
+#: a relay woken for a draft that becomes claimable wakes this much later (clock skew between
+#: this host and the database's)
+WAKE_MARGIN = 0.25
 
 
 def _address(request: Request) -> str:
@@ -165,7 +170,14 @@ def create_app(
     )
     charged = ChargedOnce(settings.idempotency_ttl)
     document = openapi_document()
-    livekit_hooks = LiveKitWebhooks(settings)
+
+    def wake_relay(when: float) -> None:
+        """A crash draft becomes claimable at ``when`` (LiveKit said its agent left)."""
+        relay: BackgroundRelay | None = getattr(app.state, "relay", None)
+        if relay is not None:
+            relay.wake(max(0.0, when - time.time()) + WAKE_MARGIN)
+
+    livekit_hooks = LiveKitWebhooks(settings, on_release=wake_relay)
     background: dict[str, BackgroundReconciler | None] = {}
 
     def ensure_reconciler() -> None:

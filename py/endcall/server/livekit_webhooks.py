@@ -26,6 +26,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.json_format import Parse
@@ -57,6 +58,13 @@ def _kind(value: int) -> str:
         return f"kind_{value}"
 
 
+def agent_gone(entry: LedgerEvent) -> bool:
+    """LiveKit's word that a room's agent is gone: it left, or the room finished."""
+    return entry.event == "room_finished" or (
+        entry.event == "participant_left" and entry.kind == "agent"
+    )
+
+
 def ledger_event(event: Any, received_at: float) -> LedgerEvent | None:
     """The ledger's view of a verified LiveKit ``WebhookEvent`` (None: not kept)."""
     if event.event not in EVENTS:
@@ -84,8 +92,11 @@ def ledger_event(event: Any, received_at: float) -> LedgerEvent | None:
 class LiveKitWebhooks:
     """The endpoint; the outbox and its ledger are opened on first use."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, on_release: Callable[[float], None] | None = None
+    ) -> None:
         self.settings = settings
+        self.on_release = on_release
         self.verifier = api.TokenVerifier(settings.api_key, settings.api_secret)
         self._ledger: Ledger | None = None
         self._lock = threading.Lock()
@@ -108,6 +119,22 @@ class LiveKitWebhooks:
             if self._ledger is not None:
                 self._ledger.outbox.close()
                 self._ledger = None
+
+    def release(self, ledger: Ledger, entry: LedgerEvent) -> None:
+        """The agent left the room (or the room is gone): the crash drafts of that room may be
+        taken over once their owner has been silent for ``settings.takeover_quiet`` seconds,
+        instead of when their lease runs out; the relay is woken for that moment."""
+        when = ledger.outbox.release_scope(entry.room_sid, self.settings.takeover_quiet)
+        if when is None:
+            return
+        logger.info(
+            "endcall: the agent left room %s (%s): its crash draft may be taken over in %.1f s",
+            entry.room_name,
+            entry.event,
+            max(0.0, when - time.time()),
+        )
+        if self.on_release is not None:
+            self.on_release(when)
 
     def claims(self, auth: str) -> Any:
         """The token's claims (signature, issuer, expiry), before any byte of the body is
@@ -171,4 +198,9 @@ class LiveKitWebhooks:
         except Exception as e:
             logger.error("endcall: cannot record a LiveKit webhook: %s", redact(str(e)))
             raise HttpError(500, "the room ledger could not be written; retry") from None
+        if fresh and agent_gone(entry):
+            try:
+                await asyncio.to_thread(self.release, ledger, entry)
+            except Exception as e:  # the lease still runs out: later, not lost
+                logger.warning("endcall: could not release the drafts of %s: %s", entry.room_sid, e)
         return JSONResponse({"status": "recorded" if fresh else "duplicate", "event": entry.event})

@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from endcall.reports.heartbeats import HEARTBEAT, TAKEOVER_QUIET
 from endcall.reports.relay import secrets_from_env
 from endcall.reports.webhook import SECRET_ENV, validate_secret, validate_url
 
@@ -132,6 +133,11 @@ class Settings:
     reconcile_sweep: float = 60.0
     """Seconds between two ListRooms sweeps for rooms LiveKit no longer lists though their
     ``room_finished`` never came (``ENDCALL_RECONCILE_SWEEP``)."""
+    takeover_quiet: float = TAKEOVER_QUIET
+    """When LiveKit says a room's agent left (``participant_left`` of an agent, or
+    ``room_finished``), its crash draft may be delivered once the agent has not renewed it for
+    this many seconds, instead of when its lease runs out (``ENDCALL_TAKEOVER_QUIET``; a live
+    agent renews every 5 s)."""
     idle_timeout: float = 30.0
     """Seconds a client gets to send a whole request head, counted from when it connects or
     from the previous answer (else the connection is closed: ``endcall serve``'s edge), and,
@@ -172,6 +178,11 @@ class Settings:
             raise ValueError("ENDCALL_RELAY_POLL must be a positive number of seconds")
         if not math.isfinite(self.reconcile_after) or self.reconcile_after < 0:
             raise ValueError("ENDCALL_RECONCILE_AFTER must be a number of seconds >= 0")
+        if not math.isfinite(self.takeover_quiet) or self.takeover_quiet < 2 * HEARTBEAT:
+            raise ValueError(
+                f"ENDCALL_TAKEOVER_QUIET must be at least {2 * HEARTBEAT:g} seconds (two of the"
+                " agent's heartbeats): a live agent must never look silent"
+            )
         if not math.isfinite(self.reconcile_sweep) or self.reconcile_sweep <= 0:
             raise ValueError("ENDCALL_RECONCILE_SWEEP must be a positive number of seconds")
         if self.webhook_url is not None:
@@ -206,6 +217,7 @@ class Settings:
             "ENDCALL_RECONCILE_AFTER": "reconcile_after",
             "ENDCALL_RECONCILE_SWEEP": "reconcile_sweep",
             "ENDCALL_IDLE_TIMEOUT": "idle_timeout",
+            "ENDCALL_TAKEOVER_QUIET": "takeover_quiet",
         }
         for var, name in floats.items():
             if env.get(var):

@@ -158,9 +158,23 @@ class Outbox(Protocol):
         lease: float,
         headers: Mapping[str, str] | None = None,
         delivery: Mapping[str, Any] | None = None,
+        scope: str | None = None,
     ) -> bool:
         """Insert or refresh the session's crash draft and renew its lease; False (nothing
-        written) if a final report is stored or a relay took the draft over."""
+        written) if a final report is stored or a relay took the draft over. ``scope`` names
+        what the draft belongs to (opaque here; the agent gives its room sid) for
+        `release_scope`."""
+        ...
+
+    def renew_draft(self, end_id: str, owner: str, lease: float) -> bool:
+        """Extend the lease on the session's crash draft (a heartbeat of its running owner);
+        False when it is no longer ours or no longer a draft."""
+        ...
+
+    def release_scope(self, scope: str, quiet: float) -> float | None:
+        """The drafts of ``scope`` lost their owner (LiveKit says the agent is gone): each may
+        be taken over once its owner has been silent for ``quiet`` seconds; returns the
+        earliest time one becomes claimable (database clock), None when none is held."""
         ...
 
     def mark_ending(
@@ -174,6 +188,7 @@ class Outbox(Protocol):
         lease: float,
         headers: Mapping[str, str] | None = None,
         delivery: Mapping[str, Any] | None = None,
+        scope: str | None = None,
     ) -> bool:
         """Record an accepted end on the session's draft (creating it with ``body`` if there
         is none yet) and renew its lease; False if the draft can no longer change."""

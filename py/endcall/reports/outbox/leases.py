@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from endcall.reports.outbox.base import ATTEMPTS_TABLE, TABLE, OutboxRecord
+from endcall.reports.outbox.base import ATTEMPTS_TABLE, TABLE, OutboxRecord, draft_key
 from endcall.reports.outbox.schema import (
     COLUMNS,
     NO_FINAL,
@@ -28,6 +28,34 @@ class DeliveryLeases(SqlCore):
                 {"id": end_id, "o": owner, "exp": now + lease, "now": now},
             )
         return row_record(rows[0]) if rows else None
+
+    def renew_draft(self, end_id: str, owner: str, lease: float) -> bool:
+        """The running session's heartbeat: extend the lease on its crash draft (still ours,
+        still a draft); False when it was taken over or is gone."""
+        with self._t() as tx:
+            now = self._now(tx)
+            rows = tx.run(
+                f"UPDATE {TABLE} SET lease_expires_at = :exp, updated_at = :now"
+                " WHERE end_id = :key AND status = 'draft' AND lease_owner = :o RETURNING end_id",
+                {"key": draft_key(end_id), "o": owner, "exp": now + lease, "now": now},
+            )
+        return bool(rows)
+
+    def release_scope(self, scope: str, quiet: float) -> float | None:
+        """Its owner is gone from ``scope`` (LiveKit said so): each crash draft of that scope
+        may be taken over once its owner has been silent for ``quiet`` seconds — its lease now
+        ends at the later of now and its last renewal + ``quiet`` (never later than it did).
+        Returns the earliest such time (the database's clock), None when no draft is held."""
+        with self._t() as tx:
+            now = self._now(tx)
+            until = "CASE WHEN updated_at + :q > :now THEN updated_at + :q ELSE :now END"
+            rows = tx.run(
+                f"UPDATE {TABLE} SET lease_expires_at = {until}"
+                " WHERE scope = :s AND status = 'draft' AND lease_owner IS NOT NULL"
+                f" AND lease_expires_at > {until} RETURNING lease_expires_at",
+                {"s": scope, "q": quiet, "now": now},
+            )
+        return min((float(r[0]) for r in rows), default=None)
 
     def claim(self, owner: str, *, limit: int, lease: float) -> list[OutboxRecord]:
         with self._t() as tx:

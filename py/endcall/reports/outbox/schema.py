@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     updated_at DOUBLE PRECISION NOT NULL,
     delivered_at DOUBLE PRECISION,
     delivery TEXT NOT NULL DEFAULT '{{}}',
-    ending TEXT
+    ending TEXT,
+    scope TEXT
 );
 CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (status, next_attempt_at);
 CREATE TABLE IF NOT EXISTS {ATTEMPTS_TABLE} (
@@ -56,7 +57,11 @@ CREATE INDEX IF NOT EXISTS {ATTEMPTS_TABLE}_key ON {ATTEMPTS_TABLE} (end_id, att
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("delivery", "TEXT NOT NULL DEFAULT '{}'"),
     ("ending", "TEXT"),
+    ("scope", "TEXT"),  # what a crash draft belongs to, opaque here (the agent: its room sid)
 )
+#: indexes of columns added by `MIGRATIONS` (created by their step, on fresh tables too: a
+#: pre-version table gets ``create`` — which must not name a newer column — then every step)
+MIGRATED_INDEXES = {"scope": f"CREATE INDEX IF NOT EXISTS {TABLE}_scope ON {TABLE} (scope)"}
 
 #: a draft row whose session has a final report: never sent (any more)
 NO_FINAL = (

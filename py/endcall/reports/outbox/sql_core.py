@@ -14,6 +14,7 @@ from typing import Any
 from endcall.reports.outbox.base import ATTEMPTS_TABLE, TABLE, Clock, OutboxRecord
 from endcall.reports.outbox.schema import (
     COLUMNS,
+    MIGRATED_INDEXES,
     MIGRATIONS,
     SCHEMA,
     Tx,
@@ -78,6 +79,8 @@ class SqlCore(ABC):
             def step(tx: Tx) -> None:
                 if name not in self._columns(tx):
                     tx.run(f"ALTER TABLE {TABLE} ADD COLUMN {name} {decl}")
+                if name in MIGRATED_INDEXES:
+                    tx.run(MIGRATED_INDEXES[name])
 
             return step
 

@@ -30,10 +30,11 @@ class SessionWrites(SqlCore):
         rows = tx.run(
             f"INSERT INTO {TABLE} (end_id, status, is_draft, url, headers, body, attempts,"
             " next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at, delivery,"
-            " ending) VALUES (:key, 'draft', 1, :url, :h, :b, 0, :now, :o, :exp, :now, :now,"
-            " :d, :ending)"
+            " ending, scope) VALUES (:key, 'draft', 1, :url, :h, :b, 0, :now, :o, :exp, :now,"
+            " :now, :d, :ending, :scope)"
             f" ON CONFLICT (end_id) DO UPDATE SET url = :url, headers = :h, {body_sql}"
-            f" lease_owner = :o, lease_expires_at = :exp, updated_at = :now, delivery = :d"
+            f" lease_owner = :o, lease_expires_at = :exp, updated_at = :now, delivery = :d,"
+            f" scope = COALESCE(:scope, {TABLE}.scope)"
             f"{ending_sql} WHERE {TABLE}.status = 'draft' RETURNING end_id",
             {"key": key, **params},
         )
@@ -48,9 +49,11 @@ class SessionWrites(SqlCore):
         lease: float,
         headers: Mapping[str, str] | None,
         delivery: Mapping[str, Any] | None,
+        scope: str | None,
     ) -> dict[str, Any]:
         now = self._now(tx)
         return {
+            "scope": scope,
             "url": url,
             "h": json_text(headers),
             "b": body,
@@ -71,9 +74,10 @@ class SessionWrites(SqlCore):
         lease: float,
         headers: Mapping[str, str] | None = None,
         delivery: Mapping[str, Any] | None = None,
+        scope: str | None = None,
     ) -> bool:
         with self._t() as tx:
-            p = self._draft_params(tx, url, body, owner, lease, headers, delivery)
+            p = self._draft_params(tx, url, body, owner, lease, headers, delivery, scope)
             return self._upsert_draft(tx, end_id, p, "body = :b,", "")
 
     def mark_ending(
@@ -87,9 +91,10 @@ class SessionWrites(SqlCore):
         lease: float,
         headers: Mapping[str, str] | None = None,
         delivery: Mapping[str, Any] | None = None,
+        scope: str | None = None,
     ) -> bool:
         with self._t() as tx:
-            p = self._draft_params(tx, url, body, owner, lease, headers, delivery)
+            p = self._draft_params(tx, url, body, owner, lease, headers, delivery, scope)
             p["ending"] = json_text(ending)
             return self._upsert_draft(tx, end_id, p, "", ", ending = :ending")
 
