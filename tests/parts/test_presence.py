@@ -89,3 +89,23 @@ async def test_an_accepted_end_cancels_the_grace() -> None:
     p.cancel_grace()
     await asyncio.sleep(0.2)
     assert submitted == []
+
+
+async def test_a_customer_linked_after_start_is_found_without_any_event() -> None:
+    """The candidate joined before the agent (no participant_connected follows) and RoomIO
+    links them a moment after EndCall started; they close the tab right after: their leave
+    must find them named (the end is theirs, and their end request is authorized)."""
+    p, submitted = _presence(grace=0.05)
+    session = p._call.session
+    linked = session.room_io.linked_participant
+    session.room_io.linked_participant = None  # not linked yet when EndCall starts
+    p.watch_link(every=0.01)
+    assert p.customer is None
+    await asyncio.sleep(0.1)
+    session.room_io.linked_participant = linked  # RoomIO links them
+    await asyncio.sleep(0.05)
+    assert p.customer == "cand"  # found by looking again, no event needed
+    session.room_io.linked_participant = None  # they leave: RoomIO unlinks
+    p.on_participant_disconnected(_left("cand"))  # type: ignore[arg-type]
+    await asyncio.wait_for(p.settled.wait(), 1.0)
+    assert [t.reason for t in submitted] == ["customer-disconnected"]

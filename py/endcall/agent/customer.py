@@ -80,6 +80,15 @@ class Presence:
                 self._call.set_attributes({ATTR_CUSTOMER: linked.identity})
         return self._customer
 
+    def watch_link(self, every: float = 0.05) -> None:
+        """Look again every ``every`` seconds until RoomIO has linked the session to its
+        customer: one who joined before the agent gets no ``participant_connected`` event, and
+        may close the tab within a second of being linked — their leave and their end request
+        must find them named."""
+        if self.refresh() is not None or self._call.machine.state is not EndState.ACTIVE:
+            return
+        asyncio.get_running_loop().call_later(every, self.watch_link, every)
+
     # ------------------------------------------------------------------ room events
 
     def on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:

@@ -352,7 +352,7 @@ class EndCall:
         room = call.ctx.room
         call.attrs = AttributeWriter(room.local_participant)
         call.attrs.update({ATTR_STATE: EndState.ACTIVE.value})
-        self._presence.refresh()
+        self._presence.watch_link()
         self._channels = Channels(
             room,
             method=self._method,
