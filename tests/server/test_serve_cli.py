@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 import httpx
 from click.testing import CliRunner
@@ -96,3 +97,40 @@ async def test_serve_runs_the_app() -> None:
         _, stderr = await asyncio.wait_for(proc.communicate(), timeout=10)
         await served.stop()
     assert b"endcall fallback server on" in stderr
+
+
+async def test_serve_shows_the_kits_own_log_lines(tmp_path: Path) -> None:
+    """The relay's and reconciler's lines (the `endcall` loggers) reach stderr next to
+    uvicorn's: without them an operator never sees "relaying leftover reports"."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        LIVEKIT_URL="ws://127.0.0.1:1",
+        LIVEKIT_API_KEY=API_KEY,
+        LIVEKIT_API_SECRET=API_SECRET,
+        ENDCALL_OUTBOX=str(tmp_path / "outbox.sqlite3"),
+        ENDCALL_WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "endcall.cli",
+        "serve",
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            for _ in range(400):
+                try:
+                    if (await client.get(f"http://127.0.0.1:{port}/healthz")).is_success:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+    finally:
+        proc.terminate()
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=10)
+    assert b"INFO:     endcall.server: endcall: relaying leftover reports from" in stderr, stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import click
@@ -18,6 +19,21 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
         return RateLimit.parse(value) or "off"
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def kit_logging(level: str) -> None:
+    """Show the kit's own log lines (relay, reconciler, LiveKit webhooks: the ``endcall``
+    loggers) on stderr next to uvicorn's, at ``level``; uvicorn configures only its own."""
+    kit = logging.getLogger("endcall")
+    if any(getattr(h, "_endcall_serve", False) for h in kit.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    handler._endcall_serve = True  # type: ignore[attr-defined]
+    kit.addHandler(handler)
+    number = logging.getLevelName(level.upper())  # an int for a known level name
+    kit.setLevel(number if isinstance(number, int) else logging.INFO)
+    kit.propagate = False
 
 
 @click.command("serve")
@@ -150,6 +166,7 @@ def serve(
         settings = Settings.from_env(**overrides).with_changes(**disabled)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    kit_logging(log_level)
     app = create_app(settings)
     click.echo(
         f"endcall fallback server on http://{host}:{port} (LiveKit {settings.livekit_url}, "
