@@ -4,7 +4,8 @@
 Chromium, plays the candidate up to the scenario's point, applies the end or fault (click,
 close, kills, SIGTERM, receiver down, signalling cut, server restart) and waits for the
 reports. `Slots` bounds how many interviews are active at once. The scenarios are in
-`loss_scenarios.py`, the stack in `loss_stack.py`; `loss_table.py` counts what arrived.
+`loss_scenarios.py`, the stack in `loss_stack.py`; `loss_fleet.py` extends `Bench` with the
+PostgreSQL outbox and the fleet scenarios; `loss_table.py` counts what arrived.
 """
 
 from __future__ import annotations
@@ -201,6 +202,10 @@ class Bench:
     and the servers of their own that some faults need."""
 
     def __init__(self, output: Path, sessions: int, parallel: int, say: Any) -> None:
+        #: the kit workers' outbox (a postgresql:// DSN shared by every stack), else a SQLite
+        #: file per stack; and how many kit workers the shared stack runs
+        self.outbox: str | None = None
+        self.kit_workers = 1
         self.output = output
         self.sessions = sessions
         self.batch = max(1, min(parallel, sessions))
@@ -213,11 +218,12 @@ class Bench:
         self.stacks: list[BenchStack] = []
 
     async def start_shared(self, agents: list[str]) -> None:
-        self.shared = BenchStack(self.output, "shared", self.secret)
+        self.shared = BenchStack(self.output, "shared", self.secret, outbox=self.outbox)
         await self.shared.start()
         self.stacks.append(self.shared)
         for agent in agents:
-            await self.shared.start_worker(agent)
+            for _ in range(self.kit_workers if agent == "kit" else 1):
+                await self.shared.start_worker(agent)
         self.browser = BrowserDriver(examples_dir() / "web")
         await self.browser.start()
 
@@ -280,7 +286,7 @@ class Bench:
         try:
             if sc.dedicated:
                 async with self.startups:
-                    own_stack = BenchStack(self.output, tag, self.secret)
+                    own_stack = BenchStack(self.output, tag, self.secret, outbox=self.outbox)
                     self.stacks.append(own_stack)
                     await own_stack.start()
                     url = None
@@ -407,7 +413,7 @@ class Bench:
             for s in sessions:
                 s.end_at = t
             # the host brings a new worker up on the same volume (the same outbox)
-            await stack.start_worker(cell.agent)
+            await stack.start_worker(cell.agent, cwd=worker.cwd)
             await release()
             await asyncio.sleep(10)  # the candidate waits, then leaves
         elif sc.action == "signal-cut":

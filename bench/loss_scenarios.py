@@ -1,9 +1,13 @@
-"""The report-loss benchmark's scenarios: the 12 ways production ends an interview.
+"""The report-loss benchmark's scenarios: the 12 ways production ends an interview, and the
+faults of a fleet's own infrastructure.
 
 One `Scenario` row per fault (how the interview ends, what `ended_reason` the kit should report,
 how long to wait for the reports, whether the fault needs its own livekit-server and worker),
-the two agents compared, and the kit's shortened retry schedule for this bench. Data only:
-`loss_runner.py` applies the faults, `bench/report_loss.py` is the entry point.
+the two agents compared, and the kit's shortened retry schedule for this bench. The fleet
+scenarios (`fleet=True`, `FLEET`) run on a fleet of their own (`loss_fleet.py`): a PostgreSQL
+cluster, two worker hosts, `endcall serve` replicas fed by livekit-server's webhooks. Data
+only: `loss_runner.py` and `loss_fleet.py` apply the faults, `bench/report_loss.py` is the
+entry point.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from dataclasses import dataclass
 #: each attempt: 11 attempts over ~8 min instead of ~46 h
 BENCH_SCHEDULE = [0, 5, 10, 20, 30, 30, 60, 60, 60, 90, 120]
 AGENTS = ("naive", "kit")
+#: the reason a `session.missing` event is counted under (`session.missing:<cause>`)
+MISSING_PREFIX = "session.missing:"
 
 
 @dataclass(frozen=True)
@@ -23,7 +29,8 @@ class Scenario:
     title: str
     expect: str | None
     #: how the interview ends: click, close, wait, kill-browser, job-kill, worker-term,
-    #: worker-kill, signal-cut, server-restart
+    #: worker-kill, signal-cut, server-restart; fleet: pg-restart, pg-late, host-lost,
+    #: serve-kill
     action: str
     answers: int = 1
     agent_ends: bool = False
@@ -35,6 +42,13 @@ class Scenario:
     #: the fault needs its own server/worker per batch
     dedicated: bool = False
     expect_incomplete: bool = False
+    #: a fleet of its own (`loss_fleet.py`): PostgreSQL, two worker hosts, `endcall serve`
+    fleet: bool = False
+    #: the fleet's outbox: "postgres" (one database for every host) or "sqlite" (a file on
+    #: each worker host's disk; `endcall serve` keeps its ledger in a file of its own)
+    fleet_outbox: str = "postgres"
+    #: `endcall serve` replicas behind livekit-server's webhook URL list
+    serve_replicas: int = 1
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -122,3 +136,58 @@ SCENARIOS: tuple[Scenario, ...] = (
         dedicated=True,
     ),
 )
+
+
+#: the fleet's faults: its database, its hosts, its `endcall serve` replicas
+FLEET: tuple[Scenario, ...] = (
+    Scenario(
+        13,
+        "pg-restart",
+        "PostgreSQL restarted mid-interview and again as the report is stored and sent",
+        "customer-ended-call",
+        "pg-restart",
+        wait=240.0,
+        fleet=True,
+    ),
+    Scenario(
+        14,
+        "pg-late",
+        "PostgreSQL down when the workers and endcall serve start, up 60 s later",
+        "customer-ended-call",
+        "pg-late",
+        wait=240.0,
+        fleet=True,
+    ),
+    Scenario(
+        15,
+        "host-lost",
+        "a worker host is lost with its disk mid-interview (PostgreSQL outbox)",
+        "agent-crashed",
+        "host-lost",
+        wait=300.0,
+        fleet=True,
+        expect_incomplete=True,
+    ),
+    Scenario(
+        16,
+        "host-lost-sqlite",
+        "a worker host is lost with its disk mid-interview (SQLite outbox on that disk)",
+        MISSING_PREFIX + "no-report-from-agent",
+        "host-lost",
+        wait=300.0,
+        fleet=True,
+        fleet_outbox="sqlite",
+    ),
+    Scenario(
+        17,
+        "serve-replica-killed",
+        "one of two endcall serve replicas SIGKILLed as the interviews end (receiver 503 90 s)",
+        "customer-ended-call",
+        "serve-kill",
+        receiver_503=90.0,
+        wait=300.0,
+        fleet=True,
+        serve_replicas=2,
+    ),
+)
+ALL_SCENARIOS: tuple[Scenario, ...] = SCENARIOS + FLEET

@@ -1,9 +1,12 @@
 """The report-loss benchmark's LiveKit side: servers, agent workers, the signalling proxy.
 
-`BenchStack` is a livekit-server (production room timeouts) with the example page's site and
-the fallback server, dispatching the kit's example agent or the naive one per room;
-`AgentWorker` is one `AgentServer` worker process running either agent; `Toxiproxy` cuts the
-agent's signalling for the "signalling-cut" scenario. Used by `loss_runner.py`.
+`BenchStack` is a livekit-server (production room timeouts; for a fleet, its own webhooks
+sent to `endcall serve`) with the example page's site and the fallback server, dispatching the
+kit's example agent or the naive one per room; its kit workers share one outbox (a SQLite
+file, or the fleet's PostgreSQL database). `AgentWorker` is one `AgentServer` worker process
+running either agent, in a directory of its own standing for its host's disk; `Toxiproxy` cuts
+the agent's signalling for the "signalling-cut" scenario. Used by `loss_runner.py` and
+`loss_fleet.py`.
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ EMPTY_TIMEOUT = 300
 class AgentWorker(WorkerProcess):
     """`WorkerProcess` running ``script`` (the kit's example agent or the naive one)."""
 
-    def __init__(self, script: Path, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, script: Path, env: dict[str, str], log_path: Path, cwd: Path) -> None:
         super().__init__(env, log_path)
         self.script = script
+        #: the worker's working directory: its host's disk (relative paths land there)
+        self.cwd = cwd
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         env = {**os.environ, **self.env, "INTERVIEW_MODELS": "scripted"}
@@ -61,6 +66,7 @@ class AgentWorker(WorkerProcess):
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            cwd=self.cwd,
             start_new_session=True,
         )
 
@@ -85,18 +91,36 @@ class BenchStack(RealStack):
     fallback server; workers are started per agent with `start_worker`. Naive rooms get the
     naive page (no fallback server, no beacon) and dispatch `naive-agent`."""
 
-    def __init__(self, output_dir: Path, name: str, secret: str) -> None:
+    def __init__(
+        self,
+        output_dir: Path,
+        name: str,
+        secret: str,
+        *,
+        outbox: str | None = None,
+        webhook_urls: list[str] | None = None,
+    ) -> None:
         super().__init__(output_dir, webhook_url="http://127.0.0.1:9/unused", webhook_secret=secret)
         self.name = name
+        #: the kit workers' outbox: a postgresql:// DSN shared by the fleet, else this stack's
+        #: SQLite file (`outbox_path`)
+        self.outbox = outbox
+        #: where livekit-server sends its own webhooks (`endcall serve` replicas)
+        self.webhook_urls = list(webhook_urls or [])
         #: signs the kit's dispatch claims (`endcall.dispatch_metadata`); its workers verify
         self.dispatch_key = secrets.token_urlsafe(32)
         self._agent_for: dict[str, str] = {}
         self.workers: list[AgentWorker] = []
+        self._started_workers = 0
         self.proxy: Toxiproxy | None = None
 
     @property
     def outbox_path(self) -> Path:
         return self.output_dir / f"outbox-{self.name}.sqlite"
+
+    @property
+    def outbox_target(self) -> str:
+        return self.outbox or str(self.outbox_path)
 
     def prepare_room(self, room: str, agent: str, metadata: dict[str, Any]) -> None:
         self._agent_for[room] = "naive-agent" if agent == "naive" else "interview-agent"
@@ -135,6 +159,7 @@ class BenchStack(RealStack):
             log_path=self.output_dir / f"livekit-server-{self.name}.log",
             departure_timeout=DEPARTURE_TIMEOUT,
             empty_timeout=EMPTY_TIMEOUT,
+            webhook_urls=self.webhook_urls,
         )
         self.server_info = await asyncio.to_thread(self.server.start)
         self.api_key, self.api_secret = self.info.api_key, self.info.api_secret
@@ -147,22 +172,41 @@ class BenchStack(RealStack):
         )
         self.site = await serve(site, sock=_bind("127.0.0.1", 0))
 
-    async def start_worker(self, agent: str, *, livekit_url: str | None = None) -> AgentWorker:
+    async def start_worker(
+        self,
+        agent: str,
+        *,
+        livekit_url: str | None = None,
+        outbox: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        timeout: float = 90.0,
+    ) -> AgentWorker:
+        """A worker of ``agent``; ``outbox``: its own (a file on its host's disk) instead of
+        the stack's `outbox_target`; ``extra_env``: more environment (its host's TMPDIR);
+        ``cwd``: its host's disk (default: a new directory, one host per worker)."""
         env = {
             **self.info.env(),
             "ENDCALL_WEBHOOK_SECRET": self.webhook_secret,
-            "ENDCALL_OUTBOX": str(self.outbox_path),
+            "ENDCALL_OUTBOX": outbox or self.outbox_target,
             "ENDCALL_DISPATCH_KEY": self.dispatch_key,
+            **(extra_env or {}),
         }
         if livekit_url:
             env["LIVEKIT_URL"] = livekit_url
-        n = len(self.workers) + 1
+        # numbered before any await: workers started at once get their own log and disk
+        self._started_workers += 1
+        n = self._started_workers
+        if cwd is None:
+            cwd = self.output_dir / f"host-{self.name}-{agent}-{n}"
+        cwd.mkdir(parents=True, exist_ok=True)
         worker = AgentWorker(
             NAIVE_SCRIPT if agent == "naive" else KIT_SCRIPT,
             env,
             self.output_dir / f"worker-{self.name}-{agent}-{n}.log",
+            cwd,
         )
-        await worker.start()
+        await worker.start(timeout)
         self.workers.append(worker)
         return worker
 

@@ -12,7 +12,10 @@ from typing import Any
 
 from loss_receiver import Arrival
 from loss_runner import Cell
-from loss_scenarios import SCENARIOS
+from loss_scenarios import ALL_SCENARIOS, MISSING_PREFIX
+
+#: the webhook-id suffix of a `session.missing` event (`<room_sid>.missing`, protocol.md §7)
+MISSING_SUFFIX = ".missing"
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -54,10 +57,27 @@ def tally(cell: Cell) -> dict[str, Any]:
     else:
         stored = cell.receiver.example.reports()
         for room, session in rooms.items():
-            mine = [r for r in stored if r.room == room]
-            if not mine:
+            got = [r for r in stored if r.room == room]
+            if not got:
                 continue
             received += 1
+            mine = [r for r in got if not r.webhook_id.endswith(MISSING_SUFFIX)]
+            missing = [r for r in got if r.webhook_id.endswith(MISSING_SUFFIX)]
+            for r in missing:
+                dup_diff += r.body_mismatches
+                dup_same += r.duplicates - r.body_mismatches
+            if not mine:
+                # no report, but `endcall serve` said so: a `session.missing` event
+                first = missing[0]
+                reason = MISSING_PREFIX + str(first.document.get("cause"))
+                reasons[reason] = reasons.get(reason, 0) + 1
+                with_expected += int(reason == sc.expect)
+                dup_diff += len(missing) - 1
+                if session.end_at:
+                    latencies.append(first.received_at - session.end_at)
+                continue
+            # a report and a `session.missing` for one room contradict each other
+            dup_diff += len(missing)
             # one report per end_id (protocol.md §6): the final replaces the draft
             by_end: dict[str, list[Any]] = {}
             for r in mine:
@@ -119,7 +139,7 @@ def fmt_table(rows: list[dict[str, Any]]) -> str:
         "not run",
         "reasons seen",
     )
-    numbers = {s.name: s.number for s in SCENARIOS}
+    numbers = {s.name: s.number for s in ALL_SCENARIOS}
 
     def cell(v: Any) -> str:
         return "—" if v is None else str(v)

@@ -36,6 +36,40 @@ Scenarios (expected `ended_reason` for the kit; `—`: nothing the agent can kno
                          cuts the agent's signalling for 60 s
 12 server-restart        livekit-server is restarted mid-interview  —
 
+With ``--outbox postgres`` the kit's outbox is one database of a real PostgreSQL cluster the
+bench starts (Debian's initdb/pg_ctl, `endcall.testing.pgcluster`) for every worker:
+`ENDCALL_OUTBOX=postgresql://…`, two kit workers on the shared stack, the workers of 6, 8, 11,
+12 on the same database (any relay of the fleet may deliver any host's leftovers). Then the
+fleet scenarios run too (``--fleet``: only them). Each fleet batch has a fleet of its own
+(`loss_fleet.py`): a livekit-server whose own webhooks go to every `endcall serve` replica
+(`webhook.urls`), a PostgreSQL cluster, `endcall serve` (`ENDCALL_OUTBOX` = the workers'
+database, `ENDCALL_WEBHOOK_URL` = the cell's receiver, so its reconciler's `session.missing`
+lands there; it settles a room 60 s after `room_finished`, sweeps every 30 s, relays every
+5 s), and two worker hosts (each worker's working directory and TMPDIR stand for the host's
+local disk). The naive agent has no database and no `endcall serve`: its fleet cells run the
+same interviews, ends, host and receiver faults on a livekit-server and workers of their own.
+
+13 pg-restart            PostgreSQL restarted (pg_ctl stop, 5 s,    customer-ended-call
+                         start) mid-interview; the candidate answers
+                         once more, then the server stops again,
+                         the candidate clicks End, and it is back
+                         10 s later (the end is accepted, the report
+                         stored and sent while it is down)
+14 pg-late               PostgreSQL down when the workers and       customer-ended-call
+                         endcall serve start, up 60 s after they
+                         are; the candidates arrive at once and wait
+                         up to 2 min for the interviewer
+15 host-lost             worker host A lost mid-interview: its      agent-crashed, complete:false
+                         processes SIGKILLed, its disk deleted; host
+                         B is up (PostgreSQL outbox: another host's
+                         relay, or endcall serve's, sends the draft)
+16 host-lost-sqlite      the same with a SQLite outbox on A's disk: session.missing:no-report-
+                         endcall serve (its own SQLite ledger)      from-agent
+                         sends `session.missing`
+17 serve-replica-killed  two endcall serve replicas; the receiver   customer-ended-call
+                         answers 503 for 90 s from the End click,
+                         replica 1 is SIGKILLed 10 s after it
+
 Counting. The kit's receiver keeps one report per `end_id` (protocol.md §6: a crash draft has
 webhook-id `<end_id>.draft`, the final report `<end_id>`; the final one replaces the draft):
 `received` = sessions with at least one report; the report kept decides `with_expected_reason`
@@ -43,19 +77,27 @@ and `incomplete`; a draft followed by its final report is counted in `superseded
 as a duplicate. `dup_same_body` / `dup_diff_body`: a webhook-id (kit) or a room (naive)
 accepted again with the same / a different body. `p50_ms`/`p99_ms`: from the end (the click,
 the close, the kill, the signal, the fault; for 2 and 3 the report's `ended_at`) to the first
-report accepted for the session.
+report accepted for the session. Fleet cells: a `session.missing` event from `endcall serve`
+(webhook-id `<room_sid>.missing`, protocol.md §7) counts as received — the backend knows the
+session ended without a report — under the reason `session.missing:<cause>` (the expected one
+in 16); a room that gets a report *and* a `session.missing` counts the event in
+`dup_diff_body` (they contradict each other). The wait for a fleet cell lasts until every room
+has a report and `endcall serve`'s ledger has settled it, so a late `session.missing` is seen.
 
 Run inside the test namespace::
 
     scripts/in-netns .venv/bin/python bench/report_loss.py --quick        # 1 session each, ≤ 10 min
     scripts/in-netns .venv/bin/python bench/report_loss.py --sessions 20  # the README's table
-    ... [--scenario NAME]... [--agent kit|naive] [--json]
+    scripts/in-netns .venv/bin/python bench/report_loss.py --outbox postgres --quick  # 12 + fleet
+    scripts/in-netns .venv/bin/python bench/report_loss.py --fleet --sessions 3       # fleet only
+    ... [--scenario NAME]... [--agent kit|naive] [--outbox sqlite|postgres] [--fleet] [--json]
 
 The code, next to this file (run as a script, bench/ is on ``sys.path``): `loss_scenarios.py`
-(the 12 scenarios as a table), `loss_stack.py` (livekit-server, the agent workers, toxiproxy),
+(the scenarios as a table), `loss_stack.py` (livekit-server, the agent workers, toxiproxy),
 `loss_receiver.py` (the receiver of each scenario and agent), `loss_runner.py` (the interviews
-and the faults), `loss_table.py` (the counts, the table, the totals). This file parses the
-flags, runs every cell and prints the results.
+and the faults), `loss_fleet.py` (the PostgreSQL outbox, the fleets and their faults),
+`loss_table.py` (the counts, the table, the totals). This file parses the flags, runs every
+cell and prints the results.
 """
 
 from __future__ import annotations
@@ -65,37 +107,48 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from loss_fleet import PG_LATE, RECONCILE_AFTER, FleetBench
 from loss_receiver import CellReceiver
-from loss_runner import Bench, Cell, logger
-from loss_scenarios import AGENTS, BENCH_SCHEDULE, SCENARIOS
+from loss_runner import Cell, logger
+from loss_scenarios import AGENTS, ALL_SCENARIOS, BENCH_SCHEDULE, FLEET, SCENARIOS
 from loss_table import fmt_table, tally, totals
 
 from endcall.testing.livekit_server import node_ip
 
 
 async def run(args: argparse.Namespace, output: Path, say: Any) -> list[dict[str, Any]]:
-    chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
+    if args.scenario:
+        chosen = [s for s in ALL_SCENARIOS if s.name in args.scenario]
+    elif args.fleet:
+        chosen = list(FLEET)
+    else:
+        chosen = list(SCENARIOS) + (list(FLEET) if args.outbox == "postgres" else [])
     agents = [a for a in AGENTS if not args.agent or a == args.agent]
     # the long waits first, so they overlap the rest
     chosen.sort(key=lambda s: -s.wait)
-    bench = Bench(output, args.sessions, args.parallel, say)
+    bench = FleetBench(output, args.sessions, args.parallel, say, outbox=args.outbox)
     cells: list[Cell] = []
     try:
-        await bench.start_shared(agents)
+        # the shared stack's workers only for the 12 (a fleet scenario brings its own)
+        await bench.start_shared(agents if any(not s.fleet for s in chosen) else [])
         for sc in chosen:
             for agent in agents:
                 rec = CellReceiver(bench.secret, output / f"reports-{sc.number}-{agent}.sqlite")
                 await rec.start()
                 cells.append(Cell(sc, agent, rec))
         say(
-            f"server: livekit-server (shared + one per batch for 6, 8, 11, 12), "
+            f"server: livekit-server (shared + one per batch for 6, 8, 11, 12 and the fleet), "
             f"{len(cells)} cells × {args.sessions} sessions, {args.parallel} interviews at a "
-            f"time; kit retry schedule for this bench: {BENCH_SCHEDULE} s"
+            f"time; kit outbox of 1-12: {args.outbox}"
+            f"{' (one database, 2 kit workers on the shared stack)' if bench.outbox else ''}; "
+            f"kit retry schedule for this bench: {BENCH_SCHEDULE} s; fleet: endcall serve "
+            f"reconciles {RECONCILE_AFTER:g} s after room_finished, pg-late: {PG_LATE:g} s"
         )
         started = time.monotonic()
 
@@ -114,7 +167,7 @@ async def run(args: argparse.Namespace, output: Path, say: Any) -> list[dict[str
         for c in cells:
             with contextlib.suppress(Exception):
                 await c.receiver.stop()
-    order = {s.name: s.number for s in SCENARIOS}
+    order = {s.name: s.number for s in ALL_SCENARIOS}
     rows = sorted((tally(c) for c in cells), key=lambda r: (order[r["scenario"]], r["agent"]))
     for c in cells:
         c.receiver.example.close()
@@ -129,9 +182,17 @@ def main() -> None:
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=[s.name for s in SCENARIOS],
+        choices=[s.name for s in ALL_SCENARIOS],
         help="only this scenario (repeatable)",
     )
+    parser.add_argument(
+        "--outbox",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the kit's outbox for the 12: a SQLite file per host (default), or one PostgreSQL "
+        "database for every worker (then the fleet scenarios run too)",
+    )
+    parser.add_argument("--fleet", action="store_true", help="only the fleet scenarios")
     parser.add_argument("--agent", choices=AGENTS, help="only this agent")
     parser.add_argument("--json", action="store_true", help="one JSON object per line and cell")
     parser.add_argument("--output", type=Path, default=Path("test-output/report-loss"))
@@ -146,6 +207,10 @@ def main() -> None:
     output.mkdir(parents=True, exist_ok=True)
     for old in output.glob("*.sqlite*"):
         old.unlink()
+    # a previous run's host disks, serve ledgers and PostgreSQL clusters
+    for old in (*output.glob("host-*"), *output.glob("serve-*"), *output.glob("pg-*")):
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
     handler = logging.FileHandler(output / "bench.log", mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
