@@ -151,3 +151,75 @@ async def test_outbox_deliver_forever_waits_for_a_late_database(
     stderr = b"".join(lines) + rest
     assert stderr.count(b"retrying until it opens") == 1, stderr  # one line, not one per try
     assert b"the outbox opens now" in stderr
+
+
+async def test_prewarm_starts_the_worker_while_its_database_is_down(
+    cluster: PgCluster, receiver: Receiver, secret: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PostgreSQL outbox that is down (a restart) or late (pod ordering) when a job process
+    starts must not fail the process: the worker would refuse every interview meanwhile (the
+    fleet bench's pg-late lost its interviews that way). Its relay waits for the database."""
+    import endcall
+    from endcall.reports.relay import _prewarmed
+
+    dsn = cluster.create_database("prewarm")
+    await asyncio.to_thread(cluster.stop)
+    _prewarmed.clear()
+    relay = await asyncio.to_thread(
+        lambda: endcall.prewarm(None, secret=secret, outbox=dsn, poll=0.3)
+    )
+    try:
+        assert relay is not None and "starting anyway" in caplog.text
+        await asyncio.to_thread(cluster.start)
+        ob = PostgresOutbox(dsn)
+        ob.store("e_4", receiver.url, FINAL, owner="agent-host", lease=0)
+        await until(lambda: "e_4" in receiver.accepted(), timeout=60)
+        ob.close()
+    finally:
+        await asyncio.to_thread(relay.stop)
+        _prewarmed.clear()
+
+
+async def test_a_report_delivered_from_memory_leaves_no_draft_behind(
+    cluster: PgCluster, receiver: Receiver, secret: str
+) -> None:
+    """The database is down at the end: the final report goes out from memory, and its crash
+    draft (saved before) cannot be discarded yet. Once the database is back the discard is
+    done — no relay ever sends the stale draft after the final report (the fleet bench's
+    pg-restart did, 7-16 s after)."""
+    dsn = cluster.create_database("settle")
+    pipe = ReportPipeline(Webhook(url=receiver.url, secret=secret), PostgresOutbox(dsn))
+    await pipe.save_draft("e_5", DRAFT)
+    await asyncio.to_thread(cluster.stop)
+    assert await pipe.store("e_5", FINAL) is False
+    assert (await pipe.deliver("e_5")).delivered  # from memory
+    await asyncio.to_thread(cluster.start)
+    reader = PostgresOutbox(dsn)
+    await until(lambda: reader.get("e_5.draft") is None)  # discarded while the job lives
+    await pipe.aclose()
+    relay = Relay(reader, [secret], owner="relay-host")
+    reader.make_due()
+    assert (await relay.run_once()).claimed == 0
+    await relay.aclose()
+    assert [r.end_id for rs in receiver.accepted().values() for r in rs] == ["e_5"]
+    reader.close()
+
+
+async def test_close_waits_a_little_for_the_database_to_settle(
+    cluster: PgCluster, receiver: Receiver, secret: str
+) -> None:
+    """The job ends while the database restarts: `aclose` waits (bounded) and commits the
+    final report instead of leaving it only in the log."""
+    dsn = cluster.create_database("close")
+    receiver.plan = lambda end_id, n: Action(503)
+    pipe = ReportPipeline(Webhook(url=receiver.url, secret=secret), PostgresOutbox(dsn))
+    await pipe.save_draft("e_6", DRAFT)
+    await asyncio.to_thread(cluster.stop)
+    assert await pipe.store("e_6", FINAL) is False
+    restart = asyncio.create_task(asyncio.to_thread(cluster.start))
+    await pipe.aclose()  # within its 10 s the database is back
+    await restart
+    reader = PostgresOutbox(dsn)
+    rec = reader.get("e_6")
+    assert rec is not None and rec.body == FINAL and reader.get("e_6.draft") is None
+    reader.close()

@@ -28,10 +28,6 @@ logged.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +39,12 @@ import httpx
 from endcall.reports import metrics, secret_offers
 from endcall.reports.delivery import Clock, DeadCallback, RetryPolicy, Sender, SystemClock
 from endcall.reports.heartbeats import Heartbeats
+from endcall.reports.memory import (
+    MemoryReport,
+    OwedWrites,
+    log_unsaved,
+    unsaved_report_line,
+)
 from endcall.reports.outbox.base import Outbox, OutboxRecord, default_outbox_path, make_owner
 from endcall.reports.outbox.sql import SqlOutbox
 from endcall.reports.storage import OutboxError, check_outbox, open_checked
@@ -57,14 +59,12 @@ DEFAULT_LEASE = 90.0
 #: a lease always covers one request timeout plus this much
 LEASE_MARGIN = 60.0
 #: a report the outbox refused is committed again after this long, doubling up to the max:
-#: a database back after a restart holds the final report within seconds
-STORE_RETRY_FIRST = 0.25
-STORE_RETRY_MAX = 5.0
 #: an outbox that did not open is tried again after this long, doubling up to the max
 REOPEN_FIRST = 1.0
 REOPEN_MAX = 30.0
-#: a logged report body is cut here (the rest is named by its size and SHA-256)
-MAX_LOGGED_BODY = 1024 * 1024
+#: `aclose` waits this long for an outbox that still owes a write (a report to commit, a
+#: draft to discard) before it gives up and logs the report whole
+SETTLE_AT_CLOSE = 10.0
 
 
 def lease_for(timeout: float, lease: float = DEFAULT_LEASE, margin: float = LEASE_MARGIN) -> float:
@@ -83,57 +83,6 @@ class DeliveryOutcome:
     attempts: int
     last_status: int | None
     last_error: str | None
-
-
-def unsaved_report_line(end_id: str, url: str, body: bytes, error: str) -> str:
-    """The one-line JSON log record of a report the outbox could not keep. Bodies above
-    `MAX_LOGGED_BODY` are cut there (``"truncated": true``, with the full size and SHA-256)."""
-    doc: dict[str, object] = {"end_id": end_id, "url": url, "error": error}
-    if len(body) > MAX_LOGGED_BODY:
-        doc.update(truncated=True, size=len(body), sha256=hashlib.sha256(body).hexdigest())
-        body = body[:MAX_LOGGED_BODY]
-    try:
-        doc["body"] = body.decode("utf-8")
-    except UnicodeDecodeError:
-        doc["body_b64"] = base64.b64encode(body).decode()
-    return json.dumps({"endcall_unsaved_report": doc}, separators=(",", ":"))
-
-
-class _Memory:
-    """A report kept in memory because the outbox failed."""
-
-    def __init__(self, end_id: str, url: str, body: bytes, now: float) -> None:
-        self.end_id = end_id
-        self.url = url
-        self.body = body
-        self.attempts = 0
-        self.next_attempt_at = now
-        self.status = "pending"
-        self.created_at = now
-        self.last_status: int | None = None
-        self.last_error: str | None = None
-        self.stored = False
-        """True when the outbox holds it (it failed later): it is never logged whole."""
-        self.logged = False
-
-    def record(self, headers: dict[str, str]) -> OutboxRecord:
-        return OutboxRecord(
-            end_id=self.end_id,
-            status="pending",
-            is_draft=False,
-            url=self.url,
-            headers=headers,
-            body=self.body,
-            attempts=self.attempts,
-            next_attempt_at=self.next_attempt_at,
-            last_error=self.last_error,
-            last_status=self.last_status,
-            lease_owner=None,
-            lease_expires_at=None,
-            created_at=self.created_at,
-            updated_at=self.created_at,
-            delivered_at=None,
-        )
 
 
 #: one queued write: a final report to store, or a delivery to mark
@@ -246,15 +195,6 @@ def batch_writer(
     return write
 
 
-def log_unsaved(rec: OutboxRecord | _Memory, why: str | None = None) -> None:
-    """Log a report that is neither stored nor delivered, whole, once."""
-    if not isinstance(rec, _Memory) or rec.stored or rec.logged or rec.status == "delivered":
-        return
-    rec.logged = True
-    error = why or f"not stored and not delivered ({rec.last_error or rec.status})"
-    logger.error(unsaved_report_line(rec.end_id, rec.url, rec.body, error))
-
-
 def attempt_timeout(timeout: float, left: float) -> float:
     """One attempt's timeout with ``left`` seconds of the in-process window left (≥ 1 s)."""
     return max(min(timeout, 1.0), min(timeout, left))
@@ -295,11 +235,13 @@ class ReportPipeline:
         #: when (``time.monotonic()``) an outbox that failed to open may be tried again
         self._reopen_at: float | None = None
         self._reopen_delay = REOPEN_FIRST
-        self._storer: asyncio.Task[None] | None = None
         self._scopes: dict[str, str] = {}
+        #: how long `aclose` waits for an outbox that still owes writes (seconds)
+        self.settle_at_close = SETTLE_AT_CLOSE
         self._heartbeats = Heartbeats(self._ob, self.owner, self.lease)
         self._open_lock = asyncio.Lock()
-        self._memory: dict[str, _Memory] = {}
+        self._owed = OwedWrites(lambda m: self._store_again(m, quiet=True), self._settle_draft)
+        self._memory = self._owed.reports
         self._fresh: dict[str, OutboxRecord] = {}
         #: until when (``time.monotonic()``) we surely hold a row's lease
         self._lease_until: dict[str, float] = {}
@@ -480,7 +422,7 @@ class ReportPipeline:
         else:
             self._heartbeats.stop(end_id)  # the final report replaced the draft
             return stored
-        self._memory[end_id] = _Memory(end_id, self.webhook.url, body, self.clock.time())
+        self._memory[end_id] = MemoryReport(end_id, self.webhook.url, body, self.clock.time())
         logger.error(
             "endcall: report %s could not be stored (%s); kept in memory, stored as soon as"
             " the outbox works again, and delivered from memory meanwhile (logged whole only if"
@@ -488,28 +430,10 @@ class ReportPipeline:
             end_id,
             error,
         )
-        self._keep_storing()
+        self._owed.kick()
         return False
 
-    def _keep_storing(self) -> None:
-        """Retry committing the reports kept in memory, in the background, every
-        `STORE_RETRY_FIRST` seconds doubling to `STORE_RETRY_MAX`, until each is in the outbox
-        (where it replaces the session's crash draft) or the pipeline closes."""
-        if self._storer is None or self._storer.done():
-            self._storer = asyncio.get_running_loop().create_task(self._store_loop())
-
-    def _unstored(self) -> list[_Memory]:
-        return [m for m in self._memory.values() if m.status == "pending" and not m.stored]
-
-    async def _store_loop(self) -> None:
-        delay = STORE_RETRY_FIRST
-        while self._unstored():
-            await asyncio.sleep(delay)
-            for mem in self._unstored():
-                await self._store_again(mem, quiet=True)
-            delay = min(delay * 2, STORE_RETRY_MAX)
-
-    async def _store_again(self, mem: _Memory, *, quiet: bool = False) -> bool:
+    async def _store_again(self, mem: MemoryReport, *, quiet: bool = False) -> bool:
         """Retry committing a report kept in memory; True once it is in the outbox (it is
         then delivered from there, by us or by a relay)."""
         try:
@@ -523,7 +447,7 @@ class ReportPipeline:
         logger.info("endcall: report %s is stored after all", mem.end_id)
         return True
 
-    async def _load(self, end_id: str) -> OutboxRecord | _Memory | None:
+    async def _load(self, end_id: str) -> OutboxRecord | MemoryReport | None:
         mem = self._memory.get(end_id)
         if mem is not None:
             return mem
@@ -550,7 +474,7 @@ class ReportPipeline:
                 return DeliveryOutcome(False, False, attempts, last_status, f"outbox: {e}")
             if rec is None:
                 return DeliveryOutcome(False, False, 0, None, "unknown end_id (not stored)")
-            if isinstance(rec, _Memory) and rec.status == "pending" and attempts:
+            if isinstance(rec, MemoryReport) and rec.status == "pending" and attempts:
                 if await self._store_again(rec):
                     continue
             total, status = rec.attempts, rec.status
@@ -568,7 +492,7 @@ class ReportPipeline:
             if rec.next_attempt_at > now:
                 await self.clock.sleep(rec.next_attempt_at - now)
             timeout = attempt_timeout(self.webhook.timeout, deadline - self.clock.time())
-            if isinstance(rec, _Memory):
+            if isinstance(rec, MemoryReport):
                 res, nxt = await self._sender.send(
                     rec.record(self._headers), timeout=timeout, record=False
                 )
@@ -582,7 +506,9 @@ class ReportPipeline:
                         except Exception as e:  # a relay sends it again: same body, same id
                             logger.warning("endcall: could not mark %s delivered: %s", end_id, e)
                         return DeliveryOutcome(True, False, rec.attempts, res.status, None)
-                    await self._settle_draft(end_id)
+                    rec.settled = await self._settle_draft(end_id)
+                    if not rec.settled:  # the draft would go out after it: discard it later
+                        self._owed.kick()
                 elif res.outcome == "dead":
                     rec.status = "dead"
                 else:
@@ -609,7 +535,7 @@ class ReportPipeline:
                     )
             except Exception as e:
                 logger.error("endcall: outbox failed for %s, keeping it in memory: %s", end_id, e)
-                mem = _Memory(end_id, rec.url, rec.body, self.clock.time())
+                mem = MemoryReport(end_id, rec.url, rec.body, self.clock.time())
                 mem.attempts = rec.attempts
                 mem.stored = True  # the outbox has it: a relay delivers it if we do not
                 self._memory[end_id] = mem
@@ -621,17 +547,19 @@ class ReportPipeline:
             if res.outcome == "dead":
                 return DeliveryOutcome(False, True, fresh.attempts + 1, res.status, res.error)
 
-    async def _settle_draft(self, end_id: str) -> None:
-        """After an in-memory delivery, best effort: discard the session's crash draft left
-        in the outbox (saved before the outbox failed), so no relay sends it later."""
-        self._heartbeats.stop(end_id)
+    async def _settle_draft(self, end_id: str) -> bool:
+        """After an in-memory delivery: discard the session's crash draft left in the outbox
+        (saved before the outbox failed), so no relay sends it later. True once done; until
+        then the draft's heartbeat goes on (no relay takes it over while we live)."""
         ob = self._outbox
-        if ob is None:
-            return
-        try:
-            await asyncio.to_thread(ob.discard_draft, end_id)
-        except Exception as e:
-            logger.warning("endcall: could not discard the draft of %s: %s", end_id, e)
+        if ob is not None:
+            try:
+                await asyncio.to_thread(ob.discard_draft, end_id)
+            except Exception as e:
+                logger.warning("endcall: could not discard the draft of %s yet: %s", end_id, e)
+                return False
+        self._heartbeats.stop(end_id)
+        return True
 
     async def _release(self, end_id: str) -> None:
         ob = self._outbox
@@ -646,15 +574,13 @@ class ReportPipeline:
         """Close the HTTP client and the outbox the pipeline opened. Reports still only in
         memory get a last try at the outbox (then relays deliver them); what still fails is
         logged whole (`unsaved_report_line`)."""
-        await self._heartbeats.aclose()
-        if self._storer is not None:
-            self._storer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._storer
         await self._sender.aclose()
+        # the outbox still owes writes (a database restarting): wait for it a little, the
+        # drafts still held by their heartbeats, rather than leave a stale draft to a relay
+        await self._owed.close(self.settle_at_close)
+        await self._heartbeats.aclose()
         for mem in list(self._memory.values()):
-            if mem.status == "pending" and await self._store_again(mem):
-                continue
-            log_unsaved(mem, f"undelivered at close ({mem.last_error})")
+            if mem.status == "pending" and not mem.stored:
+                log_unsaved(mem, f"undelivered at close ({mem.last_error})")
         if self._own_outbox and self._outbox is not None:
             await asyncio.to_thread(self._outbox.close)

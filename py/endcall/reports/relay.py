@@ -423,8 +423,10 @@ def prewarm(
 
     Cheap and non-blocking: it checks that the outbox (default: `default_outbox_path`, the one
     the agent's `ReportPipeline` uses) can be written — raising
-    `endcall.reports.storage.OutboxError` when it cannot, so a misconfigured worker fails at
-    start-up — and starts one daemon thread per process (later calls return the same relay) that
+    `endcall.reports.storage.OutboxError` when a SQLite file cannot, so a misconfigured worker
+    fails at start-up; a PostgreSQL outbox that cannot be reached is logged at ERROR and waited
+    for (a restart or pod ordering must not refuse interviews) — and starts one daemon thread
+    per process (later calls return the same relay) that
     every ``poll`` seconds delivers due reports and abandoned crash drafts. Secrets: ``secret=`` or
     ``$ENDCALL_WEBHOOK_SECRET`` (``ValueError`` if malformed); without either, the relay starts as
     soon as the first `Webhook` given in code is used in this process (`ReportPipeline` offers it
@@ -433,7 +435,7 @@ def prewarm(
     to pass arguments as a ``setup_fnc``.
     """
     from endcall.reports import pipeline  # noqa: F401 - imported here, not on the job's event loop
-    from endcall.reports.storage import open_checked
+    from endcall.reports.storage import OutboxError, open_checked
 
     if secret is None:
         secrets = check_secrets(secrets_from_env())
@@ -441,7 +443,16 @@ def prewarm(
         secrets = check_secrets(parse_secrets(secret), "secret")
     else:
         secrets = check_secrets(secret, "secret")
-    open_checked(outbox).close()
+    where = str(outbox if outbox is not None else default_outbox_path())
+    try:
+        open_checked(outbox).close()
+    except OutboxError as e:
+        if "://" not in where:
+            raise  # a local file that cannot be written: the worker's own misconfiguration
+        # a database that is down or late (a restart, pod ordering): failing the worker would
+        # refuse every interview meanwhile; jobs keep their reports in memory and store them
+        # once it is back, and the relay below keeps trying to open it
+        logger.error("endcall.prewarm: %s; starting anyway, retrying in the background", e)
     if not secrets:
         logger.info(
             "endcall.prewarm: no %s set; the relay starts with the first Webhook's secrets",

@@ -190,8 +190,9 @@ class LiveKitWebhooks:
             return JSONResponse({"status": "ignored", "event": event.event})
         try:
             ledger = await asyncio.to_thread(self.ledger)
-            if await asyncio.to_thread(ledger.seen_token, token_hash):
-                raise HttpError(401, "this LiveKit webhook token was already used (a replay)")
+            # A token seen before signs the same body (its SHA-256 is in the token): the same
+            # event, already recorded — LiveKit sends each webhook to every URL of its list, so
+            # every replica of a fleet gets the same token. A duplicate, never charged.
             fresh = await asyncio.to_thread(ledger.record, entry, token_hash)
         except HttpError:
             raise
