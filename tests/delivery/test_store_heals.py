@@ -184,9 +184,10 @@ async def test_a_report_delivered_from_memory_leaves_no_draft_behind(
     cluster: PgCluster, receiver: Receiver, secret: str
 ) -> None:
     """The database is down at the end: the final report goes out from memory, and its crash
-    draft (saved before) cannot be discarded yet. Once the database is back the discard is
-    done — no relay ever sends the stale draft after the final report (the fleet bench's
-    pg-restart did, 7-16 s after)."""
+    draft (saved before) cannot be replaced yet. Once the database is back the report is
+    written as delivered, which replaces the draft: no relay ever sends the stale draft after
+    the final report (the fleet bench's pg-restart did, 7-16 s after), and the reconciler finds
+    the room's report (no false session.missing)."""
     dsn = cluster.create_database("settle")
     pipe = ReportPipeline(Webhook(url=receiver.url, secret=secret), PostgresOutbox(dsn))
     await pipe.save_draft("e_5", DRAFT)
@@ -195,7 +196,9 @@ async def test_a_report_delivered_from_memory_leaves_no_draft_behind(
     assert (await pipe.deliver("e_5")).delivered  # from memory
     await asyncio.to_thread(cluster.start)
     reader = PostgresOutbox(dsn)
-    await until(lambda: reader.get("e_5.draft") is None)  # discarded while the job lives
+    await until(lambda: reader.get("e_5.draft") is None)  # replaced while the job lives
+    final = reader.get("e_5")  # by the report itself, as delivered: the reconciler finds it
+    assert final is not None and final.status == "delivered" and final.body == FINAL
     await pipe.aclose()
     relay = Relay(reader, [secret], owner="relay-host")
     reader.make_due()

@@ -3,7 +3,8 @@
 A final report the outbox refused (a database restarting) is kept as a `MemoryReport` and
 delivered from there; `OwedWrites` keeps trying, in the background, what the outbox owes it —
 committing it (then it replaces the session's crash draft), or, once it was delivered from
-memory, discarding that draft so no relay sends it afterwards — every `RETRY_FIRST` seconds
+memory, recording it as delivered (which replaces the draft too: no relay sends the draft
+afterwards, and the reconciler finds the room's report) — every `RETRY_FIRST` seconds
 doubling to `RETRY_MAX`, and for a while at close. A report neither stored nor delivered is
 logged whole, once (`unsaved_report_line`).
 """
@@ -63,7 +64,8 @@ class MemoryReport:
         self.stored = False
         """True when the outbox holds it (it failed later): it is never logged whole."""
         self.settled = False
-        """Delivered from memory, and its crash draft discarded from the outbox (or none)."""
+        """Delivered from memory, and written to the outbox as delivered since."""
+        self.settle_failed = False
         self.logged = False
 
     def record(self, headers: dict[str, str]) -> OutboxRecord:
@@ -96,7 +98,7 @@ def log_unsaved(rec: OutboxRecord | MemoryReport, why: str | None = None) -> Non
 
 
 def _owed(m: MemoryReport) -> bool:
-    """A commit (pending, not in the outbox) or a draft's discard (delivered from memory)."""
+    """A commit (pending, not in the outbox), or a delivered record (delivered from memory)."""
     return (m.status == "pending" and not m.stored) or (m.status == "delivered" and not m.settled)
 
 
@@ -104,13 +106,14 @@ class OwedWrites:
     """The reports kept in memory (``reports``, by end_id) and what the outbox owes them.
 
     ``store(report)`` commits one (True once done; it then leaves ``reports``);
-    ``settle(end_id)`` discards the crash draft of one delivered from memory (True once done).
+    ``settle(report)`` writes one delivered from memory to the outbox as delivered, which
+    replaces its crash draft (True once done).
     """
 
     def __init__(
         self,
         store: Callable[[MemoryReport], Awaitable[bool]],
-        settle: Callable[[str], Awaitable[bool]],
+        settle: Callable[[MemoryReport], Awaitable[bool]],
     ) -> None:
         self.reports: dict[str, MemoryReport] = {}
         self._store = store
@@ -129,7 +132,7 @@ class OwedWrites:
         for report in self.owed():
             if report.status == "pending":
                 await self._store(report)
-            elif await self._settle(report.end_id):
+            elif await self._settle(report):
                 report.settled = True
 
     def kick(self) -> None:

@@ -240,7 +240,7 @@ class ReportPipeline:
         self.settle_at_close = SETTLE_AT_CLOSE
         self._heartbeats = Heartbeats(self._ob, self.owner, self.lease)
         self._open_lock = asyncio.Lock()
-        self._owed = OwedWrites(lambda m: self._store_again(m, quiet=True), self._settle_draft)
+        self._owed = OwedWrites(lambda m: self._store_again(m, quiet=True), self._record_delivered)
         self._memory = self._owed.reports
         self._fresh: dict[str, OutboxRecord] = {}
         #: until when (``time.monotonic()``) we surely hold a row's lease
@@ -506,8 +506,8 @@ class ReportPipeline:
                         except Exception as e:  # a relay sends it again: same body, same id
                             logger.warning("endcall: could not mark %s delivered: %s", end_id, e)
                         return DeliveryOutcome(True, False, rec.attempts, res.status, None)
-                    rec.settled = await self._settle_draft(end_id)
-                    if not rec.settled:  # the draft would go out after it: discard it later
+                    rec.settled = await self._record_delivered(rec)
+                    if not rec.settled:  # the outbox owes it a delivered record (`OwedWrites`)
                         self._owed.kick()
                 elif res.outcome == "dead":
                     rec.status = "dead"
@@ -547,18 +547,20 @@ class ReportPipeline:
             if res.outcome == "dead":
                 return DeliveryOutcome(False, True, fresh.attempts + 1, res.status, res.error)
 
-    async def _settle_draft(self, end_id: str) -> bool:
-        """After an in-memory delivery: discard the session's crash draft left in the outbox
-        (saved before the outbox failed), so no relay sends it later. True once done; until
-        then the draft's heartbeat goes on (no relay takes it over while we live)."""
-        ob = self._outbox
-        if ob is not None:
-            try:
-                await asyncio.to_thread(ob.discard_draft, end_id)
-            except Exception as e:
-                logger.warning("endcall: could not discard the draft of %s yet: %s", end_id, e)
-                return False
-        self._heartbeats.stop(end_id)
+    async def _record_delivered(self, mem: MemoryReport) -> bool:
+        """After an in-memory delivery: write the report to the outbox as delivered — its
+        crash draft goes in the same transaction, so no relay sends the draft later, and the
+        reconciler finds the room's report (no false ``session.missing``). True once done;
+        until then the draft's heartbeat goes on (no relay takes it over while we live)."""
+        try:
+            await self._store_now(mem.end_id, mem.body)
+            await self._mark_delivered(mem.end_id, mem.last_status or 200)
+        except Exception as e:
+            if not mem.settle_failed:
+                logger.warning("endcall: could not record %s as delivered yet: %s", mem.end_id, e)
+            mem.settle_failed = True
+            return False
+        self._heartbeats.stop(mem.end_id)
         return True
 
     async def _release(self, end_id: str) -> None:
