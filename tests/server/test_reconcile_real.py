@@ -341,7 +341,9 @@ def _livekit_token(
     return tok.with_ttl(timedelta(seconds=ttl)).to_jwt()
 
 
-async def test_forged_and_expired_livekit_webhooks_are_refused_and_replays_change_nothing(world: World) -> None:
+async def test_forged_and_expired_livekit_webhooks_are_refused_and_replays_change_nothing(
+    world: World,
+) -> None:
     event = {
         "event": "room_finished",
         "id": "EV_forged1",
