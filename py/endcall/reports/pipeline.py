@@ -109,12 +109,19 @@ class GroupCommit(Generic[T, R]):
         self._busy = False
 
     async def submit(self, item: T) -> R | None:
+        return (await self.submit_together([item]))[0]
+
+    async def submit_together(self, items: list[T]) -> list[R | None]:
+        """Queue ``items`` in one go: they share a commit (unless the batch is full)."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[R | None] = loop.create_future()
-        self._queue.append((item, fut))
+        futs: list[asyncio.Future[R | None]] = []
+        for item in items:
+            fut: asyncio.Future[R | None] = loop.create_future()
+            self._queue.append((item, fut))
+            futs.append(fut)
         if not self._busy:
             self._start(loop)
-        return await fut
+        return list(await asyncio.gather(*futs))
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._queue = self._queue[: self._max], self._queue[self._max :]
@@ -553,8 +560,21 @@ class ReportPipeline:
         reconciler finds the room's report (no false ``session.missing``). True once done;
         until then the draft's heartbeat goes on (no relay takes it over while we live)."""
         try:
-            await self._store_now(mem.end_id, mem.body)
-            await self._mark_delivered(mem.end_id, mem.last_status or 200)
+            ob = await self._ob()
+            if ob is None:
+                raise OutboxError("outbox unavailable")
+            # one transaction on a SQL outbox: the draft never gives way to a *pending* report
+            # (which a relay would send again, and a reader would take for undelivered)
+            stored, _ = await self._writer(ob).submit_together(
+                [
+                    ("store", (mem.end_id, self.webhook.url, mem.body)),
+                    ("delivered", (mem.end_id, mem.last_status or 200)),
+                ]
+            )
+            if isinstance(stored, Exception):
+                raise stored
+            if stored == "stored":
+                metrics.STORED.labels("final").inc()
         except Exception as e:
             if not mem.settle_failed:
                 logger.warning("endcall: could not record %s as delivered yet: %s", mem.end_id, e)
