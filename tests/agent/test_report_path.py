@@ -17,7 +17,7 @@ async def test_drafts_on_each_turn_and_periodically_then_the_final_report(tmp_pa
     job = await start_job(tmp_path, endcall_kwargs={"checkpoint_interval": 1.0})
     assert job.end is not None
     end_id = job.end.end_id
-    # the first checkpoint when the call starts (serialized in a worker thread)
+    # the first checkpoint when the call starts (serialized in slices on the event loop)
     await wait_until(lambda: len(job.pipeline.drafts) >= 1)
     job.llm.add("Good answer.")
     job.stt.say("My first answer.")

@@ -1,9 +1,9 @@
-"""Report size: a documented cap, trimmed events first, transcript last; drafts off the loop."""
+"""Report size: a documented cap, trimmed events first, transcript last (a draft that leaves the
+event loop free, with the same bytes: test_report_slices.py)."""
 
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import pytest
@@ -75,20 +75,3 @@ def test_then_tool_calls_then_the_oldest_messages(monkeypatch: pytest.MonkeyPatc
     assert 0 < len(kept) < 100 and trimmed["messages"] == 100 - len(kept)
     assert kept[-1].startswith("m99 ")  # the end of the conversation is kept
     assert all(i.get("type") == "message" for i in doc["session"]["chat_history"]["items"])
-
-
-async def test_drafts_are_serialized_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    threads: list[threading.Thread] = []
-    real = report.encode_report
-
-    def spy(doc: Any) -> bytes:
-        threads.append(threading.current_thread())
-        return real(doc)
-
-    monkeypatch.setattr(report, "encode_report", spy)
-    session = Session(messages=4, msg_size=10, events=3, event_size=10)
-    body = await report.build_draft_async(
-        "e_1", ctx=None, session=session, room_name="r", started_at=1.0
-    )
-    assert json.loads(body)["complete"] is False
-    assert threads and all(t is not threading.main_thread() for t in threads)

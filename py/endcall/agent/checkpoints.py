@@ -3,7 +3,9 @@
 While the call runs, a `complete: false` draft of the report is saved to the outbox every
 `checkpoint_interval` seconds (at most 30) and after every conversation item or annotation, at
 most one per `DRAFT_MIN_INTERVAL` in a burst; a process that dies then still delivers the call
-so far. `stop` ends them before the full report is stored.
+so far. `stop` ends them before the full report is stored. A draft is serialized in slices on
+the event loop, and `cache` keeps each chat item's and event's bytes for the next draft and the
+final report (`endcall.agent.report_json`): a long call's draft never holds the loop.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from endcall.agent.annotations import Annotations
 from endcall.agent.call import Call
 from endcall.agent.report import build_draft, build_draft_async
+from endcall.agent.report_json import ReportJson
 from endcall.agent.waits import settle
 
 __all__ = ["CHECKPOINT_INTERVAL", "DRAFT_MIN_INTERVAL", "Checkpoints"]
@@ -42,6 +45,8 @@ class Checkpoints:
         self._draft_task: asyncio.Task[None] | None = None
         self._dirty = False
         self._stopped = False
+        #: the serialized chat items and events, kept from one draft to the next
+        self.cache = ReportJson()
 
     def start(self) -> None:
         """A draft now, then every `interval` seconds."""
@@ -88,6 +93,7 @@ class Checkpoints:
                     room_name=call.room_name(),
                     started_at=call.started_at,
                     annotations=self._annotations.snapshot(),
+                    cache=self.cache,
                 )
                 await self._sink.save_draft(call.end_id, body)
             except Exception:

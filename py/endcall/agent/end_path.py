@@ -24,7 +24,7 @@ from endcall.agent.drain import drain
 from endcall.agent.end_machine import EndRecord, EndState, Trigger
 from endcall.agent.end_tool import GoodbyePlan
 from endcall.agent.own_room import delete_own_room
-from endcall.agent.report import build_report
+from endcall.agent.report import PreparedReport, build_report, prepare_report
 from endcall.agent.transcript import Transcript
 from endcall.agent.waits import remaining, settle
 from endcall.protocol import ATTR_REPORT, ATTR_STATE
@@ -155,7 +155,15 @@ class EndPath:
         call = self._call
         try:
             await self._checkpoints.stop()
-            body = self._build_report(drain_s, shutdown_s)
+            # the long part (chat items, events) in slices, the loop running between them;
+            # then, at once, what is known only now
+            try:
+                prepared = await prepare_report(call.ctx, call.session, self._checkpoints.cache)
+            except asyncio.CancelledError:
+                # torn down meanwhile: built whole, at once, as the hand-over always could be
+                logger.warning("endcall: the report was interrupted; building it at once")
+                prepared = PreparedReport(call.ctx, call.session)
+            body = self._build_report(prepared, drain_s, shutdown_s)
             self.report = body
             self.stored = await self._sink.store(call.end_id, body)
             if self.stored:
@@ -200,14 +208,12 @@ class EndPath:
         section.update(self._call.end_info)
         return section
 
-    def _build_report(self, drain_s: float, shutdown_s: float) -> bytes:
+    def _build_report(self, prepared: PreparedReport, drain_s: float, shutdown_s: float) -> bytes:
         call = self._call
         rec = call.machine.record
         try:
-            return build_report(
+            return prepared.finish(
                 rec,
-                ctx=call.ctx,
-                session=call.session,
                 room_name=call.room_name(),
                 started_at=call.started_at,
                 end_section=self._end_section(drain_s, shutdown_s),

@@ -6,9 +6,12 @@
 - `usage_summary(session)`: one entry per model (LLM tokens, TTS characters, STT audio
   seconds…) from `session.usage`.
 - `build_report(...)` / `build_draft(...)`: the final report and the crash draft
-  (`complete: false`, `ended_reason: agent-crashed`), serialized once with `encode_report`;
-  `build_draft_async(...)` takes a snapshot on the event loop and serializes it in a worker
-  thread, so a long session's draft never blocks the loop.
+  (`complete: false`, `ended_reason: agent-crashed`), serialized once with `encode_report`.
+- `build_draft_async(...)` and `prepare_report(...)` + `PreparedReport.finish(...)`: the same
+  bytes, with the long lists (chat items, events) serialized element by element in slices on
+  the event loop and kept between builds (`endcall.agent.report_json`), so no draft or report
+  of a long session holds the loop for more than about a millisecond at a time. What that path
+  cannot reproduce is serialized whole instead (the draft in a worker thread).
 - Size: a report is at most `MAX_REPORT_SIZE` bytes (8 MiB; protocol.md allows 16 MiB).
   A larger one is trimmed, in this order, until it fits: (1) the session's `events`, (2) the
   session's other sections except `chat_history` and the ids, (3) chat history items that are
@@ -24,22 +27,34 @@ import asyncio
 import dataclasses
 import json
 import logging
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from endcall.agent.annotations import AnnotationsSnapshot
 from endcall.agent.end_machine import EndRecord
+from endcall.agent.report_json import (
+    KEEP_KEYS,
+    ReportJson,
+    ReportParts,
+    Slicer,
+    Unusual,
+    json_safe,
+    json_safe_strict,
+    raw_part,
+)
 from endcall.protocol import AnnotationsSource, EndReason, Initiator, SessionEnded, encode_report
 
 __all__ = [
     "MAX_REPORT_SIZE",
+    "PreparedReport",
+    "ReportJson",
     "add_flushed_transcripts",
     "build_draft",
     "build_draft_async",
     "build_report",
     "json_safe",
+    "prepare_report",
     "session_section",
     "trim_report",
     "usage_summary",
@@ -49,37 +64,7 @@ logger = logging.getLogger("endcall")
 
 #: the largest report endcall sends (bytes); larger ones are trimmed (see the module docstring)
 MAX_REPORT_SIZE = 8 * 1024 * 1024
-#: session keys kept while trimming (besides `chat_history`)
-_KEEP_KEYS = frozenset({"chat_history", "job_id", "room_id", "room", "timestamp"})
-
-
-def json_safe(value: Any) -> Any:
-    """A copy of `value` that `json.dumps(allow_nan=False)` accepts (unknown objects → repr,
-    non-finite floats → None)."""
-
-    def _default(obj: Any) -> Any:
-        dump = getattr(obj, "model_dump", None)
-        if callable(dump):
-            try:
-                return dump(mode="json")
-            except Exception:
-                pass
-        return repr(obj)
-
-    def _finite(obj: Any) -> Any:
-        if isinstance(obj, float) and not math.isfinite(obj):
-            return None
-        if isinstance(obj, dict):
-            return {str(k): _finite(v) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [_finite(v) for v in obj]
-        return obj
-
-    try:
-        text = json.dumps(value, default=_default, allow_nan=True)
-    except (TypeError, ValueError) as e:
-        return {"unserializable": f"{type(e).__name__}: {e}", "repr": repr(value)[:2000]}
-    return _finite(json.loads(text))
+_KEEP_KEYS = KEEP_KEYS
 
 
 def _history_dict(session: Any) -> dict[str, Any]:
@@ -94,22 +79,35 @@ def _history_dict(session: Any) -> dict[str, Any]:
 
 
 class _Snapshot:
-    """What a draft reads from a session, copied on the event loop (the lists, not the items,
-    which do not change once added) so that it can be serialized in a worker thread."""
+    """What a draft reads from a session, taken on the event loop: a copy of the chat items
+    list (not of the items, which do not change once added), and how many events there are."""
 
     def __init__(self, session: Any) -> None:
         self.history: Any = None
-        self._recorded_events: list[Any] = []
         try:
             from livekit.agents.llm import ChatContext
 
             self.history = ChatContext(list(session.history.items))
         except Exception as e:
             logger.debug("endcall: no chat history to snapshot: %s", e)
+        #: the session's own list of events (it only grows) and how many there are now: a
+        #: copy of tens of thousands of references would slow the young collections down
+        self.events: list[Any] = []
+        self.count = 0
         try:
-            self._recorded_events = list(getattr(session, "_recorded_events", []))
+            self.events = getattr(session, "_recorded_events", [])
+            self.count = len(self.events)
         except Exception:
-            self._recorded_events = []
+            self.events, self.count = [], 0
+
+    @property
+    def _recorded_events(self) -> list[Any]:
+        """The events when the snapshot was taken (what `session_section` reads)."""
+        return list(self.events[: self.count])
+
+    @property
+    def items(self) -> list[Any]:
+        return self.history.items if self.history is not None else []
 
 
 def session_section(ctx: Any, session: Any, *, full: bool = True) -> dict[str, Any]:
@@ -119,22 +117,28 @@ def session_section(ctx: Any, session: Any, *, full: bool = True) -> dict[str, A
             return dict(json_safe(ctx.make_session_report(session).to_dict()))
         except Exception as e:
             logger.info("endcall: make_session_report failed (%s); using a reduced report", e)
-    section: dict[str, Any] = {"chat_history": _history_dict(session)}
     try:
-        section["events"] = [
+        events: list[Any] = [
             ev.model_dump()
             for ev in getattr(session, "_recorded_events", [])
             if getattr(ev, "type", "") != "metrics_collected"
         ]
     except Exception:
-        section["events"] = []
+        events = []
+    return dict(json_safe(_reduced_section(ctx, _history_dict(session), events)))
+
+
+def _reduced_section(ctx: Any, chat_history: Any, events: Any) -> dict[str, Any]:
+    """The `session` object without `make_session_report`: the chat history, the events, the
+    job's ids and a timestamp (not made JSON-safe yet)."""
+    section: dict[str, Any] = {"chat_history": chat_history, "events": events}
     if ctx is not None:
         try:
             section.update(job_id=ctx.job.id, room_id=ctx.job.room.sid, room=ctx.job.room.name)
         except Exception:
             pass
     section["timestamp"] = time.time()
-    return dict(json_safe(section))
+    return section
 
 
 def usage_summary(session: Any) -> dict[str, Any]:
@@ -174,17 +178,19 @@ def add_flushed_transcripts(section: dict[str, Any], texts: Sequence[str]) -> No
     items = history.setdefault("items", []) if isinstance(history, dict) else None
     if items is None:
         return
-    items.append(
-        {
-            "id": "endcall_flushed_user_turn",
-            "type": "message",
-            "role": "user",
-            "content": [" ".join(t.strip() for t in texts if t.strip())],
-            "interrupted": False,
-            "created_at": time.time(),
-            "extra": {"endcall_flushed": True},
-        }
-    )
+    items.append(_flushed_item(texts))
+
+
+def _flushed_item(texts: Sequence[str]) -> dict[str, Any]:
+    return {
+        "id": "endcall_flushed_user_turn",
+        "type": "message",
+        "role": "user",
+        "content": [" ".join(t.strip() for t in texts if t.strip())],
+        "interrupted": False,
+        "created_at": time.time(),
+        "extra": {"endcall_flushed": True},
+    }
 
 
 def _source(annotations: dict[str, Any] | None) -> AnnotationsSource:
@@ -206,65 +212,87 @@ def build_report(
     """The final `session.ended` body, serialized once."""
     section = session_section(ctx, session)
     add_flushed_transcripts(section, flushed_transcripts)
+    doc = _final_doc(record, room_name, started_at, section, end_section, annotations)
+    return _encode(ctx, usage_summary(session), doc)
+
+
+def _final_doc(
+    record: EndRecord,
+    room_name: str,
+    started_at: float,
+    section: dict[str, Any],
+    end_section: dict[str, Any],
+    annotations: dict[str, Any] | None,
+) -> SessionEnded:
     assert record.reason is not None and record.initiator is not None
-    return _encode(
-        ctx,
-        usage_summary(session),
-        SessionEnded(
-            end_id=record.end_id,
-            ended_reason=record.reason,
-            initiator=record.initiator,
-            room_name=room_name,
-            started_at=started_at,
-            ended_at=record.requested_at or time.time(),
-            complete=True,
-            request_id=record.request_id,
-            meta=json_safe(record.meta) if record.meta is not None else None,
-            annotations=dict(annotations or {}),
-            annotations_source=_source(annotations),
-            session=section,
-            end=dict(json_safe(end_section)),
-        ),
+    return SessionEnded(
+        end_id=record.end_id,
+        ended_reason=record.reason,
+        initiator=record.initiator,
+        room_name=room_name,
+        started_at=started_at,
+        ended_at=record.requested_at or time.time(),
+        complete=True,
+        request_id=record.request_id,
+        meta=json_safe(record.meta) if record.meta is not None else None,
+        annotations=dict(annotations or {}),
+        annotations_source=_source(annotations),
+        session=section,
+        end=dict(json_safe(end_section)),
     )
 
 
-def _draft_job(
-    end_id: str,
-    *,
-    ctx: Any,
-    session: Any,
-    room_name: str,
-    started_at: float,
-    annotations: dict[str, Any] | None = None,
-) -> Callable[[], bytes]:
-    """Take what the draft needs now (on the event loop); the returned function serializes it
-    and may run in any thread."""
-    now = time.time()
-    snap = _Snapshot(session)
-    usage = usage_summary(session)
-    notes = dict(annotations or {})
-    source = _source(annotations)
+class _Draft:
+    """What a draft needs, taken now (on the event loop): `run` serializes it whole (in any
+    thread), `sliced` element by element on the event loop."""
 
-    def run() -> bytes:
-        return _encode(
-            ctx,
-            usage,
-            SessionEnded(
-                end_id=end_id,
-                ended_reason=EndReason.AGENT_CRASHED.value,
-                initiator=Initiator(kind="system", identity=None),
-                room_name=room_name,
-                started_at=started_at,
-                ended_at=now,
-                complete=False,
-                annotations=notes,
-                annotations_source=source,
-                session=session_section(ctx, snap, full=False),
-                end={"channel": None, "checkpoint_at": round(now, 3)},
-            ),
+    def __init__(
+        self,
+        end_id: str,
+        *,
+        ctx: Any,
+        session: Any,
+        room_name: str,
+        started_at: float,
+        annotations: dict[str, Any] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.now = time.time()
+        self.snap = _Snapshot(session)
+        self.usage = usage_summary(session)
+        self.end_id = end_id
+        self.room_name = room_name
+        self.started_at = started_at
+        self.notes = dict(annotations or {})
+        self.source = _source(annotations)
+
+    def _doc(self, section: dict[str, Any]) -> SessionEnded:
+        return SessionEnded(
+            end_id=self.end_id,
+            ended_reason=EndReason.AGENT_CRASHED.value,
+            initiator=Initiator(kind="system", identity=None),
+            room_name=self.room_name,
+            started_at=self.started_at,
+            ended_at=self.now,
+            complete=False,
+            annotations=self.notes,
+            annotations_source=self.source,
+            session=section,
+            end={"channel": None, "checkpoint_at": round(self.now, 3)},
         )
 
-    return run
+    def run(self) -> bytes:
+        section = session_section(self.ctx, self.snap, full=False)
+        return _encode(self.ctx, self.usage, self._doc(section))
+
+    async def sliced(self, cache: ReportJson, slicer: Slicer) -> bytes:
+        items = await cache.items(self.snap.items, slicer)
+        events = await cache.events(self.snap.events, self.snap.count, slicer)
+        parts = ReportParts(items, events)
+        chat_history = {"items": parts.items_token}
+        section = json_safe_strict(_reduced_section(self.ctx, chat_history, parts.events_token))
+        doc = _prepare(self.ctx, self.usage, self._doc(dict(section)))
+        return await parts.encode_sliced(doc, MAX_REPORT_SIZE, slicer)
 
 
 def build_draft(
@@ -277,14 +305,14 @@ def build_draft(
     annotations: dict[str, Any] | None = None,
 ) -> bytes:
     """The crash draft: the transcript so far as a `complete: false` `agent-crashed` report."""
-    return _draft_job(
+    return _Draft(
         end_id,
         ctx=ctx,
         session=session,
         room_name=room_name,
         started_at=started_at,
         annotations=annotations,
-    )()
+    ).run()
 
 
 async def build_draft_async(
@@ -295,10 +323,14 @@ async def build_draft_async(
     room_name: str,
     started_at: float,
     annotations: dict[str, Any] | None = None,
+    cache: ReportJson | None = None,
 ) -> bytes:
-    """`build_draft` with the serialization in a worker thread: only the snapshot (copying two
-    lists) runs on the event loop."""
-    job = _draft_job(
+    """`build_draft`'s bytes without holding the event loop: the snapshot (copying two lists)
+    is taken now, then the chat items and events are serialized one by one in slices on the
+    loop, reusing what `cache` kept from the previous draft (pass the same `ReportJson` to every
+    draft of a session). What the sliced path cannot reproduce is serialized whole in a worker
+    thread."""
+    draft = _Draft(
         end_id,
         ctx=ctx,
         session=session,
@@ -306,7 +338,117 @@ async def build_draft_async(
         started_at=started_at,
         annotations=annotations,
     )
-    return await asyncio.to_thread(job)
+    try:
+        return await draft.sliced(cache if cache is not None else ReportJson(), Slicer())
+    except Exception as e:
+        logger.debug("endcall: the draft is serialized whole (%s: %s)", type(e).__name__, e)
+    return await asyncio.to_thread(draft.run)
+
+
+class PreparedReport:
+    """The final report's session section, serialized in slices (`prepare_report`); `finish`
+    adds what is known only at the end and gives `build_report`'s bytes."""
+
+    def __init__(self, ctx: Any, session: Any) -> None:
+        self._ctx = ctx
+        self._session = session
+        self._parts: ReportParts | None = None
+        self._section: dict[str, Any] = {}
+
+    async def _prepare(self, cache: ReportJson, slicer: Slicer) -> None:
+        ctx, session = self._ctx, self._session
+        report = None
+        if ctx is not None:
+            try:
+                report = ctx.make_session_report(session)
+            except Exception as e:
+                logger.info("endcall: make_session_report failed (%s); using a reduced report", e)
+        if report is None:
+            items = await cache.history(session.history, slicer)
+            recorded = getattr(session, "_recorded_events", [])
+            events = await cache.events(recorded, len(recorded), slicer)
+            parts = ReportParts(items, events)
+            section = _reduced_section(ctx, {"items": parts.items_token}, parts.events_token)
+        else:
+            items = await cache.history(report.chat_history, slicer)
+            events = await cache.events(report.events, len(report.events), slicer)
+            parts = ReportParts(items, events)
+            await asyncio.sleep(0)  # livekit's to_dict goes through every event once more
+            section = _full_section(report, parts)
+        self._section = dict(json_safe_strict(section))
+        self._parts = parts
+
+    def finish(
+        self,
+        record: EndRecord,
+        *,
+        room_name: str,
+        started_at: float,
+        end_section: dict[str, Any],
+        flushed_transcripts: Sequence[str] = (),
+        annotations: dict[str, Any] | None = None,
+    ) -> bytes:
+        """`build_report(record, ...)`'s bytes (once: it uses up what was prepared)."""
+        parts, self._parts = self._parts, None
+        if parts is not None:
+            try:
+                section = dict(self._section)
+                history = section["chat_history"] = dict(section["chat_history"])
+                if history.get("items") != parts.items_token:
+                    raise Unusual("the chat history is not the placeholder")
+                if flushed_transcripts:
+                    parts.items.add(*raw_part(_flushed_item(flushed_transcripts)))
+                doc = _final_doc(record, room_name, started_at, section, end_section, annotations)
+                usage = usage_summary(self._session)
+                return parts.encode(_prepare(self._ctx, usage, doc), MAX_REPORT_SIZE)
+            except Exception as e:
+                logger.debug(
+                    "endcall: the report is serialized whole (%s: %s)", type(e).__name__, e
+                )
+        return build_report(
+            record,
+            ctx=self._ctx,
+            session=self._session,
+            room_name=room_name,
+            started_at=started_at,
+            end_section=end_section,
+            flushed_transcripts=flushed_transcripts,
+            annotations=annotations,
+        )
+
+
+def _full_section(report: Any, parts: ReportParts) -> dict[str, Any]:
+    """`report.to_dict()` (a livekit `SessionReport`) with the placeholders for its chat items
+    and events, in the same key order."""
+    head = report.to_dict(include_chat_history=False, include_events=False)
+    empty = type(report.chat_history)([])
+    order = dataclasses.replace(report, events=[], chat_history=empty).to_dict()
+    if order.get("events") != [] or order.get("chat_history") != {"items": []}:
+        raise Unusual("SessionReport.to_dict has another shape")
+    if set(order) != set(head) | {"events", "chat_history"}:
+        raise Unusual("SessionReport.to_dict has other keys")
+    section: dict[str, Any] = {}
+    for key in order:
+        if key == "events":
+            section[key] = parts.events_token
+        elif key == "chat_history":
+            section[key] = {"items": parts.items_token}
+        else:
+            section[key] = head[key]
+    return section
+
+
+async def prepare_report(ctx: Any, session: Any, cache: ReportJson | None = None) -> PreparedReport:
+    """Serialize the final report's session section without holding the event loop (see
+    `build_draft_async`; the same `cache` reuses what the drafts serialized). Never raises:
+    what the sliced path cannot do, `finish` does whole."""
+    prepared = PreparedReport(ctx, session)
+    try:
+        await prepared._prepare(cache if cache is not None else ReportJson(), Slicer())
+    except Exception as e:
+        logger.debug("endcall: the report will be serialized whole (%s: %s)", type(e).__name__, e)
+        prepared._parts = None
+    return prepared
 
 
 def trim_report(doc: SessionEnded, limit: int = MAX_REPORT_SIZE) -> SessionEnded:
@@ -373,11 +515,16 @@ def trim_report(doc: SessionEnded, limit: int = MAX_REPORT_SIZE) -> SessionEnded
 
 
 def _encode(ctx: Any, usage: dict[str, Any], doc: SessionEnded) -> bytes:
-    """Serialize `doc` with what every report carries: the job's identifiers (from `ctx`),
-    the session's usage, and its times rounded to the millisecond (never ending before it
-    started); trimmed to `MAX_REPORT_SIZE`."""
+    """Serialize `doc` with what every report carries (`_prepare`), trimmed to
+    `MAX_REPORT_SIZE`."""
+    return encode_report(trim_report(_prepare(ctx, usage, doc), MAX_REPORT_SIZE))
+
+
+def _prepare(ctx: Any, usage: dict[str, Any], doc: SessionEnded) -> SessionEnded:
+    """`doc` with the job's identifiers (from `ctx`), the session's usage, and its times
+    rounded to the millisecond (never ending before it started)."""
     job = _job_fields(ctx)
-    doc = dataclasses.replace(
+    return dataclasses.replace(
         doc,
         room_sid=job["room_sid"],
         job_id=job["job_id"],
@@ -386,4 +533,3 @@ def _encode(ctx: Any, usage: dict[str, Any], doc: SessionEnded) -> bytes:
         ended_at=round(max(doc.ended_at, doc.started_at), 3),
         usage=usage,
     )
-    return encode_report(trim_report(doc, MAX_REPORT_SIZE))
