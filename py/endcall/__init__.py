@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from endcall.agent.end_call import EndCall
     from endcall.agent.end_machine import EndRecord, EndState
     from endcall.agent.job_config import JobConfig, JobConfigError, dispatch_metadata, job_config
+    from endcall.agent.prewarm import prewarm
     from endcall.protocol import EndAck, EndReason, EndRequest, Initiator, ProtocolError
-    from endcall.reports.relay import prewarm
     from endcall.reports.webhook import Webhook
     from endcall.server.tokens import mint_end_token
 
@@ -40,7 +40,7 @@ _EXPORTS = {
     "dispatch_metadata": "agent.job_config",
     "job_config": "agent.job_config",
     "mint_end_token": "server.tokens",
-    "prewarm": "reports.relay",
+    "prewarm": "agent.prewarm",
 }
 
 __all__ = [

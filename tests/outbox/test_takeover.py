@@ -94,3 +94,48 @@ def test_scope_is_kept_when_a_checkpoint_names_none(outbox: SqlOutbox, clock: Cl
     draft(outbox, "e_1", scope=None)
     clock.now += 30
     assert outbox.release_scope("RM_1", QUIET) is not None
+
+
+def test_releasing_a_room_releases_its_agents_and_an_agent_only_itself(
+    outbox: SqlOutbox, clock: Clock
+) -> None:
+    """Scopes nest with "/": the agent's drafts are "<room sid>/<identity>"; a participant_left
+    releases that agent's, a room_finished (or a room RoomService no longer lists) the room's."""
+    t0 = clock.now
+    draft(outbox, "e_1", scope="RM_1/agent-AJ_1")
+    draft(outbox, "e_2", scope="RM_1/agent-AJ_2")  # a second agent in the same room
+    draft(outbox, "e_3", scope="RM_10/agent-AJ_3")  # a room whose sid starts alike
+    clock.now = t0 + 40
+    assert outbox.release_scope("RM_1/agent-AJ_1", QUIET) == t0 + 40
+    assert claimed(outbox) == ["e_1.draft"]
+    assert outbox.release_scope("RM_1/agent-AJ", QUIET) is None  # a prefix, not a scope
+    assert outbox.release_scope("RM_1", QUIET) == t0 + 40
+    assert claimed(outbox) == ["e_2.draft"]  # never RM_10's
+    clock.now = t0 + 91
+    assert claimed(outbox) == ["e_3.draft"]
+
+
+def test_silent_scopes_name_only_held_drafts_whose_owner_stopped_renewing(
+    outbox: SqlOutbox, clock: Clock
+) -> None:
+    """What a relay without LiveKit's webhooks asks RoomService about: the drafts of dead or
+    stalled owners — never a live one (it renews every 5 s), a finished one, or one without
+    a scope."""
+    t0 = clock.now
+    draft(outbox, "e_live", scope="RM_1/agent-live")
+    draft(outbox, "e_dead", scope="RM_2/agent-dead")
+    draft(outbox, "e_old", scope="RM_3/agent-old")
+    draft(outbox, "e_none", scope=None)
+    draft(outbox, "e_done", scope="RM_4/agent-done")
+    assert outbox.store("e_done", URL, b'{"complete":true}', owner=A, lease=LEASE) == "stored"
+    clock.now = t0 + 2
+    draft(outbox, "e_old", scope=None)  # a checkpoint: silent from t0 + 2 on, scope kept
+    assert outbox.silent_scopes(QUIET) == []
+    for t in (5, 10, 15, 20):
+        clock.now = t0 + t
+        assert outbox.renew_draft("e_live", A, LEASE)
+    assert outbox.silent_scopes(QUIET) == ["RM_2/agent-dead", "RM_3/agent-old"]
+    assert outbox.silent_scopes(QUIET, limit=1) == ["RM_2/agent-dead"]  # the longest silent
+    clock.now = t0 + 95  # past the lease: the relays claim it anyway, nothing to ask
+    assert outbox.renew_draft("e_live", A, LEASE)
+    assert outbox.silent_scopes(QUIET) == []

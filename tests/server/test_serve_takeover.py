@@ -75,14 +75,16 @@ class Fleet:
         self.url = await self.serve(create_app(settings))
         await asyncio.sleep(0.5)  # the relay's first pass (an empty outbox)
 
-    async def livekit_says(self, event: str, room_sid: str, kind: int | None = None) -> None:
+    async def livekit_says(
+        self, event: str, room_sid: str, kind: int | None = None, identity: str = "agent-1"
+    ) -> None:
         doc: dict[str, Any] = {
             "event": event,
             "id": f"EV_{event}_{room_sid}_{time.monotonic()}",
             "room": {"sid": room_sid, "name": "interview-1"},
         }
         if kind is not None:
-            doc["participant"] = {"sid": "PA_agent", "identity": "agent-1", "kind": kind}
+            doc["participant"] = {"sid": f"PA_{identity}", "identity": identity, "kind": kind}
         body = json.dumps(doc).encode()
         token = api.AccessToken(API_KEY, API_SECRET)
         token.claims.sha256 = base64.b64encode(hashlib.sha256(body).digest()).decode()
@@ -136,8 +138,8 @@ async def received(fleet: Fleet, webhook_id: str, timeout: float) -> float:
 async def test_the_draft_of_a_dead_agent_goes_out_when_livekit_says_it_left(
     fleet: Fleet, event: str, kind: int | None
 ) -> None:
-    dead_agents_draft(fleet, "e_dead", "RM_1", silent_for=20)
-    dead_agents_draft(fleet, "e_other", "RM_2", silent_for=20)  # its agent is still there
+    dead_agents_draft(fleet, "e_dead", "RM_1/agent-1", silent_for=20)
+    dead_agents_draft(fleet, "e_other", "RM_2/agent-1", silent_for=20)  # still there
     said = time.monotonic()
     await fleet.livekit_says(event, "RM_1", kind)  # ParticipantInfo.Kind.AGENT == 4
     at = await received(fleet, "e_dead.draft", timeout=10)
@@ -147,14 +149,27 @@ async def test_the_draft_of_a_dead_agent_goes_out_when_livekit_says_it_left(
 
 
 async def test_a_participant_that_is_no_agent_changes_nothing(fleet: Fleet) -> None:
-    dead_agents_draft(fleet, "e_1", "RM_1", silent_for=20)
+    dead_agents_draft(fleet, "e_1", "RM_1/agent-1", silent_for=20)
     await fleet.livekit_says("participant_left", "RM_1", kind=0)  # the candidate left
     await asyncio.sleep(2)
     assert fleet.received == []
 
 
+async def test_another_agent_leaving_the_room_releases_only_its_own_draft(fleet: Fleet) -> None:
+    """Drafts are scoped ``<room sid>/<agent identity>``: a second agent of the room (or a
+    re-dispatched one) leaving says nothing about the first."""
+    dead_agents_draft(fleet, "e_1", "RM_1/agent-1", silent_for=20)
+    dead_agents_draft(fleet, "e_2", "RM_1/agent-2", silent_for=20)
+    said = time.monotonic()
+    await fleet.livekit_says("participant_left", "RM_1", kind=4, identity="agent-2")
+    at = await received(fleet, "e_2.draft", timeout=10)
+    assert at - said < 10
+    await asyncio.sleep(1.5)
+    assert [r[0] for r in fleet.received] == ["e_2.draft"]
+
+
 async def test_a_recently_silent_agent_is_taken_over_after_the_quiet(fleet: Fleet) -> None:
-    dead_agents_draft(fleet, "e_1", "RM_1", silent_for=4)  # died 4 s ago: 6 s of quiet left
+    dead_agents_draft(fleet, "e_1", "RM_1/agent-1", silent_for=4)  # 6 s of quiet left
     said = time.monotonic()
     await fleet.livekit_says("participant_left", "RM_1", kind=4)
     at = await received(fleet, "e_1.draft", timeout=15)
@@ -168,7 +183,7 @@ async def test_a_live_agent_keeps_its_draft_and_its_final_report_goes_out(fleet:
         Webhook(url=fleet.receiver + "/r", secret=WH_SECRET), SqliteOutbox(fleet.outbox)
     )
     pipe._heartbeats.every = 1.0  # a live agent renews every 5 s; 1 s here to be sure
-    pipe.scope("e_live", "RM_1")
+    pipe.scope("e_live", "RM_1/agent-1")
     await pipe.save_draft("e_live", DRAFT)
     await fleet.livekit_says("participant_left", "RM_1", kind=4)
     await asyncio.sleep(13)  # past the 10 s quiet

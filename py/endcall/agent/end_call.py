@@ -105,6 +105,7 @@ from endcall.agent.end_tool import (
 )
 from endcall.agent.job_hooks import JobHooks
 from endcall.agent.job_lifecycle import watch_job_shutdown
+from endcall.agent.prewarm import draft_scope
 from endcall.agent.room_signals import Signals
 from endcall.agent.timers import CallTimers
 from endcall.agent.transcript import Transcript
@@ -126,6 +127,20 @@ logger = logging.getLogger("endcall")
 def _room_sid(ctx: Any) -> str | None:
     try:
         return str(ctx.job.room.sid) or None
+    except Exception:
+        return None
+
+
+def _agent_identity(ctx: Any) -> str | None:
+    """The agent participant's identity: the connected room's, else the job token's (known
+    before it connects)."""
+    try:
+        if identity := str(ctx.room.local_participant.identity):
+            return identity
+    except Exception:
+        pass
+    try:
+        return str(ctx.token_claims().identity) or None
     except Exception:
         return None
 
@@ -248,7 +263,8 @@ class EndCall:
         self._machine = EndMachine(drain_ms=round(promise * 1000))
         scope = getattr(pipeline, "scope", None)
         if callable(scope):  # the draft belongs to this room: relays may take it over early
-            scope(self._machine.end_id, _room_sid(ctx))  # once LiveKit says the agent left
+            # once LiveKit says the agent left
+            scope(self._machine.end_id, draft_scope(_room_sid(ctx), _agent_identity(ctx)))
         self._call = call = Call(ctx, session, self._machine)
         if annotations.config_refused:  # what `endcall.job_config` refused, for the backend
             call.end_info["config_refused"] = list(annotations.config_refused)

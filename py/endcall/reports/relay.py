@@ -28,6 +28,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,10 @@ import httpx
 
 from endcall.reports import secret_offers
 from endcall.reports.delivery import Clock, DeadCallback, RetryPolicy, Sender, SystemClock
+from endcall.reports.heartbeats import TAKEOVER_QUIET
 from endcall.reports.loop_health import LoopHealth
 from endcall.reports.outbox.base import Outbox, OutboxRecord, default_outbox_path, make_owner
+from endcall.reports.owner_watch import GoneCheck, OwnerWatch
 from endcall.reports.redact import redact
 from endcall.reports.webhook import (
     MAX_TIMEOUT,
@@ -256,8 +259,14 @@ class BackgroundRelay:
         timeout: float = 15.0,
         transport: httpx.AsyncBaseTransport | None = None,
         on_dead: DeadCallback | None = None,
+        gone: GoneCheck | None = None,
+        takeover_quiet: float = TAKEOVER_QUIET,
     ) -> None:
         self.on_dead = on_dead
+        self.gone = gone
+        self.takeover_quiet = takeover_quiet
+        self.watch: OwnerWatch | None = None
+        """Asks ``gone`` about silent drafts (`endcall.reports.owner_watch`), when given."""
         self.target = target
         self.secrets = tuple(secrets)
         self.poll = poll
@@ -304,24 +313,39 @@ class BackgroundRelay:
             transport=self.transport,
             on_dead=self.on_dead,
         )
+        if self.gone is not None:
+            self.watch = OwnerWatch(outbox, self.gone, quiet=self.takeover_quiet)
         try:
-            failing = False
+            failing, next_pass = False, 0.0
             while not self._stop.is_set():
-                self.health.begin()
-                try:
-                    self.stats.add(await relay.run_once())
-                except Exception as e:
-                    self.health.failed(redact(f"{type(e).__name__}: {e}"))
-                    # once per state change: a database down for an hour is one line, not 120
-                    if not failing:
-                        logger.warning("endcall background relay: passes fail (%s); retrying", e)
-                    failing = True
-                else:
-                    self.health.passed()
-                    if failing:
-                        logger.info("endcall background relay: passes work again")
-                    failing = False
-                await self._pause()
+                if time.monotonic() >= next_pass:
+                    next_pass = time.monotonic() + self.poll
+                    self.health.begin()
+                    try:
+                        self.stats.add(await relay.run_once())
+                    except Exception as e:
+                        self.health.failed(redact(f"{type(e).__name__}: {e}"))
+                        # once per state change: a database down for an hour is one line
+                        if not failing:
+                            logger.warning(
+                                "endcall background relay: passes fail (%s); retrying", e
+                            )
+                        failing = True
+                    else:
+                        self.health.passed()
+                        if failing:
+                            logger.info("endcall background relay: passes work again")
+                        failing = False
+                if self.watch is not None:
+                    claimable = await self.watch.check()
+                    if claimable is not None:  # the outbox's clock is the wall clock
+                        soon = time.monotonic() + max(0.0, claimable - time.time())
+                        next_pass = min(next_pass, soon)
+                wait = next_pass - time.monotonic()
+                if self.watch is not None:
+                    wait = min(wait, self.watch.due_in())
+                if await self._pause(max(0.0, wait)):
+                    next_pass = 0.0
         finally:
             await relay.aclose()
             await asyncio.to_thread(outbox.close)
@@ -352,19 +376,19 @@ class BackgroundRelay:
             delay = min(delay * 2, max(self.poll, 1.0))
         return None
 
-    async def _pause(self) -> None:
-        """Until the next poll, a `wake`, or `stop`."""
+    async def _pause(self, seconds: float) -> bool:
+        """Up to ``seconds``, until a `wake` (True) or `stop`."""
         assert self._stop is not None and self._wake is not None
         waits = {
             asyncio.ensure_future(self._stop.wait()),
             asyncio.ensure_future(self._wake.wait()),
         }
-        _, pending = await asyncio.wait(
-            waits, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED
-        )
+        _, pending = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
+        woken = self._wake.is_set()
         self._wake.clear()
+        return woken
 
     def wake(self, delay: float = 0.0) -> None:
         """Make a pass in ``delay`` seconds instead of at the next poll (from any thread):
@@ -399,13 +423,15 @@ def _start(
     secrets: Sequence[str],
     poll: float,
     on_dead: DeadCallback | None,
+    gone: GoneCheck | None = None,
 ) -> BackgroundRelay:
     pid = os.getpid()
     with _prewarm_lock:
         relay = _prewarmed.get(pid)
         if relay is None or not relay.thread.is_alive():
             where = target if target is not None else default_outbox_path()
-            relay = BackgroundRelay(where, secrets, poll=poll, on_dead=on_dead).start()
+            relay = BackgroundRelay(where, secrets, poll=poll, on_dead=on_dead, gone=gone)
+            relay.start()
             _prewarmed[pid] = relay
         return relay
 
@@ -417,6 +443,7 @@ def prewarm(
     outbox: str | Path | None = None,
     poll: float = 30.0,
     on_dead: DeadCallback | None = None,
+    gone: GoneCheck | None = None,
 ) -> BackgroundRelay | None:
     """Start a background relay for leftover reports; usable as livekit-agents ``setup_fnc``
     / ``prewarm_fnc`` (it receives the ``JobProcess``), or called from your own prewarm.
@@ -432,7 +459,9 @@ def prewarm(
     soon as the first `Webhook` given in code is used in this process (`ReportPipeline` offers it
     through `endcall.reports.secret_offers`), and ``None`` is returned. The relay is put in
     ``proc.userdata["endcall.relay"]``. Use ``functools.partial(endcall.prewarm, secret=...)``
-    to pass arguments as a ``setup_fnc``.
+    to pass arguments as a ``setup_fnc``. ``gone`` lets the relay take over a dead agent's
+    crash draft before its lease runs out (`endcall.reports.owner_watch`); ``endcall.prewarm``
+    (`endcall.agent.prewarm`) passes LiveKit's RoomService.
     """
     from endcall.reports import pipeline  # noqa: F401 - imported here, not on the job's event loop
     from endcall.reports.storage import OutboxError, open_checked
@@ -458,9 +487,9 @@ def prewarm(
             "endcall.prewarm: no %s set; the relay starts with the first Webhook's secrets",
             SECRET_ENV,
         )
-        secret_offers.wait_for_secrets(_start_on_offer(outbox, poll, on_dead))
+        secret_offers.wait_for_secrets(_start_on_offer(outbox, poll, on_dead, gone))
         return None
-    relay = _start(outbox, secrets, poll, on_dead)
+    relay = _start(outbox, secrets, poll, on_dead, gone)
     userdata = getattr(proc, "userdata", None)
     if isinstance(userdata, dict):
         userdata["endcall.relay"] = relay
@@ -468,7 +497,10 @@ def prewarm(
 
 
 def _start_on_offer(
-    target: str | Path | None, poll: float, on_dead: DeadCallback | None
+    target: str | Path | None,
+    poll: float,
+    on_dead: DeadCallback | None,
+    gone: GoneCheck | None = None,
 ) -> secret_offers.Starter:
     """The relay `prewarm` was asked for without secrets, started by the first `Webhook`
     offered (`endcall.reports.secret_offers`). The outbox is the offering pipeline's when it is
@@ -478,6 +510,6 @@ def _start_on_offer(
         where = getattr(outbox, "path", None) or getattr(outbox, "dsn", None)
         chosen = where if isinstance(where, (str, Path)) and str(where) != ":memory:" else target
         logger.info("endcall: starting the background relay with the agent's webhook secrets")
-        return _start(chosen, webhook.secrets, poll, on_dead)
+        return _start(chosen, webhook.secrets, poll, on_dead, gone)
 
     return start

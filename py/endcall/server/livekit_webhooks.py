@@ -124,7 +124,11 @@ class LiveKitWebhooks:
         """The agent left the room (or the room is gone): the crash drafts of that room may be
         taken over once their owner has been silent for ``settings.takeover_quiet`` seconds,
         instead of when their lease runs out; the relay is woken for that moment."""
-        when = ledger.outbox.release_scope(entry.room_sid, self.settings.takeover_quiet)
+        # an agent's drafts are scoped "<room sid>/<identity>": the one that left, or the room
+        scope = entry.room_sid
+        if entry.event == "participant_left" and entry.identity:
+            scope = f"{entry.room_sid}/{entry.identity}"
+        when = ledger.outbox.release_scope(scope, self.settings.takeover_quiet)
         if when is None:
             return
         logger.info(

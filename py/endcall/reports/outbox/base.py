@@ -162,8 +162,8 @@ class Outbox(Protocol):
     ) -> bool:
         """Insert or refresh the session's crash draft and renew its lease; False (nothing
         written) if a final report is stored or a relay took the draft over. ``scope`` names
-        what the draft belongs to (opaque here; the agent gives its room sid) for
-        `release_scope`."""
+        what the draft belongs to (opaque here; the agent gives ``<room sid>/<its identity>``)
+        for `release_scope`."""
         ...
 
     def renew_draft(self, end_id: str, owner: str, lease: float) -> bool:
@@ -174,7 +174,14 @@ class Outbox(Protocol):
     def release_scope(self, scope: str, quiet: float) -> float | None:
         """The drafts of ``scope`` lost their owner (LiveKit says the agent is gone): each may
         be taken over once its owner has been silent for ``quiet`` seconds; returns the
-        earliest time one becomes claimable (database clock), None when none is held."""
+        earliest time one becomes claimable (database clock), None when none is held.
+        Scopes nest with ``/``: releasing ``a`` releases ``a`` and ``a/…`` (a room and each of
+        its agents), releasing ``a/b`` only that one."""
+        ...
+
+    def silent_scopes(self, quiet: float, limit: int = 50) -> list[str]:
+        """The scopes of drafts still held under a lease whose owner has not renewed them for
+        ``quiet`` seconds (dead or stalled): what to ask LiveKit about (`release_scope`)."""
         ...
 
     def mark_ending(

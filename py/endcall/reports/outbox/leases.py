@@ -43,19 +43,34 @@ class DeliveryLeases(SqlCore):
 
     def release_scope(self, scope: str, quiet: float) -> float | None:
         """Its owner is gone from ``scope`` (LiveKit said so): each crash draft of that scope
-        may be taken over once its owner has been silent for ``quiet`` seconds — its lease now
-        ends at the later of now and its last renewal + ``quiet`` (never later than it did).
-        Returns the earliest such time (the database's clock), None when no draft is held."""
+        (or of a scope nested in it, ``scope/…``) may be taken over once its owner has been
+        silent for ``quiet`` seconds — its lease now ends at the later of now and its last
+        renewal + ``quiet`` (never later than it did). Returns the earliest such time (the
+        database's clock), None when no draft is held."""
         with self._t() as tx:
             now = self._now(tx)
             until = "CASE WHEN updated_at + :q > :now THEN updated_at + :q ELSE :now END"
             rows = tx.run(
                 f"UPDATE {TABLE} SET lease_expires_at = {until}"
-                " WHERE scope = :s AND status = 'draft' AND lease_owner IS NOT NULL"
-                f" AND lease_expires_at > {until} RETURNING lease_expires_at",
-                {"s": scope, "q": quiet, "now": now},
+                " WHERE (scope = :s OR substr(scope, 1, :n) = :nested) AND status = 'draft'"
+                f" AND lease_owner IS NOT NULL AND lease_expires_at > {until}"
+                " RETURNING lease_expires_at",
+                {"s": scope, "n": len(scope) + 1, "nested": scope + "/", "q": quiet, "now": now},
             )
         return min((float(r[0]) for r in rows), default=None)
+
+    def silent_scopes(self, quiet: float, limit: int = 50) -> list[str]:
+        """Scopes of held drafts not renewed for ``quiet`` seconds, the longest silent first."""
+        with self._t() as tx:
+            now = self._now(tx)
+            rows = tx.run(
+                f"SELECT scope, MIN(updated_at) AS quiet_since FROM {TABLE}"
+                " WHERE status = 'draft' AND scope IS NOT NULL AND lease_owner IS NOT NULL"
+                " AND lease_expires_at > :now AND updated_at <= :since"
+                " GROUP BY scope ORDER BY quiet_since LIMIT :lim",
+                {"now": now, "since": now - quiet, "lim": limit},
+            )
+        return [str(r[0]) for r in rows]
 
     def claim(self, owner: str, *, limit: int, lease: float) -> list[OutboxRecord]:
         with self._t() as tx:
