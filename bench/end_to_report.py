@@ -17,8 +17,12 @@ What is measured, per end:
   the agent's RPC answer, ``performance.now()`` in the page) — the part of an end a
   candidate waits for. Both come from the same ends, so the machine's noise falls on both.
 
-Prints p50/p99 of both and the ratios (end → report / ack). An end that fails (no report, wrong
-reason, not verified) is counted and left out of the figures. Run::
+Prints p50/p99 of both and the ratios (end → report / ack), then where the time goes inside the
+agent: the p50/p99 of each step of its end path, from the ``endcall: end … steps (ms)`` line
+the kit logs once per end (`endcall.agent.end_path.EndSteps`: accept, drain, transcript flush,
+session close, report build, store, in-process delivery; read from the worker's log). An end
+that fails (no report, wrong reason, not verified) is counted and left out of the figures.
+Run::
 
     scripts/in-netns .venv/bin/python bench/end_to_report.py [--ends 50] [--parallel 3] [--json]
 
@@ -33,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -51,6 +56,23 @@ from endcall.testing.demo import (
 SCENARIO = Scenario(
     "bench-end", "the candidate clicks End", answers=1, expect_reason="customer-ended-call"
 )
+
+
+#: the kit's per-end line (`endcall.agent.end_path.EndSteps.log`)
+STEPS_LINE = re.compile(r"endcall: end (e_\S+) steps \(ms\): (.*?); total (\d+)")
+
+
+def steps_from_log(log: Path) -> dict[str, list[float]]:
+    """Milliseconds per step (and ``total``) of every end the worker logged."""
+    out: dict[str, list[float]] = {}
+    if not log.exists():
+        return out
+    for match in STEPS_LINE.finditer(log.read_text(encoding="utf-8", errors="replace")):
+        for part in match.group(2).split(", "):
+            name, _, value = part.partition(" ")
+            out.setdefault(name, []).append(float(value))
+        out.setdefault("total", []).append(float(match.group(3)))
+    return out
 
 
 def pct(values: list[float], p: float) -> float:
@@ -98,6 +120,7 @@ async def run(ends: int, parallel: int, output: Path) -> dict[str, Any]:
         return round(x * 1000, 1)
 
     channels = sorted({str(r.channel) for r in timed})
+    steps = steps_from_log(output / "worker.log")
     return {
         "server": name,
         "ends": ends,
@@ -116,6 +139,10 @@ async def run(ends: int, parallel: int, output: Path) -> dict[str, Any]:
         },
         # how the page's ack came: "rpc", or "rest (agent: rpc)" when the page escalated
         "channels": {c: sum(1 for r in timed if str(r.channel) == c) for c in channels},
+        "agent_steps": {
+            name: {"p50_ms": round(pct(v, 50)), "p99_ms": round(pct(v, 99)), "n": len(v)}
+            for name, v in steps.items()
+        },
     }
 
 
@@ -172,6 +199,13 @@ def main() -> None:
         print(f"  end → report  p50 {e['p50_ms']} ms  p99 {e['p99_ms']} ms")
         print(f"  ack (baseline) p50 {a['p50_ms']} ms  p99 {a['p99_ms']} ms  via {r['channels']}")
         print(f"  ratio end → report / ack  p50 {r['ratio']['p50']}  p99 {r['ratio']['p99']}")
+        steps = r["agent_steps"]
+        if steps:
+            print("  inside the agent, per step (ms, p50 / p99):")
+            for name, v in steps.items():
+                print(f"    {name:<11} {v['p50_ms']:>6} / {v['p99_ms']:<6} ({v['n']} ends)")
+        else:
+            print("  inside the agent: no 'steps (ms)' line in worker.log")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 from pathlib import Path
 
+import pytest
 from agent_harness import request, rpc_end, start_job, wait_until
 
 from endcall import EndState
@@ -79,3 +82,26 @@ async def test_outbox_failure_still_delivers_from_memory(tmp_path: Path) -> None
     assert job.end is not None and job.end.state is EndState.ENDED
     assert len(job.receiver.requests) == 1
     assert job.shutdown_calls == ["customer-ended-call"]
+
+
+async def test_each_end_logs_how_long_its_steps_took(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One INFO line per end, read by bench/end_to_report.py for its breakdown: every step
+    taken, in order, and a total that is their sum."""
+    with caplog.at_level(logging.INFO, logger="endcall"):
+        job = await start_job(tmp_path)
+        assert job.end is not None
+        await rpc_end(job, request("r1"))
+        await job.finished()
+    lines = [r.getMessage() for r in caplog.records if " steps (ms): " in r.getMessage()]
+    assert len(lines) == 1, lines
+    match = re.fullmatch(r"endcall: end (e_\S+) steps \(ms\): (.*); total (\d+)", lines[0])
+    assert match is not None, lines[0]
+    assert match.group(1) == job.end.end_id
+    steps = dict(part.split(" ") for part in match.group(2).split(", "))
+    names = ["accept", "drain", "transcript", "close", "report", "store", "delivery"]
+    assert list(steps) == names
+    ms = {k: int(v) for k, v in steps.items()}
+    assert all(v >= 0 for v in ms.values())
+    assert abs(sum(ms[k] for k in names[1:]) - int(match.group(3))) <= len(names)  # rounding

@@ -29,7 +29,7 @@ from endcall.agent.transcript import Transcript
 from endcall.agent.waits import remaining, settle
 from endcall.protocol import ATTR_REPORT, ATTR_STATE
 
-__all__ = ["ATTRIBUTE_SETTLE", "DELETE_ROOM_TIMEOUT", "EndPath", "promised_seconds"]
+__all__ = ["ATTRIBUTE_SETTLE", "DELETE_ROOM_TIMEOUT", "EndPath", "EndSteps", "promised_seconds"]
 
 logger = logging.getLogger("endcall")
 
@@ -51,6 +51,51 @@ def promised_seconds(
     if delete_room_after is not None:
         bound += delete_room_after + ATTRIBUTE_SETTLE
     return bound
+
+
+class EndSteps:
+    """How long each step of one end path took: logged once, at INFO, when the in-process
+    delivery is over — ``endcall: end e_… steps (ms): accept …, drain …, transcript …,
+    close …, report …, store …, delivery …; total …`` (``total``: from the accepted end to
+    the delivery; ``accept``: from the request reaching the agent to its acceptance). Steps
+    not taken are left out. `bench/end_to_report.py` reads these lines for its breakdown."""
+
+    ORDER = ("drain", "transcript", "close", "report", "store", "delivery")
+
+    def __init__(self) -> None:
+        self._t0: float | None = None
+        self._at: dict[str, float] = {}
+
+    def begin(self, t0: float) -> None:
+        self._t0 = t0
+
+    def mark(self, step: str) -> None:
+        self._at.setdefault(step, time.monotonic())
+
+    def durations(self) -> dict[str, float]:
+        """Milliseconds per step taken, each from the step before it."""
+        if self._t0 is None:
+            return {}
+        out: dict[str, float] = {}
+        last = self._t0
+        for step in self.ORDER:
+            at = self._at.get(step)
+            if at is not None:
+                out[step] = (at - last) * 1000
+                last = at
+        if out:
+            out["total"] = (last - self._t0) * 1000
+        return out
+
+    def log(self, end_id: str, ack_ms: float | None) -> None:
+        steps = self.durations()
+        if not steps:
+            return
+        total = steps.pop("total")
+        parts = ([f"accept {ack_ms:.0f}"] if ack_ms is not None else []) + [
+            f"{name} {ms:.0f}" for name, ms in steps.items()
+        ]
+        logger.info("endcall: end %s steps (ms): %s; total %.0f", end_id, ", ".join(parts), total)
 
 
 class EndPath:
@@ -94,6 +139,7 @@ class EndPath:
         self._task: asyncio.Task[None] | None = None
         self._delivery_task: asyncio.Task[Any] | None = None
         self._room_task: asyncio.Task[None] | None = None
+        self.steps = EndSteps()
 
     def begin(self) -> asyncio.Future[EndRecord]:
         """Make the `done` future (when the call starts, or late at job end)."""
@@ -111,6 +157,7 @@ class EndPath:
     async def _run(self, trigger: Trigger, plan: GoodbyePlan | None) -> None:
         call = self._call
         t0 = time.monotonic()
+        self.steps.begin(t0)
         drain_s = shutdown_s = 0.0
         try:
             if not call.session_closing():
@@ -125,8 +172,10 @@ class EndPath:
                 if not await settle(drained, self.drain_timeout):
                     logger.warning("endcall: drain did not finish in %.1fs", self.drain_timeout)
                     call.end_info["drain_timed_out"] = True
+                self.steps.mark("drain")
                 flush = self._transcript.flush_timeout
                 await settle(self._transcript.flush(), flush + 1.0)
+                self.steps.mark("transcript")
             drain_s = time.monotonic() - t0
             t1 = time.monotonic()
             if not call.closed.is_set():
@@ -143,6 +192,7 @@ class EndPath:
                     )
                     call.end_info["close_timed_out"] = True
             shutdown_s = time.monotonic() - t1
+            self.steps.mark("close")
         except Exception:
             logger.exception("endcall: unexpected error while ending; building the report")
         finally:
@@ -165,7 +215,9 @@ class EndPath:
                 prepared = PreparedReport(call.ctx, call.session)
             body = self._build_report(prepared, drain_s, shutdown_s)
             self.report = body
+            self.steps.mark("report")
             self.stored = await self._sink.store(call.end_id, body)
+            self.steps.mark("store")
             if self.stored:
                 call.journal.stored(getattr(self._sink, "outbox", None))
             else:
@@ -300,6 +352,12 @@ class EndPath:
             call.end_info["delivery_error"] = str(e)
         self.delivery = outcome
         delivered = bool(getattr(outcome, "delivered", False))
+        self.steps.mark("delivery")
+        rec = call.machine.record
+        ack_ms = None
+        if rec.acked_at is not None and rec.requested_at is not None:
+            ack_ms = (rec.acked_at - rec.requested_at) * 1000
+        self.steps.log(call.end_id, ack_ms)
         await self._log_delivery(outcome, delivered)
         if call.attrs is not None:
             if delivered:
