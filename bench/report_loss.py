@@ -75,9 +75,10 @@ webhook-id `<end_id>.draft`, the final report `<end_id>`; the final one replaces
 `received` = sessions with at least one report; the report kept decides `with_expected_reason`
 and `incomplete`; a draft followed by its final report is counted in `superseded_drafts`, not
 as a duplicate. `dup_same_body` / `dup_diff_body`: a webhook-id (kit) or a room (naive)
-accepted again with the same / a different body. `p50_ms`/`p99_ms`: from the end (the click,
-the close, the kill, the signal, the fault; for 2 and 3 the report's `ended_at`) to the first
-report accepted for the session. Fleet cells: a `session.missing` event from `endcall serve`
+accepted again with the same / a different body. `p50_ms`/`p99_ms`: from the end (the
+click — in 6 too, the candidate's click after the SIGTERM —, the close, the kill, the fault;
+for 2 and 3 the report's `ended_at`) to the first report accepted for the session. Fleet
+cells: a `session.missing` event from `endcall serve`
 (webhook-id `<room_sid>.missing`, protocol.md §7) counts as received — the backend knows the
 session ended without a report — under the reason `session.missing:<cause>` (the expected one
 in 16); a room that gets a report *and* a `session.missing` counts the event in
