@@ -35,6 +35,7 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 from endcall.protocol import SessionEnded, canonical_json, encode_report
+from endcall.protocol.report import wire_utf8
 
 __all__ = [
     "KEEP_KEYS",
@@ -118,15 +119,6 @@ def json_safe(value: Any) -> Any:
 def json_safe_strict(value: Any) -> Any:
     """`json_safe`, raising where it would give up (the sliced path then gives up too)."""
     return _loaded(json.dumps(value, default=_default, allow_nan=True))
-
-
-def _utf8(text: str) -> bytes:
-    """As `endcall.protocol.encode_report` encodes: lone surrogates become U+FFFD."""
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        return fixed.encode("utf-8", "replace")
 
 
 # ---------------------------------------------------------------------------- slices
@@ -250,7 +242,7 @@ class _Kept:
                 key if isinstance(key, str) else json.dumps(dump, default=_default, allow_nan=True)
             )
             value = _loaded(text)
-            data = _utf8(canonical_json(value))
+            data = wire_utf8(canonical_json(value))
             meta = _loose(value) * 2 + _is_message(value)
             self.keys[ident], self.data[ident], self.meta[ident] = key, data, meta
         out.add(data, meta >> 1, bool(meta & 1))
@@ -340,7 +332,7 @@ def _key(dump: Any) -> bytes | str:
 def raw_part(value: Any) -> tuple[bytes, int, bool]:
     """An element added after the section was made JSON-safe (encoded as it is): its bytes,
     loose size and whether it is a message (`Parts.add`'s arguments)."""
-    return _utf8(canonical_json(value)), _loose(value), _is_message(value)
+    return wire_utf8(canonical_json(value)), _loose(value), _is_message(value)
 
 
 # ---------------------------------------------------------------------------- the document
@@ -382,7 +374,7 @@ class ReportParts:
         if with_events:
             tokens.append((self.events_token, self.events))
         for token, parts in tokens:
-            mark = _utf8(canonical_json(token))
+            mark = wire_utf8(canonical_json(token))
             at = head.find(mark)
             if at < 0 or head.find(mark, at + 1) >= 0:
                 raise Unusual("a placeholder is missing or repeated")

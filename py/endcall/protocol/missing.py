@@ -16,7 +16,7 @@ from endcall.protocol.messages import (
 from endcall.protocol.report import (
     _number,
     _object,
-    _utf8,
+    wire_utf8,
 )
 from endcall.protocol.validation import (
     _bad,
@@ -168,6 +168,6 @@ def parse_missing(raw: str | bytes) -> SessionMissing:
 def encode_missing(event: SessionMissing) -> bytes:
     """Serialize a `session.missing` event once (stored, signed and sent on every attempt)."""
     try:
-        return _utf8(canonical_json(event.to_dict()))
+        return wire_utf8(canonical_json(event.to_dict()))
     except (ValueError, TypeError) as exc:
         raise ProtocolError("internal", f"event is not serializable: {exc}") from exc

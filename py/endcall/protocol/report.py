@@ -44,6 +44,7 @@ __all__ = [
     "parse_report",
     "report_supersedes",
     "webhook_id",
+    "wire_utf8",
     "with_ending",
 ]
 
@@ -152,8 +153,9 @@ def parse_report(raw: str | bytes) -> SessionEnded:
     )
 
 
-def _utf8(text: str) -> bytes:
-    """UTF-8 of `text`; lone surrogates (which no UTF-8 can carry) become U+FFFD."""
+def wire_utf8(text: str) -> bytes:
+    """UTF-8 of `text` as the wire carries it: lone surrogates (which no UTF-8 can carry)
+    become U+FFFD."""
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
@@ -167,7 +169,7 @@ def encode_report(report: SessionEnded) -> bytes:
     Text that UTF-8 cannot carry (a lone surrogate in the chat history or `meta`) is replaced
     with U+FFFD, never fatal."""
     try:
-        return _utf8(canonical_json(report.to_dict()))
+        return wire_utf8(canonical_json(report.to_dict()))
     except (ValueError, TypeError) as exc:
         raise ProtocolError("internal", f"report is not serializable: {exc}") from exc
 
