@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +73,20 @@ def test_supersedes_rejects_different_sessions() -> None:
     assert protocol.webhook_id(final) == "e_1"
     assert protocol.report_supersedes(final, report())
     assert not protocol.report_supersedes(report(), final)
+
+
+def test_the_encoder_sends_what_the_u_fffd_vector_says() -> None:
+    """The shared vector "report text the agent could not encode arrives as U+FFFD" is what
+    `encode_report` makes of text holding lone surrogates (`protocol.report.wire_utf8`)."""
+    cases = json.loads((Path(__file__).parents[1] / "vectors" / "report.json").read_text())
+    (case,) = [c for c in cases if c["name"].endswith("arrives as U+FFFD")]
+    wire = case["expect"]["value"]
+    doc = protocol.parse_report(case["input"].encode())
+    broken = dataclasses.replace(
+        doc,
+        meta={"note": "half \ud800 pair"},
+        session={"chat_history": {"items": [{"content": ["hi \udfff there"]}]}},
+    )
+    sent = json.loads(protocol.encode_report(broken))
+    assert sent["meta"] == wire["meta"]
+    assert sent["session"] == wire["session"]

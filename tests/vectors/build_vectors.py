@@ -766,6 +766,28 @@ def report_cases() -> list[dict[str, Any]]:
     )
     c.append(ok("report crash draft", P, compact(crash), crash))
     c.append(ok("report duration recomputed from timestamps", P, compact(rep(duration_s=1)), rep()))
+    # what an agent sends for text it could not encode (a lone surrogate in its memory):
+    # `endcall.protocol.report.wire_utf8` writes U+FFFD, never the escape receivers refuse
+    unencodable = rep(
+        meta={"note": "half \ufffd pair"},
+        session={"chat_history": {"items": [{"content": ["hi \ufffd there"]}]}},
+    )
+    c.append(
+        ok(
+            "report text the agent could not encode arrives as U+FFFD",
+            P,
+            compact(unencodable),
+            unencodable,
+        )
+    )
+    c.append(
+        bad(
+            "report with a lone surrogate escape",
+            P,
+            compact(rep(meta={"note": "PLACEHOLDER"})).replace("PLACEHOLDER", "half \\ud800 pair"),
+            "bad_request",
+        )
+    )
     minimal = rep(
         request_id=_DROP,
         meta=_DROP,
