@@ -41,6 +41,7 @@ from endcall.agent.report_json import (
     Unusual,
     json_safe,
     json_safe_strict,
+    log_trimmed,
     raw_part,
 )
 from endcall.protocol import AnnotationsSource, EndReason, Initiator, SessionEnded, encode_report
@@ -504,13 +505,7 @@ def trim_report(doc: SessionEnded, limit: int = MAX_REPORT_SIZE) -> SessionEnded
         session["chat_history"] = {**history, "items": items}
     end = {**doc.end, "trimmed": trimmed}
     out = dataclasses.replace(doc, session=session, end=end)
-    logger.warning(
-        "endcall: report %s is %d bytes, above %d: trimmed %s",
-        doc.end_id,
-        size,
-        limit,
-        {k: v for k, v in trimmed.items() if k != "original_bytes"},
-    )
+    log_trimmed(doc.end_id, size, limit, trimmed)
     return out
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "Unusual",
     "json_safe",
     "json_safe_strict",
+    "log_trimmed",
     "raw_part",
 ]
 
@@ -119,6 +120,17 @@ def json_safe(value: Any) -> Any:
 def json_safe_strict(value: Any) -> Any:
     """`json_safe`, raising where it would give up (the sliced path then gives up too)."""
     return _loaded(json.dumps(value, default=_default, allow_nan=True))
+
+
+def log_trimmed(end_id: str, size: int, limit: int, trimmed: dict[str, Any]) -> None:
+    """The one WARNING a trimmed report gets: its size, the limit and what went."""
+    logger.warning(
+        "endcall: report %s is %d bytes, above %d: trimmed %s",
+        end_id,
+        size,
+        limit,
+        {k: v for k, v in trimmed.items() if k != "original_bytes"},
+    )
 
 
 # ---------------------------------------------------------------------------- slices
@@ -476,13 +488,7 @@ class ReportParts:
             yield
         session["chat_history"] = {**history, "items": token}
         end = {**doc.end, "trimmed": trimmed}
-        logger.warning(
-            "endcall: report %s is %d bytes, above %d: trimmed %s",
-            doc.end_id,
-            size,
-            limit,
-            {k: v for k, v in trimmed.items() if k != "original_bytes"},
-        )
+        log_trimmed(doc.end_id, size, limit, trimmed)
         out = dataclasses.replace(doc, session=session, end=end)
         if len(kept) == len(parts):  # only the events went
             return out, parts, with_events
