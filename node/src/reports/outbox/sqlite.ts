@@ -1,0 +1,112 @@
+/**
+ * SQLite outbox (better-sqlite3): one file on one host, the same file Python's relays read.
+ * As Python's `SqliteOutbox`: WAL journal with `synchronous=FULL` (a commit survives power loss),
+ * a busy timeout so agent jobs, the CLI relay and the fallback server can share the file, and
+ * `BEGIN IMMEDIATE` for every write. better-sqlite3 is synchronous: a write blocks the event
+ * loop for its commit (an fsync), and waits on another process's lock up to `busyTimeout`.
+ */
+
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import Database from "better-sqlite3";
+import { TABLE } from "./base.js";
+import { SqlOutbox, type Clock } from "./sql.js";
+import { Mutex, bind, type Params, type Tx } from "./tx.js";
+
+export interface SqliteOptions {
+  clock?: Clock;
+  /** seconds to wait for another process's lock (default 30, as Python) */
+  busyTimeout?: number;
+}
+
+export class SqliteOutbox extends SqlOutbox {
+  readonly path: string;
+  private db: Database.Database;
+  private readonly lock = new Mutex();
+  private readonly tx: Tx;
+
+  private constructor(path: string, db: Database.Database, clock?: Clock) {
+    super(clock);
+    this.path = path;
+    this.db = db;
+    this.tx = {
+      run: async (sql: string, params: Params = {}) => {
+        const { text, values } = bind(sql, params, "sqlite");
+        const stmt = this.db.prepare(text);
+        if (!stmt.reader) {
+          stmt.run(...values);
+          return [];
+        }
+        return stmt.raw(true).all(...values) as unknown[][];
+      },
+    };
+  }
+
+  /** Open (creating the file and its directory if missing) and create/migrate the tables.
+   * Throws what SQLite throws (`SqliteError`), `SchemaTooNew`, or a file system error. */
+  static async open(path: string, o: SqliteOptions = {}): Promise<SqliteOutbox> {
+    const busy = o.busyTimeout ?? 30;
+    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+    const db = new Database(path, { timeout: Math.round(busy * 1000) });
+    const ob = new SqliteOutbox(path, db, o.clock);
+    try {
+      db.pragma(`busy_timeout = ${Math.round(busy * 1000)}`);
+      await ob.wal(busy);
+      db.pragma("synchronous = FULL");
+      await ob.openSchema();
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    return ob;
+  }
+
+  /** Switch to WAL; a busy answer (many processes opening one fresh file) is retried. */
+  private async wal(busy: number): Promise<void> {
+    const deadline = Date.now() + busy * 1000;
+    for (;;) {
+      try {
+        this.db.pragma("journal_mode = WAL");
+        return;
+      } catch (e) {
+        const msg = String((e as Error).message);
+        if (!(msg.includes("locked") || msg.includes("busy")) || Date.now() >= deadline) throw e;
+      }
+      await new Promise((r) => setTimeout(r, 5 + Math.random() * 45));
+    }
+  }
+
+  protected async columns(tx: Tx): Promise<Set<string>> {
+    return new Set((await tx.run(`PRAGMA table_info(${TABLE})`)).map((r) => String(r[1])));
+  }
+
+  transaction<T>(write: boolean, fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.lock.run(async () => {
+      if (!this.db.open) throw new Error("the outbox is closed");
+      this.db.exec(write ? "BEGIN IMMEDIATE" : "BEGIN");
+      let out: T;
+      try {
+        out = await fn(this.tx);
+      } catch (e) {
+        try {
+          if (this.db.inTransaction) this.db.exec("ROLLBACK");
+        } catch {
+          /* the rollback's own failure hides nothing more useful */
+        }
+        throw e;
+      }
+      this.db.exec("COMMIT");
+      return out;
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.lock.run(async () => {
+      if (this.db.open) this.db.close();
+    });
+  }
+
+  describe(): string {
+    return `SqliteOutbox(${JSON.stringify(this.path)})`;
+  }
+}
