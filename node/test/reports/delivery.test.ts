@@ -72,7 +72,7 @@ describe("one attempt", () => {
   });
 
   it("410 is dead; 500 and redirects are retried (never followed); 429 carries Retry-After", async () => {
-    const answers = [
+    const answers: Array<{ status: number; headers?: Record<string, string> }> = [
       { status: 410 },
       { status: 500 },
       { status: 302, headers: { location: "http://elsewhere/" } },

@@ -32,7 +32,7 @@ async function setup(answer: Parameters<typeof receiver>[0], hook: Partial<Webho
   await p.check();
   const raw = () => {
     const db = new Database(path, { readonly: true });
-    closers.push(() => db.close());
+    closers.push(() => void db.close());
     return db;
   };
   return { p, r, path, raw };
