@@ -1,0 +1,19 @@
+/** The real `@livekit/agents` / rtc-node objects satisfy EndCall's structural surface (a
+ * compile-time check: `tsc --noEmit` fails when the SDK's shape drifts). */
+import type { JobContext, voice } from "@livekit/agents";
+import type { Room } from "@livekit/rtc-node";
+import { describe, expect, it } from "vitest";
+import type { JobContextLike, RoomLike, SessionLike } from "../../src/agent/surface.js";
+import { EndCall } from "../../src/index.js";
+
+function accepts(ctx: JobContext, session: voice.AgentSession, room: Room): [JobContextLike, SessionLike, RoomLike] {
+  return [ctx, session, room];
+}
+
+describe("surface", () => {
+  it("takes the real JobContext and AgentSession", () => {
+    const construct = (ctx: JobContext, session: voice.AgentSession) => new EndCall(ctx, session, { sink: null as never });
+    expect(typeof accepts).toBe("function");
+    expect(typeof construct).toBe("function");
+  });
+});
