@@ -11,8 +11,9 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PAGE := examples/web
 NEXT := examples/nextjs
+NODE := node
 
-.PHONY: test test-under-load demo install system-deps lint typecheck pytest web web-test nextjs-check clean livekit-server toxiproxy
+.PHONY: test test-under-load demo install system-deps lint typecheck pytest web web-test nextjs-check node-test clean livekit-server toxiproxy
 
 # livekit-server, built from the Go module proxy at a pinned tag (no prebuilt binary), into a
 # git-ignored tools folder; built once, rebuilt only when missing.
@@ -26,7 +27,7 @@ TOXIPROXY := $(TOOLS)/bin/toxiproxy-server
 # real-server runs happen inside a network namespace made for the run (scripts/in-netns)
 IN_NETNS := scripts/in-netns
 
-test: install lint typecheck pytest web-test
+test: install lint typecheck node-test pytest web-test
 
 # The Python suite three times in a row while stress-ng keeps both cores busy: what a shared CI
 # machine does to timing. A test that fails here waits on a sleep instead of an event.
@@ -44,7 +45,7 @@ test-under-load: install
 demo: install
 	$(IN_NETNS) $(BIN)/endcall demo
 
-install: $(VENV)/.installed web/node_modules/.installed $(PAGE)/dist/index.html $(NEXT)/.next/BUILD_ID system-deps $(LIVEKIT_SERVER) $(TOXIPROXY)
+install: $(VENV)/.installed web/node_modules/.installed $(PAGE)/dist/index.html $(NEXT)/.next/BUILD_ID $(NODE)/dist/index.js system-deps $(LIVEKIT_SERVER) $(TOXIPROXY)
 
 livekit-server: $(LIVEKIT_SERVER)
 
@@ -108,6 +109,17 @@ $(NEXT)/node_modules/.installed: $(NEXT)/package.json $(NEXT)/package-lock.json 
 $(NEXT)/.next/BUILD_ID: $(NEXT)/node_modules/.installed $(shell find $(NEXT)/app -type f 2>/dev/null) $(NEXT)/next.config.ts $(NEXT)/tsconfig.json
 	cd $(NEXT) && NEXT_TELEMETRY_DISABLED=1 timeout 600 npm run build
 
+# The Node agent package (npm `endcall-agent`, for @livekit/agents): `endcall` (the shared
+# protocol codec) is "file:../web" installed as a copy of the built package, like the Next.js
+# example; better-sqlite3 builds with node-gyp against the local Node headers.
+NODE_INPUTS := $(shell find $(NODE)/src -type f 2>/dev/null) $(NODE)/tsconfig.json $(NODE)/tsconfig.build.json
+$(NODE)/node_modules/.installed: $(NODE)/package.json $(NODE)/package-lock.json $(NODE)/.npmrc $(WEB_INPUTS) | web/dist/index.js
+	cd $(NODE) && npm ci --no-audit --no-fund
+	touch $@
+
+$(NODE)/dist/index.js: $(NODE)/node_modules/.installed $(NODE_INPUTS)
+	cd $(NODE) && npm run build
+
 # Debian packages the tests start themselves: Chromium for the browser tests, PostgreSQL for
 # the fleet outbox, iproute2 for the test network namespace, espeak-ng for the candidate's fake
 # microphone, prometheus (and promtool) for the alert rules' tests. Installed only when missing.
@@ -142,8 +154,12 @@ web-test: nextjs-check
 # `next build` of the Next.js example (a Server Component importing endcall's core, a client
 # component importing endcall/react, route handlers on endcall/server), tsc --strict, and its
 # client bundle (.next/static) checked for endcall/server and livekit-server-sdk code: none.
+# the Node agent package: tsc --strict, its build, its unit tests (the shared vectors included)
+node-test: $(NODE)/dist/index.js
+	cd $(NODE) && npm run typecheck && npm test
+
 nextjs-check: $(NEXT)/.next/BUILD_ID
 	cd $(NEXT) && npm run typecheck && npm run check-bundle
 
 clean:
-	rm -rf $(VENV) $(TOOLS) web/node_modules web/dist $(PAGE)/node_modules $(PAGE)/dist $(NEXT)/node_modules $(NEXT)/.next .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) web/node_modules web/dist $(PAGE)/node_modules $(PAGE)/dist $(NEXT)/node_modules $(NEXT)/.next $(NODE)/node_modules $(NODE)/dist .pytest_cache .mypy_cache .ruff_cache
