@@ -1,5 +1,5 @@
-"""Every environment variable the kit's code (the package, the examples, the npm package and the
-example page's scripts) reads is in the README's Configuration table."""
+"""Every environment variable the kit's code (the package, the examples, the npm packages — the
+browser's and the Node agent's — and the example page's scripts) reads is in the README's Configuration table."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ SOURCES = [
     *sorted((ROOT / "examples" / "web" / "scripts").glob("*.mjs")),
     *sorted((ROOT / "examples" / "nextjs" / "app").rglob("*.ts*")),
     *sorted((ROOT / "examples" / "nextjs" / "scripts").glob("*.mjs")),
+    *sorted((ROOT / "node" / "src").rglob("*.ts")),
+    *sorted((ROOT / "examples" / "node").glob("*.ts")),
 ]
 NAME = r"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"
 READS = [

@@ -1,5 +1,5 @@
-"""No npm engine warnings on Node 20: every package `npm ci` installs (web/ and the example
-pages, Vite and Next.js) accepts Node 20.19, the oldest Node the example page's Vite supports."""
+"""No npm engine warnings on Node 20: every package `npm ci` installs (web/, node/ and the
+example pages, Vite and Next.js) accepts Node 20.19, the oldest Node the example page's Vite supports."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ LOCKS = [
     ROOT / "web" / "package-lock.json",
     ROOT / "examples" / "web" / "package-lock.json",
     ROOT / "examples" / "nextjs" / "package-lock.json",
+    ROOT / "node" / "package-lock.json",
 ]
 NODE = (20, 19, 0)
 
