@@ -1,0 +1,319 @@
+"""The Node agent package (node/, ``endcall-agent``) and Python share one outbox.
+
+A Node process (node/test/fixtures/outbox_tool.ts, compiled once per session with the repo's
+TypeScript) writes final reports and crash drafts into a SQLite file or a PostgreSQL database;
+Python's relay (``endcall outbox deliver``) delivers them to a receiver that verifies every
+Standard Webhooks signature. And the reverse: Python creates the outbox, Node opens it and
+stores into it. A draft left by a SIGKILLed Node process is delivered once its lease expires,
+never while its heartbeats hold it.
+
+Needs Node and node/node_modules (``npm install`` in node/); PostgreSQL cases need Debian's
+``postgresql`` (skipped without it, failed in CI).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import standardwebhooks
+
+from endcall.protocol import parse_report
+from endcall.reports.outbox import open_outbox
+from endcall.reports.outbox.base import draft_key
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_DIR = ROOT / "node"
+ENDCALL = str(Path(sys.executable).parent / "endcall")
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def _unavailable(why: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def node_tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture tool compiled to JavaScript (only the reports wing and the tool itself)."""
+    node, npx = shutil.which("node"), shutil.which("npx")
+    if node is None or npx is None or not (NODE_DIR / "node_modules").is_dir():
+        _unavailable("node/npx or node/node_modules missing (run npm install in node/)")
+    out = tmp_path_factory.mktemp("node-build")
+    r = subprocess.run(
+        [
+            npx or "npx",
+            "--no-install",
+            "tsc",
+            "--outDir",
+            str(out),
+            "--rootDir",
+            str(NODE_DIR),
+            "--module",
+            "nodenext",
+            "--moduleResolution",
+            "nodenext",
+            "--target",
+            "es2022",
+            "--strict",
+            "--skipLibCheck",
+            "--types",
+            "node",
+            "test/fixtures/outbox_tool.ts",
+        ],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    (out / "package.json").write_text('{"type": "module"}')
+    (out / "node_modules").symlink_to(NODE_DIR / "node_modules")
+    return out / "test" / "fixtures" / "outbox_tool.js"
+
+
+def run_node(tool: Path, **args: Any) -> dict[str, Any]:
+    r = subprocess.run(
+        ["node", str(tool), json.dumps(args)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    result: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    return result
+
+
+class Receiver:
+    """Verifies every signature; keeps (webhook-id, body) of each verified request."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, bytes]] = []
+        self.rejected = 0
+        verifier = standardwebhooks.Webhook(SECRET)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                try:
+                    verifier.verify(body, dict(self.headers.items()))
+                except standardwebhooks.webhooks.WebhookVerificationError:
+                    outer.rejected += 1
+                    self.send_response(401)
+                else:
+                    outer.got.append((self.headers["webhook-id"], body))
+                    self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def ids(self) -> list[str]:
+        return sorted(i for i, _ in self.got)
+
+    def body(self, webhook_id: str) -> bytes:
+        return next(b for i, b in self.got if i == webhook_id)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[Any]:
+    from endcall.testing.pgcluster import PgCluster, PgUnavailable
+
+    try:
+        import psycopg  # noqa: F401
+
+        cluster = PgCluster().init()
+        cluster.start()
+    except (PgUnavailable, ImportError) as e:
+        _unavailable(f"PostgreSQL unavailable: {e}")
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the shared outbox lives: a SQLite file or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "outbox.sqlite3")
+    cluster = request.getfixturevalue("pg_cluster")
+    return str(cluster.create_database("n" + os.urandom(6).hex()))
+
+
+def relay(target: str) -> dict[str, int]:
+    """One pass of Python's relay over the outbox."""
+    r = subprocess.run(
+        [ENDCALL, "outbox", "--outbox", target, "deliver", "--secret", SECRET, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    stats: dict[str, int] = json.loads(r.stdout.strip().splitlines()[-1])
+    return stats
+
+
+def test_node_reports_are_delivered_by_the_python_relay(
+    node_tool: Path, target: str, receiver: Receiver
+) -> None:
+    final = run_node(
+        node_tool,
+        cmd="store",
+        outbox=target,
+        url=receiver.url,
+        secret=SECRET,
+        end_id="e_final",
+        draft_first=True,
+    )
+    assert final["stored"] is True
+    assert final["outcome"]["stored"] is True and final["outcome"]["delivered"] is False
+    ending = {
+        "reason": "customer-ended-call",
+        "initiator": {"kind": "customer", "identity": "cand-9"},
+        "request_id": "req_1",
+        "meta": {"button": "end"},
+    }
+    crash = run_node(
+        node_tool,
+        cmd="draft",
+        outbox=target,
+        url=receiver.url,
+        secret=SECRET,
+        end_id="e_crash",
+        lease=1,
+        ending=ending,
+    )
+    assert crash["lease"] == 2  # the lease covers the 1 s request timeout plus 1 s
+    ob = open_outbox(target)
+    try:
+        draft = ob.get(draft_key("e_crash"))
+        assert draft is not None and draft.status == "draft"
+        assert draft.lease_owner == crash["owner"]
+        assert draft.ending is not None and draft.ending["ended_reason"] == "customer-ended-call"
+        assert ob.get(draft_key("e_final")) is None  # the final report replaced its draft
+        time.sleep(2.3)  # the crashed writer's lease runs out
+        stats = relay(target)
+        assert stats["delivered"] == 2, stats
+        assert receiver.ids() == ["e_crash.draft", "e_final"]
+        assert receiver.rejected == 0
+        # the final report byte for byte as Node serialized it
+        assert receiver.body("e_final") == base64.b64decode(final["body"])
+        doc = parse_report(receiver.body("e_crash.draft"))
+        assert doc.complete is False
+        assert doc.ended_reason == "customer-ended-call"  # the accepted end, written in
+        assert doc.request_id == "req_1"
+        assert doc.initiator is not None and doc.initiator.identity == "cand-9"
+        for key in ("e_final", "e_crash.draft"):
+            rec = ob.get(key)
+            assert rec is not None and rec.status == "delivered", key
+        assert relay(target)["claimed"] == 0  # nothing is sent twice
+    finally:
+        ob.close()
+
+
+def test_node_stores_into_an_outbox_python_created(
+    node_tool: Path, target: str, receiver: Receiver
+) -> None:
+    ob = open_outbox(target)
+    try:
+        ob.store("e_py", receiver.url, b'{"from":"python"}', owner="py", lease=0.0)
+    finally:
+        ob.close()
+    read = run_node(node_tool, cmd="get", outbox=target, key="e_py")
+    assert read["status"] == "pending" and read["leaseOwner"] == "py"
+    assert base64.b64decode(read["body"]) == b'{"from":"python"}'
+    out = run_node(
+        node_tool, cmd="store", outbox=target, url=receiver.url, secret=SECRET, end_id="e_node"
+    )
+    assert out["stored"] is True
+    stats = relay(target)
+    assert stats["delivered"] == 2, stats
+    assert receiver.ids() == ["e_node", "e_py"]
+    assert receiver.body("e_node") == base64.b64decode(out["body"])
+    ob = open_outbox(target)
+    try:
+        rec = ob.get("e_node")
+        assert rec is not None
+        assert rec.delivery["timeout"] == 15.0 and rec.delivery["keys"]
+        assert rec.lease_owner is None and rec.status == "delivered"
+    finally:
+        ob.close()
+
+
+def test_a_sigkilled_node_agents_draft_is_delivered_once_its_lease_expires(
+    node_tool: Path, target: str, receiver: Receiver
+) -> None:
+    proc = subprocess.Popen(
+        [
+            "node",
+            str(node_tool),
+            json.dumps(
+                {
+                    "cmd": "draft",
+                    "outbox": target,
+                    "url": receiver.url,
+                    "secret": SECRET,
+                    "end_id": "e_kill",
+                    "lease": 1.5,
+                    "heartbeat": 0.3,
+                    "hold": True,
+                }
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        assert ready["ready"] is True and ready["lease"] == 2
+        time.sleep(3.0)  # longer than the lease: only its heartbeats keep it held
+        assert relay(target)["claimed"] == 0
+        assert receiver.got == []
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        ob = open_outbox(target)
+        try:
+            rec = ob.get(draft_key("e_kill"))
+            assert rec is not None and rec.lease_expires_at is not None
+            assert rec.lease_owner == ready["owner"]
+        finally:
+            ob.close()
+        time.sleep(2.4)  # the dead owner's lease runs out
+        stats = relay(target)
+        assert stats["delivered"] == 1, stats
+        assert receiver.ids() == ["e_kill.draft"]
+        assert receiver.body("e_kill.draft") == base64.b64decode(ready["body"])
+        assert parse_report(receiver.body("e_kill.draft")).complete is False
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
