@@ -195,6 +195,7 @@ export class EndPath {
     const call = this.call;
     if (call.shutdownRequested) return;
     call.shutdownRequested = true;
+    if (call.jobShutdown !== null) return; // the job is already shutting down (user code, the worker)
     try {
       call.ctx.shutdown(reason);
     } catch (e) {
