@@ -271,7 +271,9 @@ export function trimReport(doc: SessionEnded, limit = MAX_REPORT_SIZE): SessionE
 
 /** The bytes sent, stored and signed: `encodeReport` of the (trimmed) document. */
 export function encodeDocument(doc: SessionEnded, limit = MAX_REPORT_SIZE): Uint8Array {
-  return encoder.encode(encodeReport(trimReport(doc, limit)));
+  // whatever a caller or the SDK put in: well-formed strings, plain JSON
+  const safe = { ...doc, session: safeObject(doc.session), end: safeObject(doc.end), usage: safeObject(doc.usage) };
+  return encoder.encode(encodeReport(trimReport(safe, limit)));
 }
 
 /** A report without the session section, when the full one cannot be built. */
