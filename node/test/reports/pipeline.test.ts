@@ -262,3 +262,45 @@ describe("check()", () => {
     }
   });
 });
+
+describe("hostile input", () => {
+  it("a body that is not UTF-8 is stored, signed and sent byte for byte", async () => {
+    const s = await setup(() => ({ status: 200 }));
+    const body = new Uint8Array([0xff, 0xfe, 0x00, 0x7b, 0xc3]);
+    expect(await s.p.store("e1", body)).toBe(true);
+    expect((await s.p.deliver("e1")).delivered).toBe(true);
+    expect(Buffer.compare(s.r.got[0]!.body, Buffer.from(body))).toBe(0);
+    const { Webhook: Verifier } = await import("standardwebhooks");
+    new Verifier(SECRET).verify(s.r.got[0]!.body, s.r.got[0]!.headers as Record<string, string>, { jsonParse: false });
+  });
+
+  it("a row that cannot be read back (corrupt JSON) ends deliver with an error, not a throw", async () => {
+    const s = await setup(() => ({ status: 200 }));
+    await s.p.store("e1", enc("f"));
+    const db = new Database(s.path);
+    db.prepare("UPDATE endcall_outbox SET delivery = '{not json' WHERE end_id = 'e1'").run();
+    db.close();
+    // the first attempt uses what store() returned; a later read finds the corrupt row
+    const out = await s.p.deliver("e1", { withinMs: 0 });
+    expect(out.delivered).toBe(false);
+    const again = await s.p.deliver("e1");
+    expect(again).toMatchObject({ delivered: false });
+    expect(again.lastError).toMatch(/outbox: SyntaxError/);
+  });
+
+  it("a non-UTF-8 report neither stored nor delivered is logged as base64", async () => {
+    const t = tempDir();
+    closers.push(t.cleanup);
+    const ob = await SqliteOutbox.open(join(t.dir, "o.sqlite3"));
+    closers.push(() => ob.close());
+    ob.store = async () => {
+      throw new Error("disk full");
+    };
+    const p = new ReportPipeline(new Webhook({ url: "http://127.0.0.1:9/", secret: SECRET, inProcessWindow: 0 }), { outbox: ob, settleAtClose: 0 });
+    await p.store("e1", new Uint8Array([0xff, 0x01]));
+    await p.deliver("e1");
+    await p.close();
+    const line = logged.find((l) => l.startsWith('{"endcall_unsaved_report":'));
+    expect(JSON.parse(line!).endcall_unsaved_report.body_b64).toBe(Buffer.from([0xff, 0x01]).toString("base64"));
+  });
+});

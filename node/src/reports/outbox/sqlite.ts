@@ -3,7 +3,8 @@
  * As Python's `SqliteOutbox`: WAL journal with `synchronous=FULL` (a commit survives power loss),
  * a busy timeout so agent jobs, the CLI relay and the fallback server can share the file, and
  * `BEGIN IMMEDIATE` for every write. better-sqlite3 is synchronous: a write blocks the event
- * loop for its commit (an fsync), and waits on another process's lock up to `busyTimeout`.
+ * loop for its commit (an fsync), and waits on another process's lock up to `busyTimeout`;
+ * transactions of every SQLite outbox in the process run one at a time (`PROCESS_LOCK`).
  */
 
 import { mkdirSync } from "node:fs";
@@ -19,10 +20,15 @@ export interface SqliteOptions {
   busyTimeout?: number;
 }
 
+/** One SQLite transaction at a time in this process, across every `SqliteOutbox`: a second
+ * connection to the same file beginning a write while the first awaits between statements
+ * would block the (only) thread in SQLite's busy wait, which the first could never end. */
+const PROCESS_LOCK = new Mutex();
+
 export class SqliteOutbox extends SqlOutbox {
   readonly path: string;
   private db: Database.Database;
-  private readonly lock = new Mutex();
+  private readonly lock = PROCESS_LOCK;
   private readonly tx: Tx;
 
   private constructor(path: string, db: Database.Database, clock?: Clock) {

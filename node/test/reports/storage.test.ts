@@ -1,0 +1,58 @@
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { SqliteOutbox } from "../../src/reports/outbox/sqlite.js";
+import { filesystemType, storageWarning } from "../../src/reports/storage.js";
+import { tempDir } from "./helpers.js";
+
+const cleanups: Array<() => void> = [];
+afterEach(() => cleanups.splice(0).forEach((c) => c()));
+
+function mountinfo(dir: string, mounts: Record<string, string>): string {
+  const lines = Object.entries(mounts).map(
+    ([at, kind], i) => `${i + 20} 1 0:${i} / ${at.replaceAll(" ", "\\040")} rw,relatime shared:1 - ${kind} dev rw`,
+  );
+  const file = join(dir, "mountinfo");
+  writeFileSync(file, lines.join("\n") + "\n");
+  return file;
+}
+
+describe("storage warnings", () => {
+  it("picks the nearest mount, and warns about container layers and network filesystems", () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const data = join(t.dir, "data dir");
+    mkdirSync(data);
+    const info = mountinfo(t.dir, { "/": "overlay", [data]: "ext4", [join(t.dir, "nfs")]: "nfs4" });
+    expect(filesystemType(join(data, "sub", "outbox.sqlite3"), info)).toBe("ext4");
+    expect(storageWarning(join(data, "outbox.sqlite3"), info)).toBeNull();
+    expect(storageWarning("/var/lib/outbox.sqlite3", info)).toMatch(/overlay, which does not survive the container/);
+    mkdirSync(join(t.dir, "nfs"));
+    expect(storageWarning(join(t.dir, "nfs", "o.sqlite3"), info)).toMatch(/network filesystem \(nfs4\)/);
+    expect(filesystemType("/x", join(t.dir, "missing"))).toBeNull();
+  });
+});
+
+describe("several SQLite outboxes on one file in one process", () => {
+  it("interleave their transactions without blocking each other", async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const path = join(t.dir, "o.sqlite3");
+    const a = await SqliteOutbox.open(path, { busyTimeout: 2 });
+    const b = await SqliteOutbox.open(path, { busyTimeout: 2 });
+    const t0 = performance.now();
+    const body = new Uint8Array([1]);
+    await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        (i % 2 ? a : b).saveDraft(`e${i}`, "http://r/", body, { owner: "o", lease: 60 }).then(() =>
+          (i % 2 ? b : a).store(`e${i}`, "http://r/", body, { owner: "o", lease: 60 }),
+        ),
+      ),
+    );
+    expect(performance.now() - t0).toBeLessThan(1500); // no busy-wait on ourselves
+    expect((await a.get("e39"))!.status).toBe("pending");
+    expect(await b.get("e0.draft")).toBeNull();
+    await a.close();
+    await b.close();
+  });
+});
