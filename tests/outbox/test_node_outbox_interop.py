@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -86,11 +87,11 @@ def node_tool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "test" / "fixtures" / "outbox_tool.js"
 
 
-def run_node(tool: Path, **args: Any) -> dict[str, Any]:
+def run_node(tool: Path, *, ok: bool = True, **args: Any) -> dict[str, Any]:
     r = subprocess.run(
         ["node", str(tool), json.dumps(args)], capture_output=True, text=True, timeout=60
     )
-    assert r.returncode == 0, r.stderr
+    assert (r.returncode == 0) == ok, r.stdout + r.stderr
     result: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
     return result
 
@@ -178,6 +179,80 @@ def relay(target: str) -> dict[str, int]:
     assert r.returncode == 0, r.stderr
     stats: dict[str, int] = json.loads(r.stdout.strip().splitlines()[-1])
     return stats
+
+
+def schema_of(target: str) -> Any:
+    """Everything about the outbox's tables that Python and Node must agree on."""
+    if target.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(target) as conn:
+            cols = conn.execute(
+                "SELECT table_name, ordinal_position, column_name, data_type, column_default,"
+                " is_nullable FROM information_schema.columns WHERE table_schema = 'public'"
+                " ORDER BY table_name, ordinal_position"
+            ).fetchall()
+            idx = conn.execute(
+                "SELECT tablename, indexname, indexdef FROM pg_indexes"
+                " WHERE schemaname = 'public' ORDER BY indexname"
+            ).fetchall()
+            versions = conn.execute("SELECT component, version FROM endcall_schema").fetchall()
+        return cols, idx, versions
+    with sqlite3.connect(target) as conn:
+        master = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY rowid").fetchall()
+        versions = conn.execute("SELECT component, version FROM endcall_schema").fetchall()
+    return master, versions
+
+
+def second_target(target: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if target.startswith("postgresql://"):
+        cluster = request.getfixturevalue("pg_cluster")
+        return str(cluster.create_database("n" + os.urandom(6).hex()))
+    return str(tmp_path / "second.sqlite3")
+
+
+def test_a_node_created_outbox_has_pythons_schema(
+    node_tool: Path, target: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    assert run_node(node_tool, cmd="open", outbox=target) == {"ok": True}
+    python_made = second_target(target, tmp_path, request)
+    open_outbox(python_made).close()
+    node_schema = schema_of(target)
+    assert node_schema == schema_of(python_made)
+    assert node_schema[-1] == [("outbox", 4)]
+    open_outbox(target).close()  # Python finds it current: nothing changes
+    assert schema_of(target) == node_schema
+
+
+def test_node_refuses_a_newer_schema(node_tool: Path, target: str) -> None:
+    open_outbox(target).close()
+    if target.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(target, autocommit=True) as conn:
+            conn.execute("UPDATE endcall_schema SET version = 5")
+    else:
+        with sqlite3.connect(target) as conn:
+            conn.execute("UPDATE endcall_schema SET version = 5")
+    out = run_node(node_tool, ok=False, cmd="open", outbox=target)
+    assert out["cause"] == "SchemaTooNew"
+    assert "schema version 5, newer than this endcall-agent knows (4)" in out["error"]
+    assert "OutboxError" in out["error"]
+
+
+def test_many_node_processes_create_a_fresh_outbox_once(node_tool: Path, target: str) -> None:
+    procs = [
+        subprocess.Popen(
+            ["node", str(node_tool), json.dumps({"cmd": "open", "outbox": target})],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, outs
+    assert schema_of(target)[-1] == [("outbox", 4)]
 
 
 def test_node_reports_are_delivered_by_the_python_relay(
