@@ -9,7 +9,7 @@
  * ```ts
  * const endCall = new EndCall(ctx, session, { sink, maxDuration: 1800, silenceTimeout: 60,
  *   goodbye: "Thank you for your time. Goodbye!" });
- * await session.start({ room: ctx.room, agent: new voice.Agent({ instructions, tools: { end_call: endCall.tool } }) });
+ * await session.start({ room: ctx.room, agent: new voice.Agent({ instructions, tools: [endCall.tool] }) });
  * await endCall.start();
  * // and: export default defineAgent({ entry, onSessionEnd: EndCall.onSessionEnd });
  * ```
