@@ -392,3 +392,102 @@ def test_a_sigkilled_node_agents_draft_is_delivered_once_its_lease_expires(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+class Session:
+    """A Node pipeline kept open in its own process, driven step by step."""
+
+    def __init__(self, tool: Path, **args: Any) -> None:
+        self.proc = subprocess.Popen(
+            ["node", str(tool), json.dumps({"cmd": "session", **args})],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert json.loads(self.readline())["ready"] is True
+
+    def readline(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, self.proc.stderr.read() if self.proc.stderr else "no output"
+        return line
+
+    def step(self, op: str, **extra: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"op": op, **extra}) + "\n")
+        self.proc.stdin.flush()
+        out: dict[str, Any] = json.loads(self.readline())
+        assert out["op"] == op
+        return out
+
+    def end(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def test_a_node_pipeline_keeps_working_across_a_postgres_restart(
+    node_tool: Path, pg_cluster: Any, receiver: Receiver
+) -> None:
+    dsn = pg_cluster.create_database("n" + os.urandom(6).hex())
+    s = Session(node_tool, outbox=dsn, url=receiver.url, secret=SECRET, end_id="e_rs")
+    try:
+        s.step("saveDraft")
+        ob = open_outbox(dsn)
+        try:
+            assert ob.get(draft_key("e_rs")) is not None
+        finally:
+            ob.close()
+        pg_cluster.restart()  # every connection dropped, the server back on the same port
+        assert s.step("store")["result"] is True
+        out = s.step("deliver", within_ms=5000)["result"]
+        assert out["delivered"] is True and out["stored"] is True
+        s.step("close")
+    finally:
+        s.end()
+    ob = open_outbox(dsn)
+    try:
+        rec = ob.get("e_rs")
+        assert rec is not None and rec.status == "delivered"
+        assert ob.get(draft_key("e_rs")) is None
+    finally:
+        ob.close()
+    assert receiver.ids() == ["e_rs"]
+
+
+def test_a_report_postgres_refused_is_delivered_from_memory_and_recorded_later(
+    node_tool: Path, pg_cluster: Any, receiver: Receiver
+) -> None:
+    dsn = pg_cluster.create_database("n" + os.urandom(6).hex())
+    s = Session(node_tool, outbox=dsn, url=receiver.url, secret=SECRET, end_id="e_down")
+    try:
+        s.step("saveDraft")
+        pg_cluster.stop()
+        try:
+            stored = s.step("store")
+            assert stored["result"] is False
+            assert any("kept in memory" in line for line in stored["logs"]), stored
+            out = s.step("deliver", within_ms=5000)["result"]
+            assert out["delivered"] is True and out["stored"] is False
+        finally:
+            pg_cluster.start()
+        # the write the outbox owes (delivered, replacing the draft) lands once it is back
+        deadline = time.monotonic() + 20
+        while True:
+            ob = open_outbox(dsn)
+            try:
+                rec = ob.get("e_down")
+                draft = ob.get(draft_key("e_down"))
+            finally:
+                ob.close()
+            if rec is not None and rec.status == "delivered" and draft is None:
+                break
+            assert time.monotonic() < deadline, (rec, draft)
+            time.sleep(0.3)
+        closed = s.step("close")
+        assert not any("endcall_unsaved_report" in line for line in closed["logs"])
+    finally:
+        s.end()
+    assert receiver.ids() == ["e_down"]
+    assert relay(dsn)["claimed"] == 0  # no relay sends the draft afterwards
