@@ -4,7 +4,8 @@
  * - the agent disconnected from the room: `room-deleted` (tentative) when the room was deleted,
  *   the held end (else `customer-disconnected`) when the room closed, else `agent-error`;
  * - the job shuts down (`job_lifecycle`): `server-ended-call` when user code called
- *   `ctx.shutdown()`, else `worker-shutdown` (tentative);
+ *   `ctx.shutdown()`, `agent-error` when the entrypoint crashed, else `worker-shutdown`
+ *   (tentative);
  * - the session closed: `agent-error` on an error, the customer leaving when RoomIO closed it
  *   (`participant_disconnected`), `worker-shutdown` when the job closed it for the worker, else
  *   `server-ended-call` (user code closed it — or the job did for a reason EndCall could not
@@ -71,11 +72,13 @@ export class Signals {
 
   readonly onJobShutdown = (info: JobShutdown): void => {
     const call = this.call;
-    if (call.jobShutdown === null || info.fromWorker) call.jobShutdown = info;
+    if (call.jobShutdown === null || info.fromWorker || info.crashed) call.jobShutdown = info;
     if (!("job_shutdown_reason" in call.endInfo)) call.endInfo["job_shutdown_reason"] = info.reason;
     if (call.machine.state !== "active") return;
     if (info.userInitiated) {
       if (!call.shutdownRequested) this.decisions.trigger("server-ended-call", "server", "job");
+    } else if (info.crashed) {
+      this.decisions.trigger("agent-error", "system", "job", { error: "job crashed" });
     } else {
       this.presence.systemEnd("worker-shutdown", "system", "job", null);
     }

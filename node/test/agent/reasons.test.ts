@@ -2,7 +2,17 @@
  * graces of tentative ends; the timers on a fake clock; the end tool. */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { parseAck, parseReport } from "endcall";
+import { EventEmitter } from "node:events";
+import { jobIpc } from "../../src/agent/job_lifecycle.js";
 import { FakeSpeechHandle } from "../../src/testing/fakes.js";
+
+class FakeIpc extends EventEmitter {
+  readonly sent: unknown[] = [];
+  send = (message: unknown): boolean => {
+    this.sent.push(message);
+    return true;
+  };
+}
 import { CUSTOMER, request, run, setup, untilEnded } from "./harness.js";
 
 beforeEach(() => {
@@ -10,6 +20,7 @@ beforeEach(() => {
 });
 afterEach(() => {
   vi.useRealTimers();
+  vi.restoreAllMocks();
 });
 
 async function reportOf(s: ReturnType<typeof setup>) {
@@ -131,32 +142,50 @@ describe("room, job and session", () => {
 
   it("the worker's shutdownRequest is worker-shutdown (after shutdownGrace)", async () => {
     const s = setup();
-    const send = process.send;
-    process.send = (() => true) as typeof process.send; // as in a job process
-    let listener: ((msg: unknown) => void) | undefined;
-    const on = vi.spyOn(process, "on").mockImplementation(((event: string, fn: (msg: unknown) => void) => {
-      if (event === "message") listener = fn;
-      return process;
-    }) as never);
-    const off = vi.spyOn(process, "off").mockImplementation((() => process) as never);
-    try {
-      await s.end.start();
-      expect(listener).toBeDefined();
-      listener!({ case: "pingRequest", value: { timestamp: 1 } }); // ignored
-      listener!({ case: "shutdownRequest", value: { reason: "SIGTERM" } });
-      s.session.close("user_initiated"); // the job closes the session (Node's close reason)
-      await run(500);
-      expect(s.end.state).toBe("active"); // tentative: a request on its way may still explain it
-      await run(600);
-      const r = await reportOf(s);
-      expect(r).toMatchObject({ ended_reason: "worker-shutdown", initiator: { kind: "system" } });
-      expect(r.end).toMatchObject({ channel: "job", job_shutdown_reason: "SIGTERM", close_reason: "user_initiated" });
-      expect(s.ctx.shutdownReasons).toEqual([]); // the job is already shutting down
-    } finally {
-      on.mockRestore();
-      off.mockRestore();
-      process.send = send;
-    }
+    const ipc = new FakeIpc();
+    vi.spyOn(jobIpc, "source").mockReturnValue(ipc);
+    await s.end.start();
+    ipc.emit("message", { case: "pingRequest", value: { timestamp: 1 } }); // ignored
+    ipc.emit("message", { case: "shutdownRequest", value: { reason: "SIGTERM" } });
+    ipc.send({ case: "exiting", value: { reason: "SIGTERM" } });
+    s.session.close("user_initiated"); // the job closes the session (Node's close reason)
+    await run(500);
+    expect(s.end.state).toBe("active"); // tentative: a request on its way may still explain it
+    await run(600);
+    const r = await reportOf(s);
+    expect(r).toMatchObject({ ended_reason: "worker-shutdown", initiator: { kind: "system" } });
+    expect(r.end).toMatchObject({ channel: "job", job_shutdown_reason: "SIGTERM", close_reason: "user_initiated" });
+    expect(s.ctx.shutdownReasons).toEqual([]); // the job is already shutting down
+    expect(ipc.sent).toHaveLength(1); // the job's own messages pass through
+  });
+
+  it("a crashed entrypoint is agent-error (seen in the job's own exiting message)", async () => {
+    const s = setup();
+    const ipc = new FakeIpc();
+    vi.spyOn(jobIpc, "source").mockReturnValue(ipc);
+    await s.end.start();
+    ipc.send({ case: "exiting", value: { reason: "job crashed" } });
+    s.session.close("user_initiated");
+    const r = await reportOf(s);
+    expect(r.ended_reason).toBe("agent-error");
+    expect(r.end).toMatchObject({ channel: "job", error: "job crashed", job_shutdown_reason: "job crashed" });
+  });
+
+  it("stops watching at the job's end: ctx.shutdown and the IPC are restored", async () => {
+    const s = setup();
+    const ipc = new FakeIpc();
+    const send = ipc.send;
+    vi.spyOn(jobIpc, "source").mockReturnValue(ipc);
+    const shutdown = s.ctx.shutdown;
+    await s.end.start();
+    expect(s.ctx.shutdown).not.toBe(shutdown);
+    expect(ipc.listenerCount("message")).toBe(1);
+    const p = s.ctx.runShutdownCallbacks();
+    await run(30_000);
+    await p;
+    expect(s.ctx.shutdown).toBe(shutdown);
+    expect(ipc.send).toBe(send);
+    expect(ipc.listenerCount("message")).toBe(0);
   });
 
   it("a session error is agent-error with the error", async () => {
