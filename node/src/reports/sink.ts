@@ -11,7 +11,8 @@ export interface DeliveryOutcome {
   delivered: boolean;
   /** the report is committed in the outbox (a relay delivers it if we did not) */
   stored: boolean;
-  /** the receiver refused it for good (4xx other than 408/409/425/429) or the schedule ended */
+  /** the receiver refused it for good (410 Gone, as Python's sender: other 4xx are retried) or
+   * the schedule ended */
   dead: boolean;
   attempts: number;
   lastStatus: number | null;

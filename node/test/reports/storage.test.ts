@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -54,5 +55,24 @@ describe("several SQLite outboxes on one file in one process", () => {
     expect(await b.get("e0.draft")).toBeNull();
     await a.close();
     await b.close();
+  });
+});
+
+describe("a full disk", () => {
+  it("fails the write, leaves no transaction open, and the outbox works once there is room", async () => {
+    if (process.getuid?.() !== 0) return; // needs a small tmpfs mount
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const dir = join(t.dir, "small");
+    mkdirSync(dir);
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=400k", "tmpfs", dir]);
+    cleanups.unshift(() => void execFileSync("umount", [dir]));
+    const ob = await SqliteOutbox.open(join(dir, "o.sqlite3"));
+    const big = new Uint8Array(1024 * 1024).fill(65);
+    await expect(ob.store("big", "http://r/", big, { owner: "o", lease: 60 })).rejects.toThrow(/full|disk/i);
+    expect(await ob.get("big")).toBeNull();
+    expect(await ob.store("small", "http://r/", new Uint8Array([1]), { owner: "o", lease: 60 })).toBe("stored");
+    await ob.probe();
+    await ob.close();
   });
 });

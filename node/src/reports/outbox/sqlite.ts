@@ -90,10 +90,12 @@ export class SqliteOutbox extends SqlOutbox {
     return this.lock.run(async () => {
       if (!this.db.open) throw new Error("the outbox is closed");
       this.db.exec(write ? "BEGIN IMMEDIATE" : "BEGIN");
-      let out: T;
       try {
-        out = await fn(this.tx);
+        const out = await fn(this.tx);
+        this.db.exec("COMMIT");
+        return out;
       } catch (e) {
+        // a failed statement or a failed COMMIT (busy, disk full): never leave it open
         try {
           if (this.db.inTransaction) this.db.exec("ROLLBACK");
         } catch {
@@ -101,8 +103,6 @@ export class SqliteOutbox extends SqlOutbox {
         }
         throw e;
       }
-      this.db.exec("COMMIT");
-      return out;
     });
   }
 
