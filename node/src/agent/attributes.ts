@@ -82,6 +82,7 @@ export class AttributeWriter {
       try {
         const r = await withTimeout(Promise.resolve().then(() => this.target.setAttributes(batch)), this.timeoutMs);
         if (!r.done) throw new Error(`timed out after ${this.timeoutMs} ms`);
+        if (!r.ok) throw r.error;
         Object.assign(this.writtenValues, batch);
       } catch (e) {
         if (!this.warned) {

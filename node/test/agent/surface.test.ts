@@ -1,6 +1,6 @@
 /** The real `@livekit/agents` / rtc-node objects satisfy EndCall's structural surface (a
  * compile-time check: `tsc --noEmit` fails when the SDK's shape drifts). */
-import type { JobContext, voice } from "@livekit/agents";
+import { defineAgent, type JobContext, type voice } from "@livekit/agents";
 import type { Room } from "@livekit/rtc-node";
 import { describe, expect, it } from "vitest";
 import type { JobContextLike, RoomLike, SessionLike } from "../../src/agent/surface.js";
@@ -15,5 +15,12 @@ describe("surface", () => {
     const construct = (ctx: JobContext, session: voice.AgentSession) => new EndCall(ctx, session, { sink: null as never });
     expect(typeof accepts).toBe("function");
     expect(typeof construct).toBe("function");
+  });
+
+  it("EndCall.onSessionEnd fits defineAgent's onSessionEnd", () => {
+    const agent = defineAgent({ entry: async () => undefined, onSessionEnd: EndCall.onSessionEnd });
+    const wrapped = defineAgent({ entry: async () => undefined, onSessionEnd: EndCall.wrapSessionEnd(async (_ctx: JobContext) => undefined) });
+    expect(agent.onSessionEnd).toBe(EndCall.onSessionEnd);
+    expect(typeof wrapped.onSessionEnd).toBe("function");
   });
 });
