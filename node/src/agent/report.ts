@@ -4,7 +4,8 @@
  *
  * - `session`: `sessionReportToJSON(ctx.makeSessionReport(session))` — the Node SDK's own
  *   snake_case, Python-shaped dict (`job_id`, `room_id`, `room`, `events`, `options`,
- *   `chat_history`, `usage`, `timestamp`, `sdk_version`…). `makeSessionReport` throws while a
+ *   `chat_history`, `usage`, `timestamp`, `sdk_version`…), with its millisecond timestamps
+ *   turned into Unix seconds like Python's (`secondsLikePython`). `makeSessionReport` throws while a
  *   RecorderIO still records; then the same document is built from the session directly
  *   (`voice.createSessionReport`), and failing that a reduced one (chat history, events, ids).
  * - `usage`: `{"models": [...]}`, one entry per model, like Python's `usage_summary`.
@@ -68,12 +69,29 @@ interface SessionInternals {
   _usageCollector?: { flatten?: () => unknown[] };
 }
 
+/** Node's millisecond timestamps as Unix seconds, like Python's `SessionReport.to_dict()`
+ * (`timestamp`, `audio_recording_started_at`, and every event's `created_at`; chat items'
+ * `created_at` are already seconds). Values below 1e11 are taken to be seconds already. */
+export function secondsLikePython(section: JsonObject): JsonObject {
+  const sec = (v: unknown): unknown => (typeof v === "number" && v > 1e11 ? v / 1000 : v);
+  const out: JsonObject = { ...section };
+  for (const key of ["timestamp", "audio_recording_started_at", "started_at"]) {
+    if (key in out) out[key] = sec(out[key]);
+  }
+  if (Array.isArray(out.events)) {
+    out.events = out.events.map((e) =>
+      e !== null && typeof e === "object" && "created_at" in e ? { ...(e as JsonObject), created_at: sec((e as JsonObject).created_at) } : e,
+    );
+  }
+  return out;
+}
+
 /** The SDK's session report as a Python-shaped dict; `full` tries `ctx.makeSessionReport`. */
 export function sessionSection(ctx: JobContextLike | null, session: SessionLike | null, full = true): JsonObject {
   if (full && ctx !== null && session !== null) {
     try {
       const report = ctx.makeSessionReport(session as never) as voice.SessionReport;
-      return safeObject(voice.sessionReportToJSON(report));
+      return secondsLikePython(safeObject(voice.sessionReportToJSON(report)));
     } catch (e) {
       logger.info(`makeSessionReport failed (${String(e)}); building the session section from the session`);
     }
@@ -92,7 +110,7 @@ export function sessionSection(ctx: JobContextLike | null, session: SessionLike 
         ...(s._startedAt !== undefined ? { startedAt: s._startedAt } : {}),
         modelUsage: (s._usageCollector?.flatten?.() ?? []) as never,
       });
-      return safeObject(voice.sessionReportToJSON(report));
+      return secondsLikePython(safeObject(voice.sessionReportToJSON(report)));
     } catch (e) {
       logger.debug(`the session report could not be built (${String(e)}); using a reduced one`);
     }
@@ -109,6 +127,7 @@ function reducedSection(ctx: JobContextLike | null, session: SessionLike | null)
     events = (s?._recordedEvents ?? [])
       .filter((e) => (e as { type?: string }).type !== "metrics_collected")
       .map((e) => voice.toSnakeCaseDeep(e));
+    events = (secondsLikePython({ events }).events as unknown[]) ?? events;
   } catch (e) {
     logger.warn(`could not serialize the chat history: ${String(e)}`);
   }

@@ -69,7 +69,9 @@ describe("the final report", () => {
     );
     expect(r.usage).toEqual({ models: [] });
     // the session section is the SDK's own Python-shaped dict
-    expect(r.session).toEqual(JSON.parse(JSON.stringify(voice.sessionReportToJSON(report))));
+    const sdk = JSON.parse(JSON.stringify(voice.sessionReportToJSON(report))) as Record<string, unknown>;
+    expect(r.session).toEqual({ ...sdk, timestamp: (sdk.timestamp as number) / 1000 });
+    expect(Math.abs((r.session.timestamp as number) - Date.now() / 1000)).toBeLessThan(60); // seconds, like Python
     const items = (r.session.chat_history as { items: { role: string; content: string[] }[] }).items;
     expect(items.map((i) => [i.role, i.content[0]])).toEqual([
       ["assistant", "Welcome!"],
