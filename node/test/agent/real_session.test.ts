@@ -95,6 +95,28 @@ describe("a real AgentSession", () => {
     expect(r.end.drain_timed_out).toBeUndefined();
   });
 
+  it("the customer's RPC: ack first, then the session is shut down with drain and the job with the reason", async () => {
+    const room = new FakeRoom();
+    room.join("cand-1");
+    const shutdowns: string[] = [];
+    const ctx = realJob(room, shutdowns);
+    const session = new voice.AgentSession({ llm: new voice.testing.FakeLLM([]), vad: null });
+    const sink = new MemorySink();
+    const end = new EndCall(ctx, session, { sink });
+    await session.start({ agent: new voice.Agent({ instructions: "x", tools: [end.tool] }) });
+    await end.start();
+    const events: string[] = [];
+    session.on(voice.AgentSessionEventTypes.Close, (ev) => events.push(`close:${String(ev.reason)}`));
+    const ack = JSON.parse(await room.localParticipant!.call("end_interview", "cand-1", JSON.stringify({ type: "end.request", v: 1, id: "r1" })));
+    events.push(`ack:${ack.status}`);
+    await until(() => end.state === "ended");
+    expect(events).toEqual(["ack:accepted", "close:customer-ended-call"]);
+    expect(shutdowns).toEqual(["customer-ended-call"]);
+    const r = parseReport(sink.stored[0]!.body);
+    expect(r).toMatchObject({ ended_reason: "customer-ended-call", request_id: "r1", initiator: { kind: "customer", identity: "cand-1" } });
+    expect(room.localParticipant!.attributes).toMatchObject({ "endcall.state": "ended", "endcall.end_id": end.endId, "endcall.request_id": "r1" });
+  });
+
   it("user code closing the session is server-ended-call", async () => {
     const room = new FakeRoom();
     room.join("cand-1");
