@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { SqliteOutbox } from "../../src/reports/outbox/sqlite.js";
 import { filesystemType, storageWarning } from "../../src/reports/storage.js";
-import { tempDir } from "./helpers.js";
+import { PYTHON, tempDir } from "./helpers.js";
 
 const cleanups: Array<() => void> = [];
 afterEach(() => cleanups.splice(0).forEach((c) => c()));
@@ -73,6 +73,55 @@ describe("a full disk", () => {
     expect(await ob.get("big")).toBeNull();
     expect(await ob.store("small", "http://r/", new Uint8Array([1]), { owner: "o", lease: 60 })).toBe("stored");
     await ob.probe();
+    await ob.close();
+  });
+});
+
+describe("another process holding the write lock", () => {
+  it("is waited for without blocking the event loop", async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const path = join(t.dir, "o.sqlite3");
+    const ob = await SqliteOutbox.open(path);
+    const { spawn } = await import("node:child_process");
+    const holder = spawn(PYTHON, [
+      "-c",
+      "import sqlite3, sys, time\n" +
+        `c = sqlite3.connect(${JSON.stringify(path)}, isolation_level=None)\n` +
+        "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(1.0); c.execute('COMMIT')",
+    ]);
+    await new Promise<void>((r) => holder.stdout.once("data", () => r()));
+    let last = performance.now();
+    let worst = 0;
+    const tick = setInterval(() => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last);
+      last = now;
+    }, 5);
+    const t0 = performance.now();
+    const res = await ob.store("e1", "http://r/", new Uint8Array([1]), { owner: "o", lease: 60 });
+    const waited = performance.now() - t0;
+    clearInterval(tick);
+    expect(res).toBe("stored");
+    expect(waited).toBeGreaterThan(500); // it did wait for the lock
+    expect(worst).toBeLessThan(150); // ...without stalling the loop
+    await new Promise((r) => holder.on("close", r));
+    await ob.close();
+  });
+
+  it("gives up after the busy timeout with SQLite's error", async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const path = join(t.dir, "o.sqlite3");
+    const ob = await SqliteOutbox.open(path, { busyTimeout: 0.3 });
+    const other = new (await import("better-sqlite3")).default(path);
+    other.exec("BEGIN IMMEDIATE");
+    const t0 = performance.now();
+    await expect(ob.store("e1", "http://r/", new Uint8Array([1]), { owner: "o", lease: 60 })).rejects.toThrow(/locked|busy/i);
+    expect(performance.now() - t0).toBeGreaterThan(250);
+    other.exec("ROLLBACK");
+    expect(await ob.store("e1", "http://r/", new Uint8Array([1]), { owner: "o", lease: 60 })).toBe("stored");
+    other.close();
     await ob.close();
   });
 });

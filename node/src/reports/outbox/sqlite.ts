@@ -2,9 +2,10 @@
  * SQLite outbox (better-sqlite3): one file on one host, the same file Python's relays read.
  * As Python's `SqliteOutbox`: WAL journal with `synchronous=FULL` (a commit survives power loss),
  * a busy timeout so agent jobs, the CLI relay and the fallback server can share the file, and
- * `BEGIN IMMEDIATE` for every write. better-sqlite3 is synchronous: a write blocks the event
- * loop for its commit (an fsync), and waits on another process's lock up to `busyTimeout`;
- * transactions of every SQLite outbox in the process run one at a time (`PROCESS_LOCK`).
+ * `BEGIN IMMEDIATE` for every write. better-sqlite3 is synchronous, so a commit blocks the event
+ * loop for its fsync; waiting for another process's lock must not: SQLite itself waits at most
+ * `SLICE_MS` at a time and the rest of `busyTimeout` is waited here, asynchronously. Transactions
+ * of every SQLite outbox in the process run one at a time (`PROCESS_LOCK`).
  */
 
 import { mkdirSync } from "node:fs";
@@ -24,17 +25,28 @@ export interface SqliteOptions {
  * connection to the same file beginning a write while the first awaits between statements
  * would block the (only) thread in SQLite's busy wait, which the first could never end. */
 const PROCESS_LOCK = new Mutex();
+/** the longest SQLite's own busy handler blocks the event loop at a time (ms) */
+const SLICE_MS = 20;
+
+function isBusy(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  return typeof code === "string" && (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"));
+}
+
+const pause = () => new Promise((r) => setTimeout(r, 2 + Math.random() * 18));
 
 export class SqliteOutbox extends SqlOutbox {
   readonly path: string;
   private db: Database.Database;
   private readonly lock = PROCESS_LOCK;
   private readonly tx: Tx;
+  private readonly busyMs: number;
 
-  private constructor(path: string, db: Database.Database, clock?: Clock) {
+  private constructor(path: string, db: Database.Database, busyMs: number, clock?: Clock) {
     super(clock);
     this.path = path;
     this.db = db;
+    this.busyMs = busyMs;
     this.tx = {
       run: async (sql: string, params: Params = {}) => {
         const { text, values } = bind(sql, params, "sqlite");
@@ -53,10 +65,10 @@ export class SqliteOutbox extends SqlOutbox {
   static async open(path: string, o: SqliteOptions = {}): Promise<SqliteOutbox> {
     const busy = o.busyTimeout ?? 30;
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-    const db = new Database(path, { timeout: Math.round(busy * 1000) });
-    const ob = new SqliteOutbox(path, db, o.clock);
+    const db = new Database(path, { timeout: SLICE_MS });
+    const ob = new SqliteOutbox(path, db, Math.round(busy * 1000), o.clock);
     try {
-      db.pragma(`busy_timeout = ${Math.round(busy * 1000)}`);
+      db.pragma(`busy_timeout = ${SLICE_MS}`);
       await ob.wal(busy);
       db.pragma("synchronous = FULL");
       await ob.openSchema();
@@ -89,7 +101,7 @@ export class SqliteOutbox extends SqlOutbox {
   transaction<T>(write: boolean, fn: (tx: Tx) => Promise<T>): Promise<T> {
     return this.lock.run(async () => {
       if (!this.db.open) throw new Error("the outbox is closed");
-      this.db.exec(write ? "BEGIN IMMEDIATE" : "BEGIN");
+      await this.begin(write);
       try {
         const out = await fn(this.tx);
         this.db.exec("COMMIT");
@@ -104,6 +116,24 @@ export class SqliteOutbox extends SqlOutbox {
         throw e;
       }
     });
+  }
+
+  /** BEGIN (IMMEDIATE for a write), waiting for another process's lock up to the busy
+   * timeout without blocking the event loop for more than `SLICE_MS` at a time. */
+  private async begin(write: boolean): Promise<void> {
+    const deadline = performance.now() + this.busyMs;
+    for (;;) {
+      try {
+        this.db.exec(write ? "BEGIN IMMEDIATE" : "BEGIN");
+        // a read takes its snapshot now, inside this loop (busy only during a WAL recovery)
+        if (!write) this.db.prepare("SELECT count(*) FROM sqlite_master").pluck().get();
+        return;
+      } catch (e) {
+        if (this.db.inTransaction) this.db.exec("ROLLBACK");
+        if (!isBusy(e) || performance.now() >= deadline) throw e;
+      }
+      await pause();
+    }
   }
 
   async close(): Promise<void> {
