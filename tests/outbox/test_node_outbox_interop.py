@@ -34,6 +34,7 @@ import standardwebhooks
 from endcall.protocol import parse_report
 from endcall.reports.outbox import open_outbox
 from endcall.reports.outbox.base import draft_key
+from endcall.reports.outbox.sql import SqlOutbox
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "node"
@@ -102,6 +103,8 @@ class Receiver:
     def __init__(self) -> None:
         self.got: list[tuple[str, bytes]] = []
         self.rejected = 0
+        #: answer this many verified requests with a 500 first
+        self.fail_first = 0
         verifier = standardwebhooks.Webhook(SECRET)
         outer = self
 
@@ -114,8 +117,12 @@ class Receiver:
                     outer.rejected += 1
                     self.send_response(401)
                 else:
-                    outer.got.append((self.headers["webhook-id"], body))
-                    self.send_response(200)
+                    if outer.fail_first > 0:
+                        outer.fail_first -= 1
+                        self.send_response(500)
+                    else:
+                        outer.got.append((self.headers["webhook-id"], body))
+                        self.send_response(200)
                 self.send_header("content-length", "0")
                 self.end_headers()
 
@@ -491,3 +498,77 @@ def test_a_report_postgres_refused_is_delivered_from_memory_and_recorded_later(
         s.end()
     assert receiver.ids() == ["e_down"]
     assert relay(dsn)["claimed"] == 0  # no relay sends the draft afterwards
+
+
+def test_node_in_process_retries_are_recorded_where_python_reads_them(
+    node_tool: Path, target: str, receiver: Receiver
+) -> None:
+    receiver.fail_first = 2
+    s = Session(
+        node_tool,
+        outbox=target,
+        url=receiver.url,
+        secret=SECRET,
+        end_id="e_retry",
+        schedule=[0, 0.2, 0.2, 3600],
+        jitter=0,
+    )
+    try:
+        assert s.step("store")["result"] is True
+        out = s.step("deliver", within_ms=5000)["result"]
+        assert out == {
+            "delivered": True,
+            "stored": True,
+            "dead": False,
+            "attempts": 3,
+            "lastStatus": 200,
+            "lastError": None,
+        }
+        s.step("close")
+    finally:
+        s.end()
+    ob = open_outbox(target)
+    try:
+        assert isinstance(ob, SqlOutbox)
+        rec = ob.get("e_retry")
+        assert rec is not None and rec.status == "delivered" and rec.attempts == 3
+        assert rec.delivery["schedule"] == [0.0, 0.2, 0.2, 3600.0]
+        log = ob.attempts("e_retry")
+        assert [(a["outcome"], a["status_code"]) for a in log] == [
+            ("failed", 500),
+            ("failed", 500),
+            ("delivered", 200),
+        ]
+    finally:
+        ob.close()
+
+
+def test_what_the_window_leaves_is_released_to_the_python_relay(
+    node_tool: Path, target: str, receiver: Receiver
+) -> None:
+    receiver.fail_first = 1
+    s = Session(
+        node_tool,
+        outbox=target,
+        url=receiver.url,
+        secret=SECRET,
+        end_id="e_left",
+        schedule=[0, 1, 60],
+        jitter=0,
+    )
+    try:
+        assert s.step("store")["result"] is True
+        out = s.step("deliver", within_ms=300)["result"]
+        assert out["delivered"] is False and out["stored"] is True and out["attempts"] == 1
+        s.step("close")
+    finally:
+        s.end()
+    ob = open_outbox(target)
+    try:
+        rec = ob.get("e_left")
+        assert rec is not None and rec.status == "pending" and rec.lease_owner is None
+    finally:
+        ob.close()
+    time.sleep(1.1)  # its next attempt is due
+    assert relay(target)["delivered"] == 1
+    assert receiver.ids() == ["e_left"]
