@@ -17,6 +17,9 @@ const VECTORS: Array<{ id: string; ts: number; body: Uint8Array; secrets: string
     secrets: [SECRET, SECRET2],
     sig: "v1,K3q7I64QSfXEInbh63X28gb7gf34HF8s+ix+pYt8M0U= v1,WyahVf+KucbQc+Wgv7F8mFiQxHcrF57qA5k7yLX+hac=",
   },
+  // a secret without its base64 padding (Python accepts it on both of its signing paths)
+  { id: "e", ts: 1, body: enc("{}"), secrets: ["whsec_AAECAwQFBgcICQoLDA0ODxA"], sig: "v1,cUI+uOOYdPuVERm336LnA7Qh71Zwaic+dLwWhTZg470=" },
+  { id: "e", ts: 1, body: new Uint8Array([0xff]), secrets: ["whsec_AAECAwQFBgcICQoLDA0ODxA"], sig: "v1,rEyl99MTBJ7KdqYrZllpiczcUkW6+za/JlwVjugpfPk=" },
   { id: "e2", ts: 1700000001, body: new Uint8Array([0xff, 0xfe, ...enc(" not utf8")]), secrets: [SECRET2], sig: "v1,dV6dTrprLB9oSJbbm7QlKkShMQTeuXptuZtoLIETnSY=" },
 ];
 
