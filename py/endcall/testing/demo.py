@@ -64,20 +64,28 @@ async def _with_stack(
     body: Callable[[Any], Awaitable[Any]],
     *,
     loopback: bool = False,
+    agent: str = "python",
     **stack_options: Any,
 ) -> Any:
     from endcall.testing.stack import LocalStack
 
     stack: Any
     if loopback:
+        if agent != "python":
+            raise ValueError("the loopback runs the Python example agent only")
         stack = LocalStack(
             output_dir, webhook_url=webhook_url, webhook_secret=webhook_secret, **stack_options
         )
     else:
-        from endcall.testing.realstack import RealStack
+        from endcall.testing.node_agent import real_stack
 
-        stack = RealStack(
-            output_dir, webhook_url=webhook_url, webhook_secret=webhook_secret, **stack_options
+        # the Python example's worker, or the Node one (endcall.testing.node_agent)
+        stack = real_stack(
+            agent,
+            output_dir,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            **stack_options,
         )
     await stack.start()
     try:
@@ -120,11 +128,13 @@ async def run_demo(
     progress: ProgressFn | None = None,
     on_result: Callable[[ScenarioResult], None] | None = None,
     loopback: bool = False,
+    agent: str = "python",
 ) -> list[ScenarioResult]:
     """Run ``scenarios`` one after the other; returns one result per scenario.
 
     On a real livekit-server (started here inside ``scripts/in-netns``, or the one
-    ``LIVEKIT_URL`` names) unless ``loopback``."""
+    ``LIVEKIT_URL`` names) unless ``loopback``; ``agent``: the example agent the worker runs,
+    ``python`` (examples/interview_agent.py) or ``node`` (examples/node, real server only)."""
     from endcall.testing.browser import BrowserDriver
     from endcall.testing.stack import examples_dir
 
@@ -158,7 +168,7 @@ async def run_demo(
         return results
 
     results: list[ScenarioResult] = await _with_stack(
-        output_dir, webhook_url, webhook_secret, body, loopback=loopback
+        output_dir, webhook_url, webhook_secret, body, loopback=loopback, agent=agent
     )
     return results
 
@@ -170,6 +180,7 @@ async def serve_demo(
     webhook_secret: str | None = None,
     out: TextIO = sys.stdout,
     loopback: bool = False,
+    agent: str = "python",
 ) -> None:
     """Keep the page up for a person: each page load starts a fresh interview agent."""
     from endcall.testing.stack import SessionRequest
@@ -199,6 +210,7 @@ async def serve_demo(
         webhook_secret,
         body,
         loopback=loopback,
+        agent=agent,
         stay_for_report_ms=120_000,
     )
 
@@ -230,6 +242,14 @@ def _setup_logging(output_dir: Path) -> Path:
     is_flag=True,
     help="Use endcall.testing's loopback double instead of a real livekit-server.",
 )
+@click.option(
+    "--agent",
+    type=click.Choice(["python", "node"]),
+    default="python",
+    show_default=True,
+    help="The example agent the worker runs: examples/interview_agent.py, or examples/node "
+    "(@livekit/agents for Node with endcall-agent; real livekit-server only).",
+)
 @click.option("--webhook-url", default=None, help="Send the reports to this receiver instead.")
 @click.option("--webhook-secret", default=None, help="whsec_... secret for --webhook-url.")
 @click.option(
@@ -250,6 +270,7 @@ def demo_command(
     as_json: bool,
     serve_page: bool,
     loopback: bool,
+    agent: str,
     webhook_url: str | None,
     webhook_secret: str | None,
     names: tuple[str, ...],
@@ -262,8 +283,11 @@ def demo_command(
     or with --loopback endcall.testing's double — the example interview agent as a real worker
     (scripted models), the fallback server, the example receiver and the example page; each
     scenario is played in headless Chromium (/usr/bin/chromium). Needs a source checkout with
-    the page built (make demo does it).
+    the page built (make demo does it). --agent node runs the Node example (examples/node,
+    built with `cd examples/node && npm ci && npm run build`) as the worker instead.
     """
+    if loopback and agent != "python":
+        raise click.UsageError("--agent node runs on a real livekit-server only (not --loopback)")
     if webhook_url and not webhook_secret:
         raise click.UsageError("--webhook-url needs --webhook-secret (the reports are signed)")
     if webhook_secret:
@@ -273,7 +297,7 @@ def demo_command(
             validate_secret(webhook_secret)
         except ValueError as e:
             raise click.UsageError(str(e)) from e
-    problem = _preflight(need_browser=not serve_page, loopback=loopback)
+    problem = _preflight(need_browser=not serve_page, loopback=loopback, agent=agent)
     if problem:
         raise click.ClickException(problem)
     output = output.resolve()
@@ -290,6 +314,7 @@ def demo_command(
                     webhook_url=webhook_url,
                     webhook_secret=webhook_secret,
                     loopback=loopback,
+                    agent=agent,
                 )
             )
         return
@@ -312,6 +337,7 @@ def demo_command(
             progress=progress,
             on_result=emit,
             loopback=loopback,
+            agent=agent,
         )
     )
     if not as_json:
@@ -328,7 +354,7 @@ def demo_command(
         raise SystemExit(1)
 
 
-def _preflight(*, need_browser: bool, loopback: bool = True) -> str | None:
+def _preflight(*, need_browser: bool, loopback: bool = True, agent: str = "python") -> str | None:
     """A clear message when something the demo needs is missing, else None."""
     if not loopback:
         from endcall.testing.livekit_server import (
@@ -357,6 +383,12 @@ def _preflight(*, need_browser: bool, loopback: bool = True) -> str | None:
         return str(e)
     if not (examples / "interview_agent.py").is_file():
         return "examples/interview_agent.py is missing"
+    if agent == "node":
+        from endcall.testing.node_agent import node_agent_unavailable
+
+        problem = node_agent_unavailable()
+        if problem:
+            return problem
     if not (examples / "web" / "dist" / "index.html").is_file():
         return "the example page is not built: cd examples/web && npm ci && npm run build"
     if need_browser:
