@@ -19,6 +19,7 @@ import { logger } from "./log.js";
 import type { EndRecord, Trigger } from "./machine.js";
 import { deleteOwnRoom } from "./own_room.js";
 import { encodeDocument, finalDocument, minimalDocument, type ReportInput } from "./report.js";
+import { EndSteps } from "./steps.js";
 import { deferred, remaining, withTimeout } from "./waits.js";
 
 /** How long after the `endcall.report` update the writes may take before the room goes. */
@@ -52,6 +53,7 @@ export class EndPath {
   private run: Promise<void> | null = null;
   private deliveryTask: Promise<void> | null = null;
   private roomTask: Promise<void> | null = null;
+  readonly steps = new EndSteps();
 
   constructor(
     private readonly call: Call,
@@ -79,13 +81,14 @@ export class EndPath {
   /** The machine accepted `trigger`: run the end path in the background. */
   start(trigger: Trigger, plan: GoodbyePlan | null): void {
     if (this.run !== null) return;
-    this.run = this.steps(trigger, plan);
+    this.run = this.runSteps(trigger, plan);
   }
 
-  private async steps(trigger: Trigger, plan: GoodbyePlan | null): Promise<void> {
+  private async runSteps(trigger: Trigger, plan: GoodbyePlan | null): Promise<void> {
     const call = this.call;
     await Promise.resolve(); // the ack is answered before the drain starts
     const t0 = Date.now();
+    this.steps.begin();
     let drainS = 0;
     let shutdownS = 0;
     let drained = true;
@@ -105,6 +108,7 @@ export class EndPath {
         } else if (!r.ok) logger.warn(`drain failed: ${String(r.error)}`);
       }
       drainS = (Date.now() - t0) / 1000;
+      this.steps.mark("drain");
       const t1 = Date.now();
       if (!call.closed.isSet) {
         if (!call.sessionClosing()) {
@@ -121,6 +125,7 @@ export class EndPath {
         }
       }
       shutdownS = (Date.now() - t1) / 1000;
+      this.steps.mark("close");
     } catch (e) {
       logger.error("unexpected error while ending; building the report", e);
     } finally {
@@ -171,12 +176,14 @@ export class EndPath {
       await this.checkpoints.stop();
       const body = this.buildReport(drainS, shutdownS);
       this.report = body;
+      this.steps.mark("report");
       try {
         this.stored = Boolean(await this.sink.store(call.endId, body));
       } catch (e) {
         logger.error("the report could not be stored", e);
         this.stored = false;
       }
+      this.steps.mark("store");
       if (this.stored) logger.info(`report ${call.endId} stored`);
       else logger.warn(`report ${call.endId} is not stored; delivering it from memory`);
     } catch (e) {
@@ -213,6 +220,10 @@ export class EndPath {
       call.endInfo["delivery_error"] = String(e);
     }
     this.delivery = outcome;
+    this.steps.mark("delivery");
+    const rec = call.machine.record;
+    const ackMs = rec.acknowledgedAt !== null && rec.requestedAt !== null ? (rec.acknowledgedAt - rec.requestedAt) * 1000 : null;
+    this.steps.log(call.endId, ackMs);
     const delivered = Boolean(outcome?.delivered);
     if (delivered) logger.info(`report ${call.endId} delivered (${outcome?.attempts ?? 0} attempts)`);
     else if (outcome?.dead) logger.error(`report ${call.endId} refused for good (status ${outcome.lastStatus}: ${outcome.lastError})`);

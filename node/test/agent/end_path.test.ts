@@ -42,6 +42,9 @@ describe("end path", () => {
     expect(states).toEqual(["active", "ending", "ended"]);
     expect(local.attributes["endcall.report"]).toBe("delivered");
     expect(end.report).toEqual(sink.stored[0]!.body);
+    expect(Object.keys((end as unknown as { path: { steps: { durations(): object } } }).path.steps.durations())).toEqual([
+      "drain", "close", "report", "store", "delivery", "total",
+    ]);
     expect(end.delivery?.delivered).toBe(true);
   });
 

@@ -1,5 +1,6 @@
 /** Every reason, from every channel that produces it: the first accepted trigger wins; the
  * graces of tentative ends; the timers on a fake clock; the end tool. */
+import { llm } from "@livekit/agents";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { parseAck, parseReport } from "endcall";
 import { EventEmitter } from "node:events";
@@ -313,5 +314,59 @@ describe("end tool", () => {
     await s.end.tool.execute({}, toolCtx(s, new FakeSpeechHandle()) as never);
     const ack = parseAck(await s.local.call("end_interview", CUSTOMER, request("r1")));
     expect(ack).toMatchObject({ status: "already_ending", reason: "assistant-ended-call" });
+  });
+});
+
+describe("end tool with an auto-replying realtime model", () => {
+  class RtModel extends llm.RealtimeModel {
+    constructor() {
+      super({ messageTruncation: false, turnDetection: true, userTranscription: true, autoToolReplyGeneration: true, audioOutput: true, manualFunctionCalls: false } as never);
+    }
+    get model(): string {
+      return "rt";
+    }
+    session(): never {
+      throw new Error("unused");
+    }
+    async close(): Promise<void> {}
+  }
+
+  function realtime(s: ReturnType<typeof setup>) {
+    (s.session as unknown as { currentAgent: unknown }).currentAgent = { getActivityOrThrow: () => ({ llm: new RtModel() }) };
+  }
+
+  it("tells the model the goodbye's words and waits for its next speech to play out", async () => {
+    const s = setup({ goodbye: "Bye now." });
+    realtime(s);
+    await s.end.start();
+    const turn = new FakeSpeechHandle("turn");
+    const out = await s.end.tool.execute({}, { ctx: { session: s.session, speechHandle: turn }, toolCallId: "c", abortSignal: new AbortController().signal } as never);
+    expect(out).toBe('Say exactly this goodbye to the user, nothing else: "Bye now."');
+    turn.finish();
+    const reply = new FakeSpeechHandle("reply");
+    s.session.emit("speech_created", { speechHandle: turn }); // the calling turn itself: not the reply
+    s.session.emit("speech_created", { speechHandle: reply });
+    await run(3_000);
+    expect(s.end.state).toBe("ending"); // the reply still plays
+    reply.finish();
+    await untilEnded(s.end);
+    expect(s.session.said).toHaveLength(0); // the model said it, not session.say
+    expect(s.end.record.reason).toBe("assistant-ended-call");
+  });
+
+  it("a model that does not reply within 5 s does not hold the end", async () => {
+    vi.spyOn(console, "warn").mockImplementation(() => undefined);
+    const s = setup({ drainTimeout: 30 });
+    realtime(s);
+    await s.end.start();
+    const turn = new FakeSpeechHandle("turn");
+    turn.finish();
+    expect(await s.end.tool.execute({}, { ctx: { session: s.session, speechHandle: turn }, toolCallId: "c", abortSignal: new AbortController().signal } as never)).toBe("say goodbye to the user");
+    await run(4_900);
+    expect(s.end.state).toBe("ending");
+    await run(200);
+    await untilEnded(s.end, 1_000);
+    expect(s.end.state).toBe("ended");
+    expect(parseReport(s.sink.stored[0]!.body).end.drain_timed_out).toBeUndefined();
   });
 });
