@@ -21,9 +21,11 @@ export { EndCallMisuseError } from "./agent/misuse.js";
 export { MAX_REPORT_SIZE } from "./agent/report.js";
 export type { JobContextLike, SessionLike, RoomLike } from "./agent/surface.js";
 
-// ------------------------------------------------------------------ the seam and a test double
-export type { ReportSink, DeliveryOutcome, Ending } from "./reports/sink.js";
+// ------------------------------------------------------------------ a test double of the seam
 export { MemorySink, type MemorySinkOptions } from "./testing/memory_sink.js";
 
 // ------------------------------------------------------------------ the reports wing
+// (ReportPipeline, Webhook, webhookFromEnv, the outboxes; and the seam: ReportSink,
+// DeliveryOutcome, Ending) — its own public list, src/reports/index.ts
 export { ReportPipeline } from "./reports/pipeline.js";
+export * from "./reports/index.js";
