@@ -26,8 +26,21 @@ import { deferred, remaining, withTimeout } from "./waits.js";
 export const ATTRIBUTE_SETTLE_MS = 1_000;
 /** Bound of the DeleteRoom call itself. */
 export const DELETE_ROOM_TIMEOUT_MS = 5_000;
-/** Bound of the in-process delivery the job's hooks wait for (the sink bounds its own). */
-export const DELIVERY_WAIT_MS = 75_000;
+/** Bound of the in-process delivery the job's hooks wait for, when the sink does not say its
+ * webhook's window (the sink bounds its own `deliver`). */
+export const DELIVERY_WAIT_MS = 80_000;
+
+/** How long the hooks wait for `sink.deliver`: its webhook's `inProcessWindow + timeout + 5`
+ * seconds (a `ReportPipeline`), as Python's end path reads it; else `DELIVERY_WAIT_MS`. */
+export function deliveryWaitMs(sink: unknown): number {
+  const hook = (sink as { webhook?: { inProcessWindow?: unknown; timeout?: unknown } } | null)?.webhook;
+  const window = hook?.inProcessWindow;
+  const timeout = hook?.timeout;
+  if (typeof window === "number" && typeof timeout === "number" && window >= 0 && timeout >= 0) {
+    return (window + timeout + 5) * 1000;
+  }
+  return DELIVERY_WAIT_MS;
+}
 
 /** The ack's promise (`drain_ms`): the agent is gone at most this long after the ack. */
 export function promisedMs(drainMs: number, closeMs: number, deleteRoomAfterMs: number | null): number {
@@ -275,7 +288,7 @@ export class EndPath {
       if (!rr.done) logger.warn("the room deletion did not finish in time");
     }
     if (this.deliveryTask !== null) {
-      const dr = await withTimeout(this.deliveryTask, remaining(deadline, DELIVERY_WAIT_MS));
+      const dr = await withTimeout(this.deliveryTask, remaining(deadline, deliveryWaitMs(this.sink)));
       if (!dr.done) logger.warn(`report ${this.call.endId} not delivered in process; it stays in the outbox for a relay`);
       if (this.call.attrs !== null) await this.call.attrs.waitIdle(remaining(deadline, 2_000));
     }

@@ -100,3 +100,13 @@ describe("waits and settings", () => {
     expect(silenceConflicts(60, 1800, 15)).toEqual([]);
   });
 });
+
+describe("the hooks' delivery wait", () => {
+  it("is the webhook's window + timeout + 5 s when the sink says them", async () => {
+    const { deliveryWaitMs, DELIVERY_WAIT_MS } = await import("../../src/agent/end_path.js");
+    expect(deliveryWaitMs({ webhook: { inProcessWindow: 60, timeout: 15 } })).toBe(80_000);
+    expect(deliveryWaitMs({ webhook: { inProcessWindow: 10, timeout: 5 } })).toBe(20_000);
+    expect(deliveryWaitMs({})).toBe(DELIVERY_WAIT_MS);
+    expect(deliveryWaitMs(null)).toBe(DELIVERY_WAIT_MS);
+  });
+});
