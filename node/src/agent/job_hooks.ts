@@ -2,8 +2,9 @@
  * `JobHooks`: what the job's hooks wait for before the job may go. `onSessionEnd`
  * (`EndCall.onSessionEnd` in `defineAgent`, given up to `ServerOptions.sessionEndTimeout`, 5 min
  * by default) and the job's shutdown callback (which the Node job runs *after*
- * `room.disconnect()`, with no kill deadline of its own; EndCall keeps
- * `SHUTDOWN_CALLBACK_BUDGET_MS`) both: let a running grace run out, end a call still active
+ * `room.disconnect()`; when the worker closes the job, its supervisor kills the process
+ * `ServerOptions.shutdownProcessTimeout` — 60 s by default, Python's is 10 s — after the job
+ * said ShuttingDown, i.e. after `onSessionEnd`; EndCall takes `SHUTDOWN_CALLBACK_BUDGET_MS`) both: let a running grace run out, end a call still active
  * (`worker-shutdown` / `server-ended-call`), then wait for the end path, the room deletion and
  * the in-process delivery. A job whose `start()` never ran is ended here with `agent-error`.
  * Port of Python's `endcall.agent.job_hooks`.
@@ -18,7 +19,9 @@ import { NOT_STARTED, NO_SESSION_END } from "./misuse.js";
 import type { Signals } from "./room_signals.js";
 import { remaining, withTimeout } from "./waits.js";
 
-export const SHUTDOWN_CALLBACK_BUDGET_MS = 8_000;
+/** What the shutdown callback may take: the default `shutdownProcessTimeout` (60 s) less a
+ * margin for `room.disconnect()` and the process's exit (Python keeps 8 of its 10 s). */
+export const SHUTDOWN_CALLBACK_BUDGET_MS = 45_000;
 
 export class JobHooks {
   sessionEndCalled = false;
