@@ -541,6 +541,20 @@ def test_node_in_process_retries_are_recorded_where_python_reads_them(
         ]
     finally:
         ob.close()
+    # `endcall outbox why` tells a Node report's story like a Python one's
+    r = subprocess.run(
+        [ENDCALL, "outbox", "--outbox", target, "why", "e_retry", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    story = json.loads(r.stdout)
+    [entry] = story["reports"]
+    assert entry["end_id"] == "e_retry" and entry["status"] == "delivered"
+    assert entry["type"] == "session.ended" and len(entry["attempt_log"]) == 3
+    assert "delivered" in story["verdict"]
 
 
 def test_what_the_window_leaves_is_released_to_the_python_relay(
