@@ -21,9 +21,6 @@ export { EndCallMisuseError } from "./agent/misuse.js";
 export { MAX_REPORT_SIZE } from "./agent/report.js";
 export type { JobContextLike, SessionLike, RoomLike } from "./agent/surface.js";
 
-// ------------------------------------------------------------------ a test double of the seam
-export { MemorySink, type MemorySinkOptions } from "./testing/memory_sink.js";
-
 // ------------------------------------------------------------------ the reports wing
 // (ReportPipeline, Webhook, webhookFromEnv, the outboxes; and the seam: ReportSink,
 // DeliveryOutcome, Ending) — its own public list, src/reports/index.ts
