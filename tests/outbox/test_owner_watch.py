@@ -6,6 +6,7 @@ charge — on SQLite and PostgreSQL, on the database's clock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -178,3 +179,44 @@ async def test_a_prewarm_style_relay_delivers_a_dead_agents_draft_before_its_lea
     assert got == ["e_dead.draft"]
     assert took < 20, took  # the first check after the quiet (every 5 s), not the lease
     assert all(scopes == ["RM_1/agent-dead"] for scopes in gone.asked)  # never the live one
+
+
+async def test_a_sidecar_relay_run_forever_with_a_watch_takes_a_dead_agents_draft_over(
+    tmp_path: Path,
+) -> None:
+    """`Relay.run(forever=True, watch=...)` (what `endcall outbox deliver --forever
+    --ask-livekit` runs beside Node workers, which have no `endcall.prewarm`): between passes an
+    hour apart, the watch asks about silent drafts, and the dead owner's draft goes out as soon
+    as LiveKit confirms — not at the next poll, nor when its 90 s lease runs out."""
+    from endcall.reports.relay import Relay
+
+    path = tmp_path / "o.sqlite3"
+    outbox = SqliteOutbox(path)
+    draft(outbox, "e_dead", "RM_1/agent-dead")
+    got: list[str] = []
+    sent = asyncio.Event()
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        got.append(request.headers["webhook-id"])
+        sent.set()
+        return httpx.Response(200)
+
+    gone = Asked(gone=["RM_1/agent-dead"])
+    relay = Relay(outbox, (SECRET,), transport=httpx.MockTransport(receiver))
+    stop = asyncio.Event()
+    run = asyncio.create_task(
+        relay.run(forever=True, poll=3600, stop=stop, watch=OwnerWatch(outbox, gone, quiet=1.0))
+    )
+    started = time.monotonic()
+    try:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(sent.wait(), 30)
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        stats = await asyncio.wait_for(run, 10)
+        await relay.aclose()
+        outbox.close()
+    assert got == ["e_dead.draft"] and stats.delivered == 1
+    assert took < 20, took  # the first check after the quiet (every 5 s), not the poll or lease
+    assert gone.asked and all(scopes == ["RM_1/agent-dead"] for scopes in gone.asked)

@@ -221,8 +221,11 @@ class Relay:
         forever: bool = False,
         poll: float = 5.0,
         stop: asyncio.Event | None = None,
+        watch: OwnerWatch | None = None,
     ) -> RelayStats:
-        """``run_once``; with ``forever`` keep polling every ``poll`` seconds until ``stop``."""
+        """``run_once``; with ``forever`` keep polling every ``poll`` seconds until ``stop``.
+        ``watch`` (forever only) asks about silent drafts between passes, and a pass follows as
+        soon as a draft whose owner is confirmed gone may be claimed."""
         total = RelayStats()
         while True:
             try:
@@ -233,15 +236,36 @@ class Relay:
                 logger.exception("endcall relay: pass failed; retrying in %ss", poll)
             if not forever or (stop is not None and stop.is_set()):
                 return total
-            if stop is None:
-                await self.clock.sleep(poll)
-            else:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=poll)
-                except asyncio.TimeoutError:
-                    pass
-                if stop.is_set():
-                    return total
+            if await self._wait_for_next_pass(poll, stop, watch):
+                return total
+
+    async def _wait_for_next_pass(
+        self, poll: float, stop: asyncio.Event | None, watch: OwnerWatch | None
+    ) -> bool:
+        """Sleep until the next pass is due (``poll``, or earlier when ``watch`` released a
+        draft); True when ``stop`` was set meanwhile."""
+        if watch is None:
+            return await self._pause(poll, stop)
+        # the watch keeps real time (time.monotonic), so this loop does too
+        next_pass = time.monotonic() + poll
+        while time.monotonic() < next_pass:
+            claimable = await watch.check()
+            if claimable is not None:  # the outbox's clock is the wall clock
+                next_pass = min(next_pass, time.monotonic() + max(0.0, claimable - time.time()))
+            wait = min(next_pass - time.monotonic(), watch.due_in())
+            if wait > 0 and await self._pause(wait, stop):
+                return True
+        return False
+
+    async def _pause(self, seconds: float, stop: asyncio.Event | None) -> bool:
+        if stop is None:
+            await self.clock.sleep(seconds)
+            return False
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+        return stop.is_set()
 
     async def aclose(self) -> None:
         await self.sender.aclose()
