@@ -127,6 +127,8 @@ if (isMain()) {
       loadFunc: async () => 0,
       loadThreshold: Infinity,
       numIdleProcesses: 1,
+      // a job process's start-up (10 s by default) runs late on two busy cores
+      initializeProcessTimeout: 30_000,
     }),
   );
 }
