@@ -428,6 +428,13 @@ def why_cmd(ctx: click.Context, key: str, as_json: bool) -> None:
 @click.option("--timeout", type=float, default=15.0, show_default=True, help="Per request, s.")
 @click.option("--poll", type=float, default=5.0, show_default=True, help="Poll interval, s.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True)
+@click.option(
+    "--ask-livekit",
+    is_flag=True,
+    help="With --forever: ask LiveKit's RoomService (LIVEKIT_URL, LIVEKIT_API_KEY, "
+    "LIVEKIT_API_SECRET) whether a silent crash draft's agent left its room, and deliver it "
+    "then instead of when its lease runs out (a host without endcall.prewarm, e.g. Node workers).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.pass_context
 def deliver_cmd(
@@ -438,6 +445,7 @@ def deliver_cmd(
     timeout: float,
     poll: float,
     concurrency: int,
+    ask_livekit: bool,
     as_json: bool,
 ) -> None:
     """Deliver due reports and abandoned crash drafts (one attempt each per pass).
@@ -461,7 +469,22 @@ def deliver_cmd(
             validate_secret(k)
         except ValueError as e:
             raise click.UsageError(str(e)) from e
+    from endcall.agent.prewarm import livekit_gone_check
+    from endcall.reports.owner_watch import GoneCheck, OwnerWatch
+
+    gone: GoneCheck | None = None
+    watch: OwnerWatch | None = None
+    if ask_livekit:
+        if not forever:
+            raise click.UsageError("--ask-livekit needs --forever (one pass has no time to ask)")
+        gone = livekit_gone_check()
+        if gone is None:
+            raise click.UsageError(
+                "--ask-livekit needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+            )
     ob = _open_until_reachable(ctx) if forever else _open(ctx, create=True)
+    if gone is not None:
+        watch = OwnerWatch(ob, gone)
     hurried = 0
     if now:
         if not isinstance(ob, SqlOutbox):  # pragma: no cover - open_outbox gives SqlOutboxes
@@ -471,7 +494,7 @@ def deliver_cmd(
     async def run() -> dict[str, int]:
         relay = Relay(ob, keys, timeout=timeout, concurrency=concurrency)
         try:
-            stats = await relay.run(forever=forever, poll=poll)
+            stats = await relay.run(forever=forever, poll=poll, watch=watch)
         finally:
             await relay.aclose()
         return vars(stats)

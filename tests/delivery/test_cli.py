@@ -75,3 +75,13 @@ def test_outbox_from_env_and_bad_secret(outbox_path: Path) -> None:
     assert code == 0 and "cli-0" in out
     code, out = run("outbox", "--outbox", str(outbox_path), "deliver", "--secret", "whsec_???")
     assert code == 2 and "base64" in out
+
+
+def test_ask_livekit_needs_forever_and_livekits_credentials(outbox_path: Path, secret: str) -> None:
+    seed(outbox_path, "http://127.0.0.1:9/x", n=1)
+    deliver = ("outbox", "--outbox", str(outbox_path), "deliver", "--secret", secret)
+    code, out = run(*deliver, "--ask-livekit")
+    assert code == 2 and "--ask-livekit needs --forever" in out
+    no_livekit = {"LIVEKIT_URL": "", "LIVEKIT_API_KEY": "", "LIVEKIT_API_SECRET": ""}
+    code, out = run(*deliver, "--forever", "--ask-livekit", env=no_livekit)
+    assert code == 2 and "LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET" in out
