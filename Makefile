@@ -12,6 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PAGE := examples/web
 NEXT := examples/nextjs
 NODE := node
+NODE_EXAMPLE := examples/node
 
 .PHONY: test test-under-load demo install system-deps lint typecheck pytest web web-test nextjs-check node-test clean livekit-server toxiproxy
 
@@ -45,7 +46,7 @@ test-under-load: install
 demo: install
 	$(IN_NETNS) $(BIN)/endcall demo
 
-install: $(VENV)/.installed web/node_modules/.installed $(PAGE)/dist/index.html $(NEXT)/.next/BUILD_ID $(NODE)/dist/index.js system-deps $(LIVEKIT_SERVER) $(TOXIPROXY)
+install: $(VENV)/.installed web/node_modules/.installed $(PAGE)/dist/index.html $(NEXT)/.next/BUILD_ID $(NODE)/dist/index.js $(NODE_EXAMPLE)/dist/interview_agent.js system-deps $(LIVEKIT_SERVER) $(TOXIPROXY)
 
 livekit-server: $(LIVEKIT_SERVER)
 
@@ -120,6 +121,16 @@ $(NODE)/node_modules/.installed: $(NODE)/package.json $(NODE)/package-lock.json 
 $(NODE)/dist/index.js: $(NODE)/node_modules/.installed $(NODE_INPUTS)
 	cd $(NODE) && npm run build
 
+# The Node example interview agent (`endcall demo --agent node`, tests/e2e/test_e2e_node.py):
+# `endcall-agent` is "file:../../node" installed as a copy of the built package, so it is
+# installed again whenever node/ is rebuilt.
+$(NODE_EXAMPLE)/node_modules/.installed: $(NODE_EXAMPLE)/package.json $(NODE_EXAMPLE)/package-lock.json $(NODE_EXAMPLE)/.npmrc $(NODE)/dist/index.js
+	cd $(NODE_EXAMPLE) && npm ci --no-audit --no-fund
+	touch $@
+
+$(NODE_EXAMPLE)/dist/interview_agent.js: $(NODE_EXAMPLE)/node_modules/.installed $(wildcard $(NODE_EXAMPLE)/*.ts) $(NODE_EXAMPLE)/tsconfig.json
+	cd $(NODE_EXAMPLE) && npm run build
+
 # Debian packages the tests start themselves: Chromium for the browser tests, PostgreSQL for
 # the fleet outbox, iproute2 for the test network namespace, espeak-ng for the candidate's fake
 # microphone, prometheus (and promtool) for the alert rules' tests. Installed only when missing.
@@ -162,4 +173,4 @@ nextjs-check: $(NEXT)/.next/BUILD_ID
 	cd $(NEXT) && npm run typecheck && npm run check-bundle
 
 clean:
-	rm -rf $(VENV) $(TOOLS) web/node_modules web/dist $(PAGE)/node_modules $(PAGE)/dist $(NEXT)/node_modules $(NEXT)/.next $(NODE)/node_modules $(NODE)/dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) web/node_modules web/dist $(PAGE)/node_modules $(PAGE)/dist $(NEXT)/node_modules $(NEXT)/.next $(NODE)/node_modules $(NODE)/dist $(NODE_EXAMPLE)/node_modules $(NODE_EXAMPLE)/dist .pytest_cache .mypy_cache .ruff_cache

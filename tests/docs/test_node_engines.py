@@ -15,6 +15,7 @@ LOCKS = [
     ROOT / "examples" / "web" / "package-lock.json",
     ROOT / "examples" / "nextjs" / "package-lock.json",
     ROOT / "node" / "package-lock.json",
+    ROOT / "examples" / "node" / "package-lock.json",
 ]
 NODE = (20, 19, 0)
 
