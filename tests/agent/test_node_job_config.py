@@ -361,3 +361,31 @@ def test_the_table_covers_what_matters(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sum(1 for o in outcomes if o["error"]) >= 8
     # no hostile case ever reaches the attacker
     assert not any(o["url"].startswith(ATTACKER) for o in ok)
+
+
+def test_where_the_languages_differ_node_is_the_stricter(
+    node_dist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Known differences, pinned: Python's `json` reads NaN/Infinity (JavaScript's JSON.parse
+    refuses the whole metadata: the job keeps its default destination), PyJWT reads a numeric
+    string `exp` and ignores a malformed `iat` (jose refuses such a claim: only a key holder can
+    make one), and integers past 2**53 lose digits in JavaScript. None lets metadata reach a
+    destination Python would refuse."""
+
+    def with_claim(**fields: Any) -> str:
+        return meta(**{CLAIM_KEY: claim(webhook_url=ACME_URL, **fields)})
+
+    table = [
+        case("NaN beside a secret id", '{"webhook_secret_id": "acme", "x": NaN}'),
+        case("exp a numeric string", with_claim(exp=str(int(time.time()) + 600))),
+        case("iat not a number", with_claim(iat="x")),
+    ]
+    for c, node in zip(table, node_outcomes(table), strict=True):
+        py = python_outcome(c, monkeypatch)
+        assert py["error"] is None and py["refused"] == 0, py
+        assert node["error"] is None and node["refused"] == 1, node
+        assert node["url"] == DEFAULT_URL and node["default"] and not node["signed"], node
+    big = case("big integer", '{"report_meta": {"n": 1000000000000000000000000000001}}')
+    (node,) = node_outcomes([big])
+    assert node["report_meta"] == {"n": 1e30}
+    assert python_outcome(big, monkeypatch)["report_meta"] == {"n": 10**30 + 1}
