@@ -40,7 +40,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "endcall.reports": ("endcall.protocol",),
     "endcall.agent": ("endcall.protocol", "endcall.reports"),
     "endcall.server": ("endcall.protocol", "endcall.reports"),
-    "endcall.cli": ("endcall.protocol", "endcall.reports", "endcall.server"),
+    # the agent wing only for `outbox deliver --ask-livekit` (the agent's LiveKit "gone" check)
+    "endcall.cli": ("endcall.protocol", "endcall.reports", "endcall.agent", "endcall.server"),
     "endcall.__main__": ("endcall.cli",),
     # the public name `endcall.outbox` (re-exports `endcall.reports.outbox`)
     "endcall.outbox": ("endcall.reports",),
