@@ -18,6 +18,24 @@ export { EndMachine } from "./agent/machine.js";
 export { END_CALL_NAME, END_CALL_DESCRIPTION } from "./agent/end_tool.js";
 export type { GoodbyeOption } from "./agent/goodbye.js";
 export { EndCallMisuseError } from "./agent/misuse.js";
+export {
+  jobConfig,
+  JobConfigError,
+  ReportMeta,
+  dispatchMetadata,
+  urlAllowed,
+  parseNamedSecrets,
+  leastTrusted,
+  CLAIM_KEY,
+  CLAIM_AUDIENCE,
+  DISPATCH_KEY_ENV,
+  URL_ALLOW_ENV,
+  SECRETS_ENV,
+  type JobConfig,
+  type JobConfigOptions,
+  type SecretResolver,
+  type DispatchMetadataOptions,
+} from "./agent/job_config.js";
 export { MAX_REPORT_SIZE } from "./agent/report.js";
 export type { JobContextLike, SessionLike, RoomLike } from "./agent/surface.js";
 

@@ -1,10 +1,12 @@
 /**
  * The report's `annotations`: the job's own fields (`reportMeta` and `endCall.annotate()`),
  * JSON values, at most 4,096 bytes serialized (measured like `meta`). From code they are
- * `annotations_source: "code"`. Port of Python's `endcall.agent.annotations` (without
- * `job_config`'s signed/unsigned sources, which the Node package does not have yet).
+ * `annotations_source: "code"`; `jobConfig(...).reportMeta` passed as it is keeps each field's
+ * source (`signed` in a dispatch claim, `unsigned` from plain metadata), and the report says the
+ * least trusted. Port of Python's `endcall.agent.annotations`.
  */
 import { MAX_META_BYTES, byteLength, canonicalJson, type AnnotationsSource, type JsonObject } from "endcall";
+import { ReportMeta, leastTrusted } from "./job_config_meta.js";
 
 function checkJson(value: unknown, path: string): void {
   if (value === null || typeof value === "string" || typeof value === "boolean") return;
@@ -25,14 +27,26 @@ function checkJson(value: unknown, path: string): void {
 
 export class Annotations {
   private fields: JsonObject = {};
+  private readonly sources = new Map<string, AnnotationsSource>();
+  /** what `jobConfig` refused (a `ReportMeta`'s), for the report's `end.config_refused` */
+  readonly configRefused: readonly string[] = [];
 
-  constructor(initial?: Readonly<Record<string, unknown>> | null) {
-    if (initial !== null && initial !== undefined) this.update(initial);
+  /** `initial`: a plain object (the agent's code: `"code"`) or `jobConfig(...).reportMeta` as
+   * it is (each field keeps its source). */
+  constructor(initial?: Readonly<Record<string, unknown>> | ReportMeta | null) {
+    if (initial instanceof ReportMeta) {
+      this.configRefused = initial.configRefused;
+      this.merge(initial.fields, (k) => initial.sourceOf(k) ?? "unsigned");
+    } else if (initial !== null && initial !== undefined) this.update(initial);
   }
 
   /** Merge `fields` (a later value for a key wins); throws for non-JSON values or more than
    * 4,096 bytes in all, changing nothing then. */
   update(fields: Readonly<Record<string, unknown>>): void {
+    this.merge(fields, () => "code");
+  }
+
+  private merge(fields: Readonly<Record<string, unknown>>, sourceOf: (key: string) => AnnotationsSource): void {
     if (fields === null || typeof fields !== "object" || Array.isArray(fields)) {
       throw new TypeError("annotations must be an object of JSON values");
     }
@@ -43,10 +57,12 @@ export class Annotations {
       throw new RangeError(`annotations would be ${size} bytes serialized; the limit is ${MAX_META_BYTES}`);
     }
     this.fields = merged;
+    for (const k of Object.keys(fields)) this.sources.set(k, sourceOf(k));
   }
 
+  /** The least trusted source among the fields (`"code"` when there are none). */
   get source(): AnnotationsSource {
-    return "code";
+    return leastTrusted(this.sources.values());
   }
 
   snapshot(): JsonObject {

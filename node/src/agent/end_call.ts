@@ -29,6 +29,7 @@ import { EndPath, promisedMs } from "./end_path.js";
 import { END_CALL_DESCRIPTION, END_CALL_NAME, checkToolOptions, makeEndTool } from "./end_tool.js";
 import { Goodbyes, type GoodbyeOption, type GoodbyePlan } from "./goodbye.js";
 import { JobHooks } from "./job_hooks.js";
+import type { ReportMeta } from "./job_config_meta.js";
 import { watchJobShutdown } from "./job_lifecycle.js";
 import { logger } from "./log.js";
 import { EndMachine, type EndRecord, type EndState, type Initiator, type Trigger } from "./machine.js";
@@ -74,7 +75,7 @@ export interface EndCallOptions {
   /** Seconds between crash-draft checkpoints (at most 30). */
   checkpointInterval?: number;
   /** The job's own fields for the report's `annotations` (≤ 4,096 bytes serialized). */
-  reportMeta?: Record<string, unknown> | null;
+  reportMeta?: Record<string, unknown> | ReportMeta | null;
 }
 
 const INSTANCES = new WeakMap<object, EndCall>();
@@ -162,6 +163,9 @@ export class EndCall {
       drainMs: promisedMs(pathOptions.drainTimeoutMs, pathOptions.closeTimeoutMs, deleteRoom ? pathOptions.deleteRoomAfterMs : null),
     });
     this.call = new Call(ctx, session, machine);
+    if (this.annotations.configRefused.length) {
+      this.call.endInfo["config_refused"] = [...this.annotations.configRefused]; // what jobConfig refused, for the backend
+    }
     this.checkpoints = new Checkpoints(
       this.call,
       this.sink,
