@@ -374,6 +374,13 @@ def main() -> None:
     print(f"  echo handler  p50 {e50} ms  p99 {e99} ms  mean {emean} ms")
     goal = f"goal p50 <= {GOALS['node']}" if args.agent == "node" else f"goal <= {GOALS['python']}"
     print(f"  ratio kit/echo  p50 {r['ratio']['p50']}  p99 {r['ratio']['p99']}  ({goal})")
+    handlers = r["end"].get("handlers") or {}
+    if "end_interview" in handlers and "echo" in handlers:
+        h, e = handlers["end_interview"], handlers["echo"]
+        print(
+            f"  in the agent (handler alone)  kit p50 {h['p50_ms']} p99 {h['p99_ms']} ms,"
+            f"  echo p50 {e['p50_ms']} p99 {e['p99_ms']} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
  * `MemorySink` (the report is kept in memory: its delivery is not measured), and registers
  * `echo` (returns its payload) on the same local participant. Prints `ready` on a line of its
  * own once the customer is in the room and linked; then serves until stdin closes or SIGTERM,
- * finishes the end (`EndCall.onSessionEnd`), prints `done <json>` and exits.
+ * finishes the end (`EndCall.onSessionEnd`), prints `done <json>` (the end's state and reason,
+ * the reports the sink got, and each RPC handler's own time in-process) and exits.
  *
  * Run by bench/ack_latency.py, which passes the room through the environment:
  * `ENDCALL_BENCH_URL`, `ENDCALL_BENCH_TOKEN` (an agent token for the room),
@@ -45,6 +46,13 @@ async function until(pred, what, ms = 30_000) {
   }
 }
 
+function stats(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (p) => sorted[Math.min(sorted.length - 1, Math.round((p / 100) * (sorted.length - 1)))];
+  const r = (x) => Math.round(x * 1000) / 1000;
+  return { calls: sorted.length, p50_ms: r(at(50)), p99_ms: r(at(99)) };
+}
+
 async function main() {
   const url = env("ENDCALL_BENCH_URL");
   const token = env("ENDCALL_BENCH_TOKEN");
@@ -53,6 +61,19 @@ async function main() {
 
   const room = new Room();
   await room.connect(url, token, { autoSubscribe: true, dynacast: false });
+  // time every RPC handler in-process (the kit's and echo alike): what of the round trip is
+  // the handler itself
+  const handlerMs = {};
+  const register = room.localParticipant.registerRpcMethod.bind(room.localParticipant);
+  room.localParticipant.registerRpcMethod = (method, handler) =>
+    register(method, async (data) => {
+      const t0 = performance.now();
+      try {
+        return await handler(data);
+      } finally {
+        (handlerMs[method] ??= []).push(performance.now() - t0);
+      }
+    });
   const identity = room.localParticipant.identity;
   const roomName = room.name;
   const shutdowns = [];
@@ -97,7 +118,8 @@ async function main() {
 
     await EndCall.onSessionEnd(ctx);
     await session.close().catch(() => undefined);
-    const done = { state: end.state, reason: end.record.reason ?? null, reports: sink.stored.length, shutdowns };
+    const handlers = Object.fromEntries(Object.entries(handlerMs).map(([m, v]) => [m, stats(v)]));
+    const done = { state: end.state, reason: end.record.reason ?? null, reports: sink.stored.length, shutdowns, handlers };
     process.stdout.write(`done ${JSON.stringify(done)}\n`);
   });
   await room.disconnect();
