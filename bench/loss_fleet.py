@@ -45,6 +45,7 @@ from loss_runner import (
     metadata,
     to_mid_interview,
 )
+from loss_scenarios import KIT_AGENTS
 from loss_stack import ROOT, AgentWorker, BenchStack
 
 from endcall.testing.browser import BrowserDriver
@@ -329,7 +330,7 @@ class FleetBench(Bench):
         self.no_interviewer: set[str] = set()
 
     async def start_shared(self, agents: list[str]) -> None:
-        if self.outbox_kind == "postgres" and "kit" in agents:
+        if self.outbox_kind == "postgres" and any(a in KIT_AGENTS for a in agents):
             base = Path(tempfile.mkdtemp(prefix="pg-shared-", dir=self.output))
             self.cluster = PgCluster(base)
             await asyncio.to_thread(self.cluster.init)

@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 from livekit import api
 from loss_receiver import CellReceiver
-from loss_scenarios import BENCH_SCHEDULE, Scenario
+from loss_scenarios import BENCH_SCHEDULE, KIT_AGENTS, Scenario
 from loss_stack import AgentWorker, BenchStack, Toxiproxy
 
 import endcall
@@ -108,14 +108,15 @@ class Slots:
 
 def metadata(cell: Cell, room: str, dispatch_key: str) -> dict[str, Any]:
     """The job's dispatch metadata. The kit's destination and retry schedule come in a dispatch
-    claim signed with the workers' `ENDCALL_DISPATCH_KEY` (`endcall.job_config` honours a
-    per-job URL and schedule only signed or allowed); the naive agent reads a plain URL."""
+    claim signed with the workers' `ENDCALL_DISPATCH_KEY` (`endcall.job_config`, and the Node
+    example's `jobConfig`, honour a per-job URL and schedule only signed or allowed); the naive
+    agent reads a plain URL."""
     sc = cell.scenario
     settings: dict[str, Any] = {"agent_ends": sc.agent_ends}
     if sc.max_duration is not None:
         settings["max_duration"] = sc.max_duration
     doc: dict[str, Any] = {"scenario": settings}
-    if cell.agent == "kit":
+    if cell.agent in KIT_AGENTS:
         signed = endcall.dispatch_metadata(
             webhook_url=cell.receiver.kit_url,
             webhook_schedule=BENCH_SCHEDULE,

@@ -3,7 +3,7 @@ faults of a fleet's own infrastructure.
 
 One `Scenario` row per fault (how the interview ends, what `ended_reason` the kit should report,
 how long to wait for the reports, whether the fault needs its own livekit-server and worker),
-the two agents compared, and the kit's shortened retry schedule for this bench. The fleet
+the agents compared, and the kit's shortened retry schedule for this bench. The fleet
 scenarios (`fleet=True`, `FLEET`) run on a fleet of their own (`loss_fleet.py`): a PostgreSQL
 cluster, two worker hosts, `endcall serve` replicas fed by livekit-server's webhooks. Data
 only: `loss_runner.py` and `loss_fleet.py` apply the faults, `bench/report_loss.py` is the
@@ -17,7 +17,14 @@ from dataclasses import dataclass
 #: the kit's retry schedule for this bench (job metadata "webhook_schedule"), seconds before
 #: each attempt: 11 attempts over ~8 min instead of ~46 h
 BENCH_SCHEDULE = [0, 5, 10, 20, 30, 30, 60, 60, 60, 90, 120]
-AGENTS = ("naive", "kit")
+#: the agents: the naive one, the kit's Python example, the kit's Node example
+#: (`examples/node`, with a sidecar relay per host: `endcall outbox deliver --forever
+#: --ask-livekit`); `--agent` picks one
+AGENTS = ("naive", "kit", "kit-node")
+#: what a run without `--agent` compares
+DEFAULT_AGENTS = ("naive", "kit")
+#: the agents deployed with the kit: a signed dispatch claim per job, Standard Webhooks
+KIT_AGENTS = ("kit", "kit-node")
 #: the reason a `session.missing` event is counted under (`session.missing:<cause>`)
 MISSING_PREFIX = "session.missing:"
 

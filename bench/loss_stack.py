@@ -2,11 +2,14 @@
 
 `BenchStack` is a livekit-server (production room timeouts; for a fleet, its own webhooks
 sent to `endcall serve`) with the example page's site and the fallback server, dispatching the
-kit's example agent or the naive one per room; its kit workers share one outbox (a SQLite
-file, or the fleet's PostgreSQL database). `AgentWorker` is one `AgentServer` worker process
-running either agent, in a directory of its own standing for its host's disk; `Toxiproxy` cuts
-the agent's signalling for the "signalling-cut" scenario. Used by `loss_runner.py` and
-`loss_fleet.py`.
+kit's example agent (Python or Node) or the naive one per room; its kit workers share one
+outbox (a SQLite file, or the fleet's PostgreSQL database; the Node workers one of their own).
+`AgentWorker` is one worker process running an agent (`AgentServer`, or the Node example's
+`ServerOptions`), in a directory of its own standing for its host's disk; a Node worker's
+host also runs a `Sidecar` relay (`endcall outbox deliver --forever --ask-livekit`: Node
+workers have no `endcall.prewarm`), which outlives the worker as the separate container it is
+in production; `Toxiproxy` cuts the agent's signalling for the "signalling-cut" scenario. Used
+by `loss_runner.py` and `loss_fleet.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +39,12 @@ from endcall.testing.stack import _bind, examples_dir, serve
 ROOT = Path(__file__).resolve().parent.parent
 NAIVE_SCRIPT = ROOT / "bench" / "naive_agent.py"
 KIT_SCRIPT = examples_dir() / "interview_agent.py"
+#: the Node example agent, compiled (`cd examples/node && npm run build`)
+NODE_SCRIPT = examples_dir() / "node" / "dist" / "interview_agent.js"
+#: what each agent's worker registers as (the Node example reads `AGENT_NAME`): distinct, so a
+#: run of several agents on one livekit-server dispatches each room to its own agent
+AGENT_NAMES = {"naive": "naive-agent", "kit": "interview-agent", "kit-node": "interview-agent-node"}
+SCRIPTS = {"naive": NAIVE_SCRIPT, "kit": KIT_SCRIPT, "kit-node": NODE_SCRIPT}
 TOXIPROXY = ROOT / ".tools" / "bin" / "toxiproxy-server"
 #: livekit-server's defaults (production), not the 3 s / 10 s of the test configuration: with a
 #: 3 s departure_timeout the room closes as the kit's 3 s disconnect grace runs out (see README)
@@ -42,8 +52,19 @@ DEPARTURE_TIMEOUT = 20
 EMPTY_TIMEOUT = 300
 
 
+def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, **extra}
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        env.pop(proxy, None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT / "py"), env.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
 class AgentWorker(WorkerProcess):
-    """`WorkerProcess` running ``script`` (the kit's example agent or the naive one)."""
+    """`WorkerProcess` running ``script`` (the kit's example agent, Python or Node — a ``.js``
+    file runs under ``node`` —, or the naive one)."""
 
     def __init__(self, script: Path, env: dict[str, str], log_path: Path, cwd: Path) -> None:
         super().__init__(env, log_path)
@@ -52,16 +73,21 @@ class AgentWorker(WorkerProcess):
         self.cwd = cwd
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **self.env, "INTERVIEW_MODELS": "scripted"}
-        for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            env.pop(proxy, None)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT / "py"), env.get("PYTHONPATH", "")) if p
-        )
+        env = _clean_env({**self.env, "INTERVIEW_MODELS": "scripted"})
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
+        if self.script.suffix == ".js":
+            argv = [
+                shutil.which("node") or "node",
+                str(self.script),
+                "start",
+                "--log-level",
+                "info",
+            ]
+        else:
+            argv = [sys.executable, str(self.script), "start", "--log-level", "INFO"]
         return subprocess.Popen(
-            [sys.executable, str(self.script), "start", "--log-level", "INFO"],
+            argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -86,10 +112,69 @@ class AgentWorker(WorkerProcess):
         return False
 
 
+class Sidecar:
+    """A host's relay beside its Node worker: ``endcall outbox --outbox <the host's outbox>
+    deliver --forever --ask-livekit`` with the workers' secret and LiveKit's credentials (it
+    asks RoomService whether a silent crash draft's agent left its room). Its own process
+    group: killing the worker's group leaves it running, as a sidecar container would be."""
+
+    def __init__(self, outbox: str, env: dict[str, str], log_path: Path) -> None:
+        self.outbox = outbox
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "endcall", "outbox", "--outbox", self.outbox]
+        argv += ["deliver", "--forever", "--ask-livekit"]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_clean_env(self.env),
+            start_new_session=True,
+        )
+
+    async def wait_outbox(self, timeout: float = 30.0) -> None:
+        """Until the relay created the SQLite outbox (the worker then opens a file whose schema
+        is there); a DSN: at once."""
+        path = Path(self.outbox)
+        if "://" in self.outbox:
+            return
+        deadline = time.monotonic() + timeout
+        while not await asyncio.to_thread(path.exists) and time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"the sidecar relay exited: see {self.log_path}")
+            await asyncio.sleep(0.2)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
 class BenchStack(RealStack):
     """RealStack without its built-in worker: a server (own or shared), the page's site, the
     fallback server; workers are started per agent with `start_worker`. Naive rooms get the
-    naive page (no fallback server, no beacon) and dispatch `naive-agent`."""
+    naive page (no fallback server, no beacon); each room dispatches its agent's name
+    (`AGENT_NAMES`)."""
 
     def __init__(
         self,
@@ -113,6 +198,8 @@ class BenchStack(RealStack):
         self.workers: list[AgentWorker] = []
         self._started_workers = 0
         self.proxy: Toxiproxy | None = None
+        #: the Node workers' sidecar relays, by host directory (one per host)
+        self.sidecars: dict[Path, Sidecar] = {}
 
     @property
     def outbox_path(self) -> Path:
@@ -122,8 +209,14 @@ class BenchStack(RealStack):
     def outbox_target(self) -> str:
         return self.outbox or str(self.outbox_path)
 
+    @property
+    def node_outbox_target(self) -> str:
+        """The Node workers' outbox: the fleet's database, else a SQLite file of their own
+        (its sidecar relays only what the Node workers left)."""
+        return self.outbox or str(self.output_dir / f"outbox-{self.name}-node.sqlite")
+
     def prepare_room(self, room: str, agent: str, metadata: dict[str, Any]) -> None:
-        self._agent_for[room] = "naive-agent" if agent == "naive" else "interview-agent"
+        self._agent_for[room] = AGENT_NAMES[agent]
         self.prepare(room, metadata)
 
     def access_token(self, room: str, identity: str) -> str:
@@ -184,12 +277,17 @@ class BenchStack(RealStack):
     ) -> AgentWorker:
         """A worker of ``agent``; ``outbox``: its own (a file on its host's disk) instead of
         the stack's `outbox_target`; ``extra_env``: more environment (its host's TMPDIR);
-        ``cwd``: its host's disk (default: a new directory, one host per worker)."""
+        ``cwd``: its host's disk (default: a new directory, one host per worker). A Node
+        worker's host gets its sidecar relay first, unless it has one running (a worker
+        replacing a killed one on the same host)."""
+        if agent == "kit-node":
+            outbox = outbox or self.node_outbox_target
         env = {
             **self.info.env(),
             "ENDCALL_WEBHOOK_SECRET": self.webhook_secret,
             "ENDCALL_OUTBOX": outbox or self.outbox_target,
             "ENDCALL_DISPATCH_KEY": self.dispatch_key,
+            "AGENT_NAME": AGENT_NAMES[agent],
             **(extra_env or {}),
         }
         if livekit_url:
@@ -200,8 +298,21 @@ class BenchStack(RealStack):
         if cwd is None:
             cwd = self.output_dir / f"host-{self.name}-{agent}-{n}"
         cwd.mkdir(parents=True, exist_ok=True)
+        if agent == "kit-node":
+            sidecar = self.sidecars.get(cwd)
+            if sidecar is None or not sidecar.running():
+                # LiveKit reached directly (not through the signalling-cut proxy): it is a
+                # separate container, and it only calls RoomService
+                sidecar = Sidecar(
+                    env["ENDCALL_OUTBOX"],
+                    {**env, **self.info.env()},
+                    self.output_dir / f"relay-{self.name}-{agent}-{n}.log",
+                )
+                sidecar.start()
+                self.sidecars[cwd] = sidecar
+                await sidecar.wait_outbox()
         worker = AgentWorker(
-            NAIVE_SCRIPT if agent == "naive" else KIT_SCRIPT,
+            SCRIPTS[agent],
             env,
             self.output_dir / f"worker-{self.name}-{agent}-{n}.log",
             cwd,
@@ -215,6 +326,10 @@ class BenchStack(RealStack):
             with contextlib.suppress(Exception):
                 await worker.stop(timeout=15)
         self.workers.clear()
+        for sidecar in self.sidecars.values():
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(sidecar.stop)
+        self.sidecars.clear()
         if self.proxy is not None:
             self.proxy.stop()
             self.proxy = None

@@ -91,7 +91,19 @@ Run inside the test namespace::
     scripts/in-netns .venv/bin/python bench/report_loss.py --sessions 20  # the README's table
     scripts/in-netns .venv/bin/python bench/report_loss.py --outbox postgres --quick  # 12 + fleet
     scripts/in-netns .venv/bin/python bench/report_loss.py --fleet --sessions 3       # fleet only
-    ... [--scenario NAME]... [--agent kit|naive] [--outbox sqlite|postgres] [--fleet] [--json]
+    scripts/in-netns .venv/bin/python bench/report_loss.py --agent kit-node --quick   # Node
+    ... [--scenario NAME]... [--agent naive|kit|kit-node] [--outbox sqlite|postgres] [--fleet]
+    [--json]
+
+``--agent kit-node``: the kit's Node example (`examples/node/interview_agent.ts`, built by
+`cd examples/node && npm run build`) in place of the Python one, deployed as README "Agent
+(Node)" says: the same environment (`ENDCALL_OUTBOX` a SQLite file of the Node workers,
+`ENDCALL_WEBHOOK_SECRET`, `ENDCALL_DISPATCH_KEY`: its `jobConfig` reads the same signed
+claim), registered as `interview-agent-node` (`AGENT_NAME`), and beside each worker host a
+sidecar relay, `endcall outbox deliver --forever --ask-livekit` (Node workers have no
+`endcall.prewarm`): it delivers the crash drafts of 7 and 8 (in 8 it outlives the killed
+worker: a separate container). Not in the default run (`naive` and `kit`); the fleet
+scenarios run Python workers only.
 
 The code, next to this file (run as a script, bench/ is on ``sys.path``): `loss_scenarios.py`
 (the scenarios as a table), `loss_stack.py` (livekit-server, the agent workers, toxiproxy),
@@ -117,10 +129,11 @@ from typing import Any
 from loss_fleet import PG_LATE, RECONCILE_AFTER, FleetBench
 from loss_receiver import CellReceiver
 from loss_runner import Cell, logger
-from loss_scenarios import AGENTS, ALL_SCENARIOS, BENCH_SCHEDULE, FLEET, SCENARIOS
+from loss_scenarios import AGENTS, ALL_SCENARIOS, BENCH_SCHEDULE, DEFAULT_AGENTS, FLEET, SCENARIOS
 from loss_table import fmt_table, tally, totals
 
 from endcall.testing.livekit_server import node_ip
+from endcall.testing.node_agent import ensure_built, node_agent_unavailable
 
 
 async def run(args: argparse.Namespace, output: Path, say: Any) -> list[dict[str, Any]]:
@@ -130,7 +143,12 @@ async def run(args: argparse.Namespace, output: Path, say: Any) -> list[dict[str
         chosen = list(FLEET)
     else:
         chosen = list(SCENARIOS) + (list(FLEET) if args.outbox == "postgres" else [])
-    agents = [a for a in AGENTS if not args.agent or a == args.agent]
+    agents = [args.agent] if args.agent else list(DEFAULT_AGENTS)
+    if "kit-node" in agents:
+        problem = node_agent_unavailable()
+        if problem:
+            sys.exit(f"bench/report_loss.py --agent kit-node: {problem}")
+        await asyncio.to_thread(ensure_built)
     # the long waits first, so they overlap the rest
     chosen.sort(key=lambda s: -s.wait)
     bench = FleetBench(output, args.sessions, args.parallel, say, outbox=args.outbox)
@@ -140,6 +158,9 @@ async def run(args: argparse.Namespace, output: Path, say: Any) -> list[dict[str
         await bench.start_shared(agents if any(not s.fleet for s in chosen) else [])
         for sc in chosen:
             for agent in agents:
+                if sc.fleet and agent == "kit-node":
+                    say(f"{sc.number} {sc.name}: not run for kit-node (the fleets run Python)")
+                    continue
                 rec = CellReceiver(bench.secret, output / f"reports-{sc.number}-{agent}.sqlite")
                 await rec.start()
                 cells.append(Cell(sc, agent, rec))

@@ -11,19 +11,27 @@
  *     ENDCALL_WEBHOOK_SECRET=whsec_... ENDCALL_OUTBOX=/var/lib/endcall/outbox.sqlite \
  *     node dist/interview_agent.js start
  *
- * The worker registers as `interview-agent` for explicit dispatch. Only scripted models are
- * wired here (no provider plugin is a dependency of the example): the candidate's typed answers
- * arrive as `demo.answer` data packets, and the job's dispatch metadata carries the scenario's
- * settings (`{"scenario": {"agent_ends": true, "max_duration": 12, ...}}`), as in the Python
- * example's `run_scripted`. The demo (`endcall demo --agent node`) and tests/e2e run this file.
- * The worker suits a small test machine: health server on 127.0.0.1 on a free port, never
- * reported full, one idle process.
+ * Per-job configuration, as in the Python example (`endcall.job_config`):
+ * `jobConfig(ctx.job.metadata, { room })` reads the job's dispatch metadata into the report's
+ * `Webhook` and annotations — a per-job `webhook_url` and `webhook_schedule` only from a
+ * dispatch claim signed with `ENDCALL_DISPATCH_KEY` (Python's `endcall.dispatch_metadata`) or,
+ * for the URL, allowed by `ENDCALL_WEBHOOK_URL_ALLOW`; a secret only named
+ * (`ENDCALL_WEBHOOK_SECRETS`). What is refused is logged, and the report goes to
+ * `ENDCALL_WEBHOOK_URL`. `bench/report_loss.py --agent kit-node` signs one such claim per job.
+ *
+ * The worker registers as `AGENT_NAME` (default `interview-agent`) for explicit dispatch. Only
+ * scripted models are wired here (no provider plugin is a dependency of the example): the
+ * candidate's typed answers arrive as `demo.answer` data packets, and the job's dispatch
+ * metadata carries the scenario's settings (`{"scenario": {"agent_ends": true, "max_duration":
+ * 12, ...}}`), as in the Python example's `run_scripted`. The demo (`endcall demo --agent
+ * node`) and tests/e2e run this file. The worker suits a small test machine: health server on
+ * 127.0.0.1 on a free port, never reported full, one idle process.
  *
  * @livekit/agents forks a job process that imports this file again for its default export, so
  * the worker is started only when this file is the program (`node dist/interview_agent.js`).
  */
 import { type JobContext, ServerOptions, cli, defineAgent, voice } from '@livekit/agents';
-import { EndCall, ReportPipeline, webhookFromEnv } from 'endcall-agent';
+import { EndCall, type EndCallOptions, ReportPipeline, type Webhook, jobConfig } from 'endcall-agent';
 import { realpathSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -38,14 +46,23 @@ import {
   settingsFromMetadata,
 } from './interview.js';
 
+/** What `jobConfig` decided for one job: where its report goes, and its annotations (its
+ * `reportMeta` as it is: each field keeps its source, signed or unsigned). */
+export interface ReportOptions {
+  webhook: Webhook;
+  reportMeta?: EndCallOptions['reportMeta'];
+}
+
 /** Start the interview on `ctx.room`; returns the session and its `EndCall`. The report goes
- * to `ENDCALL_WEBHOOK_URL`, signed with `ENDCALL_WEBHOOK_SECRET`, through the outbox at
- * `ENDCALL_OUTBOX` (SQLite path or `postgresql://` URL: the same schema as the Python kit's,
- * so `endcall outbox deliver` / `endcall serve` relay what this process could not deliver). */
+ * to `report.webhook` (the job's `jobConfig`: by default `ENDCALL_WEBHOOK_URL`, signed with
+ * `ENDCALL_WEBHOOK_SECRET`), through the outbox at `ENDCALL_OUTBOX` (SQLite path or
+ * `postgresql://` URL: the same schema as the Python kit's, so `endcall outbox deliver` /
+ * `endcall serve` relay what this process could not deliver). */
 export async function runInterview(
   ctx: JobContext,
   models: Models,
   settings: ScriptedSettings,
+  report: ReportOptions,
 ): Promise<{ session: voice.AgentSession; end: EndCall }> {
   await ctx.connect();
   // the session's own "away" state (nobody spoke for this long); EndCall counts the
@@ -64,9 +81,10 @@ export async function runInterview(
     },
   });
   // the outbox: ENDCALL_OUTBOX (else the user data dir)
-  const sink = new ReportPipeline(webhookFromEnv());
+  const sink = new ReportPipeline(report.webhook);
   const end = new EndCall(ctx, session, {
     sink,
+    reportMeta: report.reportMeta ?? null,
     maxDuration: settings.maxDuration,
     silenceTimeout: settings.silenceTimeout,
     goodbye: GOODBYE,
@@ -78,11 +96,18 @@ export async function runInterview(
   return { session, end };
 }
 
+/** The job: its report's destination and annotations from the job's metadata (`jobConfig`:
+ * refusals are logged and the report goes to `ENDCALL_WEBHOOK_URL`), then the interview with
+ * the scenario's settings from the same metadata. */
 async function entry(ctx: JobContext): Promise<void> {
+  const config = await jobConfig(ctx.job.metadata, { room: ctx.job.room?.name || null });
   const settings = settingsFromMetadata(ctx.job.metadata);
   const models = scriptedModels({ agentEnds: settings.agentEnds });
   listenForTypedAnswers(ctx.room, models.stt);
-  await runInterview(ctx, models, settings);
+  await runInterview(ctx, models, settings, {
+    webhook: config.webhook,
+    reportMeta: config.reportMeta,
+  });
   if (settings.rpcDisabled) ctx.room.localParticipant!.unregisterRpcMethod('end_interview');
   // lets a test harness find this job's process (to stop or kill it)
   await ctx.room.localParticipant!.setAttributes({ 'demo.pid': String(process.pid) });
@@ -120,7 +145,9 @@ if (isMain()) {
   cli.runApp(
     new ServerOptions({
       agent: fileURLToPath(import.meta.url),
-      agentName: 'interview-agent',
+      // the name to dispatch (a second agent on the same LiveKit, e.g. the report-loss bench's
+      // kit-node beside the Python kit, registers another)
+      agentName: process.env.AGENT_NAME || 'interview-agent',
       // a small test machine: health server on loopback, never "full", one idle process
       host: '127.0.0.1',
       port: await freePort(),
