@@ -1,11 +1,11 @@
 """Click End → report verified at the receiver, on a real livekit-server with a real browser.
 
 Runs the demo's real stack (``endcall.testing.realstack.RealStack``: livekit-server, the
-example interview agent as a real worker process with explicit dispatch, the fallback server,
-the example receiver, the example page on ``livekit-client`` in Debian's Chromium) and plays
-``--ends`` interviews (default 50), ``--parallel`` at a time (default 3), each the demo's
-``candidate-ends`` flow with one answer: the candidate answers the first question, waits for
-the second, and clicks End.
+example interview agent (``--agent``) as a real worker process with explicit dispatch, the
+fallback server, the example receiver, the example page on ``livekit-client`` in Debian's
+Chromium) and plays ``--ends`` interviews (default 50), ``--parallel`` at a time (default 3),
+each the demo's ``candidate-ends`` flow with one answer: the candidate answers the first
+question, waits for the second, and clicks End.
 
 What is measured, per end:
 
@@ -22,9 +22,15 @@ agent: the p50/p99 of each step of its end path, from the ``endcall: end … ste
 the kit logs once per end (`endcall.agent.end_path.EndSteps`: accept, drain, transcript flush,
 session close, report build, store, in-process delivery; read from the worker's log). An end
 that fails (no report, wrong reason, not verified) is counted and left out of the figures.
-Run::
 
-    scripts/in-netns .venv/bin/python bench/end_to_report.py [--ends 50] [--parallel 3] [--json]
+``--agent`` picks the example agent the worker runs: ``python`` (examples/interview_agent.py,
+the default), ``node`` (examples/node, endcall-agent on @livekit/agents for Node:
+``endcall.testing.node_agent``), or ``both``: the Python agent's ends, then the Node agent's,
+each on its own stack (own livekit-server, same machine, same run), and the ratio Node / Python
+of click → report p50 (the goal: ≤ 1.2). Run::
+
+    scripts/in-netns .venv/bin/python bench/end_to_report.py [--ends 50] [--parallel 3] \
+        [--agent python|node|both] [--json]
 
 Outside a test network namespace it needs ``LIVEKIT_URL``/``LIVEKIT_API_KEY``/
 ``LIVEKIT_API_SECRET`` (the agent worker and the browser join that server).
@@ -43,11 +49,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from endcall.testing._demo_runner import _run_scenario
 from endcall.testing.demo import (
     Scenario,
     ScenarioResult,
     _preflight,
-    _run_scenario,
     _setup_logging,
     candidate_voice,
     server_name,
@@ -80,13 +86,28 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def run(ends: int, parallel: int, output: Path) -> dict[str, Any]:
+def clean(output: Path) -> None:
+    """A fresh outbox and receiver store in ``output`` (the figures are this run's only)."""
+    output.mkdir(parents=True, exist_ok=True)
+    for stale in ("reports.sqlite", "outbox.sqlite"):
+        for suffix in ("", "-wal", "-shm"):
+            (output / (stale + suffix)).unlink(missing_ok=True)
+
+
+#: ``--agent`` values: one example agent, or both in one run
+AGENT_CHOICES = ("python", "node", "both")
+
+
+async def run(ends: int, parallel: int, output: Path, agent: str = "python") -> dict[str, Any]:
+    """``ends`` ends of the ``agent`` example (``python`` or ``node``) on its own stack."""
     from endcall.testing.browser import BrowserDriver
-    from endcall.testing.realstack import RealStack
+    from endcall.testing.node_agent import real_stack
     from endcall.testing.stack import examples_dir
 
-    stack = RealStack(output)
+    stack = real_stack(agent, output)
     await stack.start()
+    assert stack.worker is not None
+    worker_log = stack.worker.log_path
     results: list[ScenarioResult] = []
     started = time.monotonic()
     load_before = os.getloadavg()[0]
@@ -112,7 +133,7 @@ async def run(ends: int, parallel: int, output: Path) -> dict[str, Any]:
         await stack.stop()
     timed = [r for r in results if _timed(r)]
     if not timed:
-        raise SystemExit("no end was measured: see " + str(output / "demo.log"))
+        raise SystemExit(f"no end of the {agent} agent was measured: see {output / 'demo.log'}")
     report = [(r.report_at or 0.0) - (r.clicked_at or 0.0) for r in timed]
     ack = [(r.ack_ms or 0.0) / 1000 for r in timed]
 
@@ -120,8 +141,9 @@ async def run(ends: int, parallel: int, output: Path) -> dict[str, Any]:
         return round(x * 1000, 1)
 
     channels = sorted({str(r.channel) for r in timed})
-    steps = steps_from_log(output / "worker.log")
+    steps = steps_from_log(worker_log)
     return {
+        "agent": agent,
         "server": name,
         "ends": ends,
         "measured": len(timed),
@@ -146,6 +168,65 @@ async def run(ends: int, parallel: int, output: Path) -> dict[str, Any]:
     }
 
 
+async def run_both(ends: int, parallel: int, output: Path) -> dict[str, Any]:
+    """The Python agent's ends, then the Node agent's (``output``/python, ``output``/node), and
+    the ratio Node / Python of click → report."""
+    py = await run(ends, parallel, output / "python", "python")
+    node = await run(ends, parallel, output / "node", "node")
+    p, n = py["end_to_report"], node["end_to_report"]
+    return {
+        "agent": "both",
+        "python": py,
+        "node": node,
+        "node_over_python": {
+            "p50": round(n["p50_ms"] / p["p50_ms"], 2),
+            "p99": round(n["p99_ms"] / p["p99_ms"], 2),
+        },
+    }
+
+
+def print_run(r: dict[str, Any]) -> None:
+    print(
+        f"{r['agent']} agent: click End → verified report on {r['server']}: {r['measured']} ends "
+        f"measured ({r['failed']} failed), {r['parallel']} at a time, {r['cpus']} CPUs, load "
+        f"average {r['load_average_before']} before, {r['load_average_after']} after, "
+        f"{r['wall_seconds']} s"
+    )
+    e, a = r["end_to_report"], r["ack"]
+    print(f"  end → report  p50 {e['p50_ms']} ms  p99 {e['p99_ms']} ms")
+    print(f"  ack (baseline) p50 {a['p50_ms']} ms  p99 {a['p99_ms']} ms  via {r['channels']}")
+    print(f"  ratio end → report / ack  p50 {r['ratio']['p50']}  p99 {r['ratio']['p99']}")
+    steps = r["agent_steps"]
+    if steps:
+        print("  inside the agent, per step (ms, p50 / p99):")
+        for name, v in steps.items():
+            print(f"    {name:<11} {v['p50_ms']:>6} / {v['p99_ms']:<6} ({v['n']} ends)")
+    else:
+        print("  inside the agent: no 'steps (ms)' line in the worker's log")
+
+
+def print_both(r: dict[str, Any]) -> None:
+    py, node = r["python"], r["node"]
+    print_run(py)
+    print_run(node)
+    steps_py, steps_node = py["agent_steps"], node["agent_steps"]
+    names = [n for n in steps_py if n in steps_node] + [n for n in steps_node if n not in steps_py]
+    print("Node vs Python, p50 (ms):")
+    print(f"  {'step':<13} {'python':>7} {'node':>7}")
+    for name in names:
+        a = steps_py.get(name, {}).get("p50_ms", "-")
+        b = steps_node.get(name, {}).get("p50_ms", "-")
+        print(f"  {name:<13} {a:>7} {b:>7}")
+    pe, ne = py["end_to_report"], node["end_to_report"]
+    print(f"  {'click→report':<13} {pe['p50_ms']:>7} {ne['p50_ms']:>7}")
+    ratio = r["node_over_python"]
+    verdict = "met" if ratio["p50"] <= 1.2 else "NOT met"
+    print(
+        f"ratio Node / Python click → report: p50 {ratio['p50']} (goal ≤ 1.2: {verdict}), "
+        f"p99 {ratio['p99']}"
+    )
+
+
 def _timed(r: ScenarioResult) -> bool:
     return (
         r.ok
@@ -166,6 +247,13 @@ def main() -> None:
         default=Path("test-output/bench-end-to-report"),
         help="logs, reports, outbox, screenshots",
     )
+    parser.add_argument(
+        "--agent",
+        choices=AGENT_CHOICES,
+        default="python",
+        help="the example agent measured: python, node (examples/node), or both in one run "
+        "(then the ratio Node / Python of click → report)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     from endcall.testing.livekit_server import external_server, node_ip
@@ -176,36 +264,26 @@ def main() -> None:
             "namespace (scripts/in-netns .venv/bin/python bench/end_to_report.py) or set "
             "LIVEKIT_URL/LIVEKIT_API_KEY/LIVEKIT_API_SECRET"
         )
-    problem = _preflight(need_browser=True, loopback=False)
-    if problem:
-        sys.exit(f"bench/end_to_report.py: {problem}")
+    agents = ("python", "node") if args.agent == "both" else (args.agent,)
+    for agent in agents:
+        problem = _preflight(need_browser=True, loopback=False, agent=agent)
+        if problem:
+            sys.exit(f"bench/end_to_report.py: {problem}")
     output = args.output.resolve()
     _setup_logging(output)
-    for stale in ("reports.sqlite", "outbox.sqlite"):
-        for suffix in ("", "-wal", "-shm"):
-            (output / (stale + suffix)).unlink(missing_ok=True)
+    for agent in agents:
+        clean(output / agent if args.agent == "both" else output)
     with contextlib.suppress(KeyboardInterrupt):
-        r = asyncio.run(run(args.ends, args.parallel, output))
+        if args.agent == "both":
+            r = asyncio.run(run_both(args.ends, args.parallel, output))
+        else:
+            r = asyncio.run(run(args.ends, args.parallel, output, args.agent))
         if args.json:
             print(json.dumps(r))
-            return
-        print(
-            f"click End → verified report on {r['server']}: {r['measured']} ends measured "
-            f"({r['failed']} failed), {r['parallel']} at a time, {r['cpus']} CPUs, load "
-            f"average {r['load_average_before']} before, {r['load_average_after']} after, "
-            f"{r['wall_seconds']} s"
-        )
-        e, a = r["end_to_report"], r["ack"]
-        print(f"  end → report  p50 {e['p50_ms']} ms  p99 {e['p99_ms']} ms")
-        print(f"  ack (baseline) p50 {a['p50_ms']} ms  p99 {a['p99_ms']} ms  via {r['channels']}")
-        print(f"  ratio end → report / ack  p50 {r['ratio']['p50']}  p99 {r['ratio']['p99']}")
-        steps = r["agent_steps"]
-        if steps:
-            print("  inside the agent, per step (ms, p50 / p99):")
-            for name, v in steps.items():
-                print(f"    {name:<11} {v['p50_ms']:>6} / {v['p99_ms']:<6} ({v['n']} ends)")
+        elif args.agent == "both":
+            print_both(r)
         else:
-            print("  inside the agent: no 'steps (ms)' line in worker.log")
+            print_run(r)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,20 @@
 /**
  * Non-blocking writer of the agent's `endcall.*` participant attributes (protocol.md §5).
  * `update({...})` returns at once: updates are merged and written in order by one background
- * loop, so a slow or failing `setAttributes` never blocks or breaks the end path. Without
- * permission (or once the room is gone) it logs once and goes on. Port of Python's
- * `endcall.agent.attributes`.
+ * loop, so a slow or failing `setAttributes` never blocks or breaks the end path. A write that
+ * gets no answer within `timeoutMs` is tried again (`attempts` in all, merged under newer
+ * values; writing the same values twice is harmless): rtc-node's `setAttributes` waits for the
+ * server's answer to its request id, and on livekit-server that answer is now and then never
+ * seen (while the agents SDK writes `lk.agent.state` at the same moment), so the write hung for
+ * its whole bound and its values were dropped. Without permission (or once the room is gone)
+ * it logs once and goes on. Port of Python's `endcall.agent.attributes`.
  */
 import { logger } from "./log.js";
 import { sleep, withTimeout } from "./waits.js";
+
+/** Bound of one `setAttributes` call, and how many calls a batch gets when they time out. */
+export const ATTRIBUTE_ATTEMPT_MS = 2_000;
+export const ATTRIBUTE_ATTEMPTS = 3;
 
 export interface AttributeTarget {
   setAttributes(attributes: Record<string, string>): Promise<void>;
@@ -22,7 +30,8 @@ export class AttributeWriter {
 
   constructor(
     private readonly target: AttributeTarget,
-    private readonly timeoutMs = 5_000,
+    private readonly timeoutMs = ATTRIBUTE_ATTEMPT_MS,
+    private readonly attempts = ATTRIBUTE_ATTEMPTS,
   ) {}
 
   /** Attributes known to have been written (tests, diagnostics). */
@@ -75,16 +84,26 @@ export class AttributeWriter {
       const left = gate.until - Date.now();
       if (left > 0) await withTimeout(gate.promise, left);
     }
+    let tries = 0;
     while (!this.closed && Object.keys(this.pending).length) {
       const batch = this.pending;
       this.pending = {};
       if (Object.entries(batch).every(([k, v]) => this.writtenValues[k] === v)) continue;
       try {
         const r = await withTimeout(Promise.resolve().then(() => this.target.setAttributes(batch)), this.timeoutMs);
-        if (!r.done) throw new Error(`timed out after ${this.timeoutMs} ms`);
+        if (!r.done) {
+          tries += 1;
+          if (tries < this.attempts && !this.closed) {
+            this.pending = { ...batch, ...this.pending }; // again, newer values first
+            continue;
+          }
+          throw new Error(`timed out after ${this.timeoutMs} ms, ${tries} times`);
+        }
+        tries = 0;
         if (!r.ok) throw r.error;
         Object.assign(this.writtenValues, batch);
       } catch (e) {
+        tries = 0;
         if (!this.warned) {
           this.warned = true;
           logger.warn(

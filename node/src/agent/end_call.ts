@@ -268,6 +268,7 @@ export class EndCall {
     room.on("disconnected", this.signals.onRoomDisconnected);
     call.session.on("close", this.signals.onSessionClose);
     call.session.on("conversation_item_added", this.onItemAdded);
+    call.session.on("user_input_transcribed", this.path.words.onTranscribed);
     this.unwatchJob = watchJobShutdown(call.ctx, this.signals.onJobShutdown);
     await checkOutbox(this.sink);
     this.timers.start();
@@ -370,8 +371,9 @@ export class EndCall {
     this.path.start(trigger, plan);
   }
 
-  private readonly onItemAdded = (): void => {
+  private readonly onItemAdded = (ev?: { item?: { role?: unknown } | null }): void => {
     try {
+      this.path.words.onItemAdded(ev);
       this.presence.refresh();
       this.checkpoints.schedule();
     } catch (e) {
@@ -391,6 +393,7 @@ export class EndCall {
       room.off("disconnected", this.signals.onRoomDisconnected);
       this.call.session.off("close", this.signals.onSessionClose);
       this.call.session.off("conversation_item_added", this.onItemAdded);
+      this.call.session.off("user_input_transcribed", this.path.words.onTranscribed);
     } catch {
       // gone
     }

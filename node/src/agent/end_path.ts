@@ -1,7 +1,11 @@
 /**
  * `EndPath`: from an accepted end to the report handed over. One background run per call:
  * drain (bounded by `drainTimeout`); `session.shutdown({drain, reason})` and a wait for its
- * `close` (bounded by `closeTimeout`); then, whatever happened before, the hand-over: crash
+ * `close`, or, when EndCall shut the session down itself, only until its history is final
+ * (`historySettled`: the SDK's close drained the activity, no speech or tool is running, no
+ * customer words are pending; the rest of @livekit/agents 1.9's close — a fixed 500 ms pause
+ * for a user turn that cannot come, then the teardown — runs next to the hand-over), bounded by
+ * `closeTimeout`; then, whatever happened before, the hand-over: crash
  * drafts stop, the report is built and stored (`ReportSink.store`: durable before any send),
  * the attributes say `ended`, `ctx.shutdown(reason)` is requested (once), the in-process
  * delivery starts (`ReportSink.deliver`), and the room is deleted once the delivery finished or
@@ -20,7 +24,7 @@ import type { EndRecord, Trigger } from "./machine.js";
 import { deleteOwnRoom } from "./own_room.js";
 import { encodeDocument, finalDocument, minimalDocument, type ReportInput } from "./report.js";
 import { EndSteps } from "./steps.js";
-import { deferred, remaining, withTimeout } from "./waits.js";
+import { deferred, remaining, sleep, withTimeout } from "./waits.js";
 
 /** How long after the `endcall.report` update the writes may take before the room goes. */
 export const ATTRIBUTE_SETTLE_MS = 1_000;
@@ -49,6 +53,80 @@ export function promisedMs(drainMs: number, closeMs: number, deleteRoomAfterMs: 
   return bound;
 }
 
+/** How often the close step looks whether the session's history is final. */
+export const SETTLED_POLL_MS = 10;
+
+/** The customer's words that are not in the history yet (Python's `endcall.agent.transcript`):
+ * an interim transcript, or final ones not yet committed as a user turn. */
+export class UserWords {
+  private interim = "";
+  private uncommitted = 0;
+
+  readonly onTranscribed = (ev: { transcript?: unknown; isFinal?: unknown } | null | undefined): void => {
+    const text = String(ev?.transcript ?? "").trim();
+    if (ev?.isFinal) {
+      this.interim = "";
+      if (text) this.uncommitted += 1;
+    } else {
+      this.interim = text;
+    }
+  };
+
+  onItemAdded(ev: { item?: { role?: unknown } | null } | null | undefined): void {
+    if (ev?.item?.role === "user") this.uncommitted = 0;
+  }
+
+  /** Words the session's close may still add to the history as a user turn. */
+  pending(session: { userState?: unknown }): boolean {
+    return this.interim !== "" || this.uncommitted > 0 || session.userState === "speaking";
+  }
+}
+
+interface TaskLike {
+  done?: unknown;
+}
+interface ActivityInternals {
+  _schedulingPaused?: unknown;
+  _mainTask?: TaskLike | null;
+  speechTasks?: unknown;
+  _currentSpeech?: { done?: () => boolean } | null;
+  _toolExecutor?: { runningTasks?: unknown } | null;
+}
+interface SessionInternals {
+  _closing?: unknown;
+  activity?: ActivityInternals | null;
+  input?: { audio?: unknown } | null;
+  _recorderIO?: { recording?: unknown } | null;
+}
+
+/** The closing session's history can no longer change, though its `close` has not come:
+ * @livekit/agents 1.9's `closeImplInner` drained the activity (scheduling paused, its main
+ * task over: `onExit` and every speech finished), nothing is speaking, no tool runs, the audio
+ * input is detached (the user turn commit has begun) and no recorder is recording. Reads the
+ * SDK's internals: anything missing or of another shape says no (then the path waits for
+ * `close`, as before). The caller also checks that no customer words are pending. */
+export function historySettled(session: unknown): boolean {
+  try {
+    const s = session as SessionInternals;
+    if (s._closing !== true) return false;
+    const a = s.activity;
+    if (a === null || a === undefined) return false; // closed already (the close event is next) or not ours to read
+    if (a._schedulingPaused !== true) return false;
+    if (a._mainTask !== undefined && a._mainTask !== null && a._mainTask.done !== true) return false;
+    if (!(a.speechTasks instanceof Set)) return false;
+    for (const t of a.speechTasks as Set<TaskLike>) if (t?.done !== true) return false;
+    const cur = a._currentSpeech;
+    if (cur !== null && cur !== undefined && (typeof cur.done !== "function" || !cur.done())) return false;
+    const running = a._toolExecutor?.runningTasks;
+    if (!(running instanceof Map) || running.size > 0) return false;
+    if (s.input === null || s.input === undefined || (s.input.audio !== null && s.input.audio !== undefined)) return false;
+    if (s._recorderIO?.recording === true) return false;
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export interface EndPathOptions {
   drainTimeoutMs: number;
   closeTimeoutMs: number;
@@ -67,6 +145,13 @@ export class EndPath {
   private deliveryTask: Promise<void> | null = null;
   private roomTask: Promise<void> | null = null;
   readonly steps = new EndSteps();
+  /** The customer's words not yet in the history (fed by EndCall's session listeners). */
+  readonly words = new UserWords();
+  /** The reason EndCall gave `session.shutdown()`: the close's own, when the report is built
+   * before `close` came. */
+  private shutdownReason: string | null = null;
+  /** The report was built once the history was final, before the session's `close`. */
+  beforeClose = false;
 
   constructor(
     private readonly call: Call,
@@ -124,14 +209,24 @@ export class EndPath {
       this.steps.mark("drain");
       const t1 = Date.now();
       if (!call.closed.isSet) {
+        let ours = false;
         if (!call.sessionClosing()) {
+          const reason = call.machine.record.reason ?? "endcall";
           try {
-            call.session.shutdown({ drain: drained, reason: call.machine.record.reason ?? "endcall" });
+            call.session.shutdown({ drain: drained, reason });
+            ours = true;
+            this.shutdownReason = reason;
           } catch (e) {
             logger.warn(`session.shutdown failed: ${String(e)}`);
           }
         }
-        const r = await withTimeout(call.closed.wait(), this.opts.closeTimeoutMs);
+        // the report needs the history final, not the SDK's whole teardown; a close this
+        // path did not start (its reason unknown) is waited for in full
+        const stop = { stopped: false };
+        const wait = ours ? Promise.race([call.closed.wait(), this.historyFinal(stop)]) : call.closed.wait();
+        const r = await withTimeout(wait, this.opts.closeTimeoutMs);
+        stop.stopped = true;
+        if (r.done && !call.closed.isSet) this.beforeClose = true;
         if (!r.done) {
           logger.warn(`the session did not close within ${this.opts.closeTimeoutMs} ms; building the report anyway`);
           call.endInfo["close_timed_out"] = true;
@@ -146,6 +241,17 @@ export class EndPath {
     }
   }
 
+  /** Resolves once the session's history is final (`historySettled` and no customer words
+   * pending); polls until `stop.stopped`. */
+  private async historyFinal(stop: { stopped: boolean }): Promise<void> {
+    const session = this.call.session;
+    while (!stop.stopped) {
+      if (historySettled(session) && !this.words.pending(session)) return;
+      await sleep(SETTLED_POLL_MS);
+    }
+    return new Promise<void>(() => undefined); // stopped: the race is over
+  }
+
   private endSection(drainS: number, shutdownS: number): JsonObject {
     const rec = this.call.machine.record;
     return {
@@ -156,7 +262,7 @@ export class EndPath {
       shutdown_s: Math.round(shutdownS * 1000) / 1000,
       disconnect_reason: rec.disconnectReason,
       error: rec.error,
-      close_reason: this.call.closeReason,
+      close_reason: this.call.closeReason ?? (this.beforeClose ? this.shutdownReason : null),
       drain_ms: rec.drainMs,
       ...this.call.endInfo,
     };

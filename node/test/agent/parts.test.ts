@@ -56,6 +56,38 @@ describe("AttributeWriter", () => {
     expect(f.written).toEqual({});
   });
 
+  it("a write that gets no answer is tried again with what queued meanwhile, never dropped", async () => {
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => undefined);
+    const calls: Record<string, string>[] = [];
+    const w = new AttributeWriter(
+      {
+        setAttributes: (a) => {
+          calls.push({ ...a });
+          return calls.length === 1 ? new Promise<void>(() => undefined) : Promise.resolve();
+        },
+      },
+      100,
+    );
+    w.update({ "endcall.state": "ending", "endcall.end_id": "e_1", "endcall.report": "pending" });
+    await vi.advanceTimersByTimeAsync(50);
+    w.update({ "endcall.state": "ended", "endcall.report": "stored" });
+    await vi.advanceTimersByTimeAsync(100);
+    expect(await w.waitIdle(10)).toBe(true);
+    expect(calls).toHaveLength(2);
+    expect(calls[1]).toEqual({ "endcall.state": "ended", "endcall.end_id": "e_1", "endcall.report": "stored" });
+    expect(w.written).toEqual({ "endcall.state": "ended", "endcall.end_id": "e_1", "endcall.report": "stored" });
+    expect(warn).not.toHaveBeenCalled();
+    // a target that never answers: `attempts` calls, then one warning
+    const hung: unknown[] = [];
+    const h = new AttributeWriter({ setAttributes: (a) => (hung.push(a), new Promise<void>(() => undefined)) }, 100, 3);
+    h.update({ a: "1" });
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(hung).toHaveLength(3);
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(String(warn.mock.calls[0]![0])).toContain("3 times");
+    warn.mockRestore();
+  });
+
   it("holds writes until a gate settles (bounded), coalesces on request", async () => {
     const writes: Record<string, string>[] = [];
     const w = new AttributeWriter({ setAttributes: async (a) => void writes.push(a) });

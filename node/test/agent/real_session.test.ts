@@ -110,10 +110,15 @@ describe("a real AgentSession", () => {
     const ack = JSON.parse(await room.localParticipant!.call("end_interview", "cand-1", JSON.stringify({ type: "end.request", v: 1, id: "r1" })));
     events.push(`ack:${ack.status}`);
     await until(() => end.state === "ended");
+    // the report is built once the history is final (the real session's drained activity),
+    // before or after the rest of its close; the close follows, with the reason it was given
+    await until(() => events.length === 2);
     expect(events).toEqual(["ack:accepted", "close:customer-ended-call"]);
     expect(shutdowns).toEqual(["customer-ended-call"]);
     const r = parseReport(sink.stored[0]!.body);
     expect(r).toMatchObject({ ended_reason: "customer-ended-call", request_id: "r1", initiator: { kind: "customer", identity: "cand-1" } });
+    expect(r.end.close_reason).toBe("customer-ended-call");
+    expect(r.end.close_timed_out).toBeUndefined();
     expect(room.localParticipant!.attributes).toMatchObject({ "endcall.state": "ended", "endcall.end_id": end.endId, "endcall.request_id": "r1" });
   });
 
