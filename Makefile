@@ -43,8 +43,10 @@ test-under-load: install
 	done; \
 	echo "== $$failed of $(UNDER_LOAD_RUNS) runs under load failed"; [ $$failed = 0 ]
 
+# `make demo AGENT=node` runs the same scenarios with the Node example agent (examples/node)
+AGENT ?= python
 demo: install
-	$(IN_NETNS) $(BIN)/endcall demo
+	$(IN_NETNS) $(BIN)/endcall demo --agent $(AGENT)
 
 install: $(VENV)/.installed web/node_modules/.installed $(PAGE)/dist/index.html $(NEXT)/.next/BUILD_ID $(NODE)/dist/index.js $(NODE_EXAMPLE)/dist/interview_agent.js system-deps $(LIVEKIT_SERVER) $(TOXIPROXY)
 
