@@ -1,5 +1,6 @@
 """Every environment variable the kit's code (the package, the examples, the npm packages — the
-browser's and the Node agent's — and the example page's scripts) reads is in the README's Configuration table."""
+browser's and the Node agent's — and the example page's scripts) reads is in the README's
+Configuration table."""
 
 from __future__ import annotations
 

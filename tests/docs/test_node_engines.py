@@ -1,5 +1,6 @@
 """No npm engine warnings on Node 20: every package `npm ci` installs (web/, node/ and the
-example pages, Vite and Next.js) accepts Node 20.19, the oldest Node the example page's Vite supports."""
+example pages and agents, Vite and Next.js) accepts Node 20.19, the oldest Node the example
+page's Vite supports."""
 
 from __future__ import annotations
 
