@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from endcall.testing.realstack import RealStack, WorkerProcess
-from endcall.testing.stack import _bind, _Site, examples_dir, serve
+from endcall.testing.stack import examples_dir
 
 __all__ = [
     "AGENTS",
@@ -138,40 +138,8 @@ class NodeRealStack(RealStack):
 
     agent = "node"
 
-    async def start(self) -> None:
-        # RealStack.start with NodeWorkerProcess in place of WorkerProcess
-        from endcall.testing.livekit_server import LiveKitServer
-
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if self.server_info is None:
-            self.server = LiveKitServer(log_path=self.output_dir / "livekit-server.log")
-            self.server_info = await asyncio.to_thread(self.server.start)
-        self.api_key, self.api_secret = self.info.api_key, self.info.api_secret
-        await self._start_receiver()
-        sock = _bind("127.0.0.1", 0)
-        site = _Site(
-            bridge=None,
-            roomservice=None,
-            fallback=self._fallback_app(),
-            session=self._session_app(),
-            page=self._page_app(),
-        )
-        self.site = await serve(site, sock=sock)
-        self.worker = NodeWorkerProcess(
-            {
-                **self.info.env(),
-                "ENDCALL_WEBHOOK_URL": self.webhook_url,
-                "ENDCALL_WEBHOOK_SECRET": self.webhook_secret,
-                "ENDCALL_OUTBOX": str(self.outbox_path),
-                **self.worker_env,
-            },
-            self.output_dir / "worker-node.log",
-        )
-        try:
-            await self.worker.start()
-        except BaseException:
-            await self.stop()
-            raise
+    def _make_worker(self, env: dict[str, str]) -> WorkerProcess:
+        return NodeWorkerProcess(env, self.output_dir / "worker-node.log")
 
 
 def real_stack(agent: str, output_dir: Path, **options: Any) -> RealStack:

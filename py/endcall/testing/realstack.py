@@ -263,21 +263,24 @@ class RealStack(LocalStack):
             page=self._page_app(),
         )
         self.site = await serve(site, sock=sock)
-        self.worker = WorkerProcess(
+        self.worker = self._make_worker(
             {
                 **self.info.env(),
                 "ENDCALL_WEBHOOK_URL": self.webhook_url,
                 "ENDCALL_WEBHOOK_SECRET": self.webhook_secret,
                 "ENDCALL_OUTBOX": str(self.outbox_path),
                 **self.worker_env,
-            },
-            self.output_dir / "worker.log",
+            }
         )
         try:
             await self.worker.start()
         except BaseException:
             await self.stop()
             raise
+
+    def _make_worker(self, env: dict[str, str]) -> WorkerProcess:
+        """The agent worker this stack runs (the Python example; `node_agent` swaps it)."""
+        return WorkerProcess(env, self.output_dir / "worker.log")
 
     def _fallback_app(self) -> Any:
         from endcall.server import create_app
