@@ -48,8 +48,27 @@ async def results() -> dict[str, ScenarioResult]:
     assert problem is None, problem
     lines: list[str] = []
     rows = await run_demo(list(SCENARIOS), output_dir=OUT, progress=lines.append, agent="node")
+    # A scenario whose page never reached its end (the interviewer's first question or the
+    # answer box did not come within the page's timeouts: seen only with the whole suite
+    # loading both cores, where a Node job process's start blocks its loop for seconds) runs
+    # once more on a fresh stack. Only that: a wrong reason, a missing or unverified report is
+    # never retried, and a second failure fails the test.
+    unreached = {r.scenario for r in rows if _page_never_reached_the_end(r)}
+    if unreached:
+        lines.append(f"once more, the page never reached the end: {', '.join(sorted(unreached))}")
+        again = await run_demo(
+            [s for s in SCENARIOS if s.name in unreached],
+            output_dir=OUT / "again",
+            progress=lines.append,
+            agent="node",
+        )
+        rows = [r for r in rows if r.scenario not in unreached] + again
     (OUT / "progress.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {r.scenario: r for r in rows}
+
+
+def _page_never_reached_the_end(r: ScenarioResult) -> bool:
+    return r.error is not None and r.error.startswith("BrowserError") and r.ended_reason is None
 
 
 @pytest.mark.parametrize("name", [s.name for s in SCENARIOS])
