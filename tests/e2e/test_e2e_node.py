@@ -56,13 +56,15 @@ async def results() -> dict[str, ScenarioResult]:
     unreached = {r.scenario for r in rows if _page_never_reached_the_end(r)}
     if unreached:
         lines.append(f"once more, the page never reached the end: {', '.join(sorted(unreached))}")
+        # the fresh stack's worker is cold: a quick scenario first, whose row is not used
+        warm = next(s for s in SCENARIOS if s.name == "tab-closed")
         again = await run_demo(
-            [s for s in SCENARIOS if s.name in unreached],
+            [warm, *(s for s in SCENARIOS if s.name in unreached)],
             output_dir=OUT / "again",
             progress=lines.append,
             agent="node",
         )
-        rows = [r for r in rows if r.scenario not in unreached] + again
+        rows = [r for r in rows if r.scenario not in unreached] + again[1:]
     (OUT / "progress.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {r.scenario: r for r in rows}
 
