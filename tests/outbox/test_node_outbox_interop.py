@@ -401,6 +401,40 @@ def test_a_sigkilled_node_agents_draft_is_delivered_once_its_lease_expires(
             proc.wait()
 
 
+def test_a_node_process_that_exits_hands_its_draft_over_at_once(
+    node_tool: Path, target: str, receiver: Receiver
+) -> None:
+    """A Node agent process that exits without closing its pipeline (``process.exit``, an
+    uncaught error, @livekit/agents ending an orphaned job process) ends its draft's lease in
+    its ``exit`` event on SQLite, so the relay's next pass delivers it — not 60 s later. On
+    PostgreSQL (no synchronous client) the lease runs out as after a SIGKILL."""
+    crash = run_node(
+        node_tool,
+        cmd="draft",
+        outbox=target,
+        url=receiver.url,
+        secret=SECRET,
+        end_id="e_exit",
+        lease=60,
+    )
+    ob = open_outbox(target)
+    try:
+        rec = ob.get(draft_key("e_exit"))
+        assert rec is not None and rec.status == "draft"
+        assert rec.lease_owner == crash["owner"] and rec.lease_expires_at is not None
+        stats = relay(target)
+        if target.startswith("postgresql://"):
+            assert rec.lease_expires_at > time.time() + 30
+            assert stats["claimed"] == 0 and receiver.got == []
+            return
+        assert rec.lease_expires_at <= time.time()
+        assert stats["delivered"] == 1, stats
+        assert receiver.ids() == ["e_exit.draft"]
+        assert receiver.body("e_exit.draft") == base64.b64decode(crash["body"])
+    finally:
+        ob.close()
+
+
 class Session:
     """A Node pipeline kept open in its own process, driven step by step."""
 

@@ -28,6 +28,11 @@ export class Heartbeats {
     return this.timers.has(endId);
   }
 
+  /** The sessions whose drafts are beating now. */
+  held(): string[] {
+    return [...this.timers.keys()];
+  }
+
   start(endId: string): void {
     if (this.timers.has(endId)) return;
     let failing = false;

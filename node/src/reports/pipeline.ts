@@ -19,6 +19,7 @@ import { log } from "./log.js";
 import { MemoryReport, OwedWrites, logUnsaved } from "./memory.js";
 import { makeOwner, type OutboxRecord } from "./outbox/base.js";
 import type { SqlOutbox } from "./outbox/sql.js";
+import { SqliteOutbox } from "./outbox/sqlite.js";
 import { RetryPolicy } from "./retry.js";
 import { Sender, systemClock, type Clock, type DeadCallback } from "./sender.js";
 import type { DeliveryOutcome, Ending, ReportSink } from "./sink.js";
@@ -103,6 +104,7 @@ export class ReportPipeline implements ReportSink {
   private readonly delivery: OutboxRecord["delivery"];
   private readonly sender: Sender;
   private closed = false;
+  private exitHook: (() => void) | null = null;
 
   constructor(webhook: Webhook, o: PipelineOptions = {}) {
     this.webhook = webhook;
@@ -198,7 +200,7 @@ export class ReportPipeline implements ReportSink {
     try {
       const ob = await this.outbox();
       if (!ob) return;
-      if (await ob.saveDraft(endId, this.webhook.url, body, this.draftOptions(endId))) this.heartbeats.start(endId);
+      if (await ob.saveDraft(endId, this.webhook.url, body, this.draftOptions(endId))) this.beat(endId);
     } catch (e) {
       log.warn(`endcall: could not save the draft of ${endId}: ${describe(e)}`);
     }
@@ -209,7 +211,7 @@ export class ReportPipeline implements ReportSink {
       const ob = await this.outbox();
       if (!ob) return false;
       const marked = await ob.markEnding(endId, endingFields(ending), this.webhook.url, draftBody, this.draftOptions(endId));
-      if (marked) this.heartbeats.start(endId);
+      if (marked) this.beat(endId);
       return marked;
     } catch (e) {
       log.error(`endcall: could not record the accepted end of ${endId}: ${describe(e)}`);
@@ -448,8 +450,25 @@ export class ReportPipeline implements ReportSink {
     }
   }
 
+  /** Beat `endId`'s draft, and hand every draft still beating over to the relays if the
+   * process exits without closing the pipeline (`process.exit`, an uncaught error, the SDK
+   * ending an orphaned job process): on SQLite, synchronously in the `exit` event. */
+  private beat(endId: string): void {
+    this.heartbeats.start(endId);
+    if (this.exitHook !== null || this.closed) return;
+    this.exitHook = () => {
+      const ob = this.ob;
+      if (ob instanceof SqliteOutbox) {
+        const n = ob.handOverDraftsAtExit(this.heartbeats.held(), this.owner);
+        if (n > 0) log.warn(`endcall: the process exits: ${n} crash draft(s) handed over to the relays`);
+      }
+    };
+    process.on("exit", this.exitHook);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
+    if (this.exitHook !== null) process.off("exit", this.exitHook);
     try {
       await this.owed.close(this.settleAtClose);
       await this.heartbeats.close();

@@ -93,6 +93,43 @@ describe("drafts and final reports", () => {
   });
 });
 
+describe("a process exiting with drafts held", () => {
+  it("ends the leases of its own drafts only, at once, rolling back a transaction it left open", async () => {
+    await ob.saveDraft("e1", "http://r/", enc("d1"), { owner: A, lease: 90 });
+    await ob.saveDraft("e2", "http://r/", enc("d2"), { owner: B, lease: 90 });
+    await ob.saveDraft("e3", "http://r/", enc("d3"), { owner: A, lease: 90 });
+    await ob.store("e3", "http://r/", enc("final"), { owner: A, lease: 90 });
+    // a write in flight when the process exits (its second statement never came)
+    let inside: () => void = () => undefined;
+    let never: () => void = () => undefined;
+    const entered = new Promise<void>((r) => (inside = r));
+    const stuck = ob.transaction(true, async (tx) => {
+      await tx.run("UPDATE endcall_outbox SET last_error = 'half' WHERE end_id = :k", { k: draftKey("e1") });
+      inside();
+      await new Promise<void>((r) => (never = r));
+    });
+    await entered;
+    clock += 5;
+    expect(ob.handOverDraftsAtExit(["e1", "e2", "e3", "e4"], A)).toBe(1);
+    const mine = new Database(path, { readonly: true });
+    try {
+      const rows = mine.prepare("SELECT end_id, lease_owner, lease_expires_at, last_error FROM endcall_outbox ORDER BY end_id").all();
+      expect(rows).toEqual([
+        { end_id: "e1.draft", lease_owner: A, lease_expires_at: clock, last_error: null },
+        { end_id: "e2.draft", lease_owner: B, lease_expires_at: clock - 5 + 90, last_error: null },
+        { end_id: "e3", lease_owner: A, lease_expires_at: clock - 5 + 90, last_error: null },
+      ]);
+    } finally {
+      mine.close();
+    }
+    never(); // (a test cannot exit: let the abandoned write finish, finding nothing to commit)
+    await expect(stuck).rejects.toThrow();
+    expect((await ob.claim(B, { limit: 10, lease: 60 })).map((r) => r.endId)).toEqual([draftKey("e1")]);
+    // nothing to do, or a closed outbox: no error at exit
+    expect(ob.handOverDraftsAtExit([], A)).toBe(0);
+  });
+});
+
 describe("leases and attempts", () => {
   it("renew, mark_failed, defer, release and mark_delivered follow the lease, with the attempt log", async () => {
     await ob.store("e1", "http://r/", enc("f"), { owner: A, lease: 90 });

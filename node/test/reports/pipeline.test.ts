@@ -80,6 +80,24 @@ describe("ReportPipeline", () => {
     expect(db.prepare("SELECT updated_at FROM endcall_outbox WHERE end_id = 'e1'").pluck().get()).toBe(stored);
   });
 
+  it("a process exiting with a draft held hands it over (its exit hook); close removes the hook", async () => {
+    const s = await setup(() => ({ status: 200 }));
+    const before = new Set(process.listeners("exit"));
+    await s.p.saveDraft("e1", enc('{"complete":false}'));
+    await s.p.saveDraft("e2", enc('{"complete":false}'));
+    const added = process.listeners("exit").filter((l) => !before.has(l));
+    expect(added).toHaveLength(1); // one hook per pipeline, however many drafts
+    expect(await s.p.store("e2", enc('{"complete":true}'))).toBe(true); // e2's draft is gone
+    (added[0] as () => void)(); // what the process's exit event runs
+    const row = s.raw().prepare("SELECT end_id, lease_expires_at FROM endcall_outbox ORDER BY end_id").all() as Array<{ end_id: string; lease_expires_at: number }>;
+    expect(row.map((r) => r.end_id)).toEqual([draftKey("e1"), "e2"]);
+    expect(row[0]!.lease_expires_at).toBeLessThanOrEqual(Date.now() / 1000);
+    expect(row[1]!.lease_expires_at).toBeGreaterThan(Date.now() / 1000 + 30); // the final: untouched
+    expect(logged.some((m) => m.includes("1 crash draft(s) handed over"))).toBe(true);
+    await s.p.close();
+    expect(process.listeners("exit")).not.toContain(added[0]);
+  });
+
   it("markEnding records the accepted end in Python's shape, creating the draft", async () => {
     const s = await setup(() => ({ status: 200 }));
     const ok = await s.p.markEnding(

@@ -11,7 +11,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
-import { TABLE } from "./base.js";
+import { TABLE, draftKey } from "./base.js";
 import { SqlOutbox, type Clock } from "./sql.js";
 import { Mutex, bind, type Params, type Tx } from "./tx.js";
 
@@ -133,6 +133,29 @@ export class SqliteOutbox extends SqlOutbox {
         if (!isBusy(e) || performance.now() >= deadline) throw e;
       }
       await pause();
+    }
+  }
+
+  /** The process is exiting (its `exit` event: no event loop any more) with the drafts of
+   * `endIds` still held by `owner`: end their leases now, synchronously, so a relay delivers
+   * them at its next look instead of when the lease runs out. A transaction this process left
+   * open is rolled back first (it could never commit); waits at most `busyMs` for another
+   * process's lock. Returns how many drafts were handed over; never throws. */
+  handOverDraftsAtExit(endIds: readonly string[], owner: string, busyMs = 2000): number {
+    if (endIds.length === 0 || !this.db.open) return 0;
+    try {
+      if (this.db.inTransaction) this.db.exec("ROLLBACK");
+      this.db.pragma(`busy_timeout = ${busyMs}`);
+      const now = this.injectedClock ? this.injectedClock() : Date.now() / 1000;
+      const stmt = this.db.prepare(
+        `UPDATE ${TABLE} SET lease_expires_at = ?, updated_at = ?` +
+          " WHERE end_id = ? AND status = 'draft' AND lease_owner = ? AND lease_expires_at > ?",
+      );
+      let n = 0;
+      for (const id of endIds) n += stmt.run(now, now, draftKey(id), owner, now).changes;
+      return n;
+    } catch {
+      return 0; // exiting: nothing to tell anyone; the lease runs out as before
     }
   }
 
