@@ -6,7 +6,7 @@
  * at the next transaction.
  */
 
-import pg from "pg";
+import type pg from "pg";
 import { redact } from "../redact.js";
 import { TABLE } from "./base.js";
 import { SqlOutbox, type Clock } from "./sql.js";
@@ -16,6 +16,14 @@ import { Mutex, bind, type Params, type Tx } from "./tx.js";
 export const SCHEMA_LOCK_KEY = 0x656e6463616c6cn;
 
 // DOUBLE PRECISION and INTEGER already come back as numbers; BYTEA as a Buffer.
+
+/** `pg`, loaded at the first connection: a SQLite outbox's process (every job process of a
+ * single host) does not pay for its import (~45 ms of each process's start). */
+let driver: Promise<typeof pg> | null = null;
+function loadDriver(): Promise<typeof pg> {
+  driver ??= import("pg").then((m) => m.default);
+  return driver;
+}
 
 export interface PostgresOptions {
   clock?: Clock;
@@ -52,7 +60,8 @@ export class PostgresOutbox extends SqlOutbox {
   }
 
   private async connect(): Promise<pg.Client> {
-    const client = new pg.Client({
+    const { Client } = await loadDriver();
+    const client = new Client({
       connectionString: this.dsn,
       connectionTimeoutMillis: this.connectTimeout * 1000,
     });
