@@ -23,11 +23,17 @@ the kit logs once per end (`endcall.agent.end_path.EndSteps`: accept, drain, tra
 session close, report build, store, in-process delivery; read from the worker's log). An end
 that fails (no report, wrong reason, not verified) is counted and left out of the figures.
 
+Also per end, **request → report**: from the agent having the request (the report's
+``end.requested_at``, the agent's wall clock) to the receiver storing the report — the agent's
+whole part (accept, drain, close, report, store, the POST), without the browser's and the
+driver's part of the click.
+
 ``--agent`` picks the example agent the worker runs: ``python`` (examples/interview_agent.py,
 the default), ``node`` (examples/node, endcall-agent on @livekit/agents for Node:
-``endcall.testing.node_agent``), or ``both``: the Python agent's ends, then the Node agent's,
-each on its own stack (own livekit-server, same machine, same run), and the ratio Node / Python
-of click → report p50 (the goal: ≤ 1.2). Run::
+``endcall.testing.node_agent``), or ``both``: each agent on its own stack (own livekit-server
+and worker, one browser), both stacks up at once and the ends taken in turn (Python, Node,
+Python, …), so the machine's load falls on both alike; then the ratios Node / Python of click →
+report p50 (the goal: ≤ 1.2) and of request → report. Run::
 
     scripts/in-netns .venv/bin/python bench/end_to_report.py [--ends 50] [--parallel 3] \
         [--agent python|node|both] [--json]
@@ -100,61 +106,118 @@ AGENT_CHOICES = ("python", "node", "both")
 
 async def run(ends: int, parallel: int, output: Path, agent: str = "python") -> dict[str, Any]:
     """``ends`` ends of the ``agent`` example (``python`` or ``node``) on its own stack."""
+    return (await measure({agent: output}, ends, parallel))[agent]
+
+
+async def run_both(ends: int, parallel: int, output: Path) -> dict[str, Any]:
+    """``ends`` ends of each agent, taken in turn (Python, Node, Python, …) on two stacks up at
+    once (``output``/python, ``output``/node), so both see the same machine; and the ratios
+    Node / Python of click → report and of request → report."""
+    both = await measure({"python": output / "python", "node": output / "node"}, ends, parallel)
+    py, node = both["python"], both["node"]
+
+    def ratio(key: str) -> dict[str, float]:
+        p, n = py[key], node[key]
+        return {
+            "p50": round(n["p50_ms"] / p["p50_ms"], 2),
+            "p99": round(n["p99_ms"] / p["p99_ms"], 2),
+        }
+
+    return {
+        "agent": "both",
+        "python": py,
+        "node": node,
+        "node_over_python": ratio("end_to_report"),
+        "node_over_python_request_to_report": ratio("request_to_report"),
+    }
+
+
+async def measure(outputs: dict[str, Path], ends: int, parallel: int) -> dict[str, Any]:
+    """``ends`` ends of each agent in ``outputs`` (agent → its output folder), each agent on its
+    own stack, all stacks up at once and their ends interleaved; the figures per agent."""
     from endcall.testing.browser import BrowserDriver
     from endcall.testing.node_agent import real_stack
     from endcall.testing.stack import examples_dir
 
-    stack = real_stack(agent, output)
-    await stack.start()
-    assert stack.worker is not None
-    worker_log = stack.worker.log_path
-    results: list[ScenarioResult] = []
+    stacks = {agent: real_stack(agent, out) for agent, out in outputs.items()}
+    results: dict[str, list[ScenarioResult]] = {agent: [] for agent in outputs}
     started = time.monotonic()
     load_before = os.getloadavg()[0]
+    logs: dict[str, Path] = {}
     try:
-        voice = candidate_voice(output)
+        for agent, stack in stacks.items():
+            await stack.start()
+            assert stack.worker is not None
+            logs[agent] = stack.worker.log_path
+        first = next(iter(outputs.values()))
+        voice = candidate_voice(first)
         async with BrowserDriver(examples_dir() / "web", fake_audio=voice) as browser:
-            todo = iter(range(1, ends + 1))
+            todo = iter(enumerate((a for _ in range(ends) for a in outputs), start=1))
+            total = ends * len(outputs)
 
             async def lane(k: int) -> None:
-                shots = output / "screenshots" / f"lane{k}"
-                for i in todo:
-                    r = await _run_scenario(stack, browser, SCENARIO, i, shots)
-                    results.append(r)
+                for i, agent in todo:
+                    shots = outputs[agent] / "screenshots" / f"lane{k}"
+                    r = await _run_scenario(stacks[agent], browser, SCENARIO, i, shots)
+                    results[agent].append(r)
+                    done = sum(len(v) for v in results.values())
                     status = "ok" if _timed(r) else f"FAILED ({r.error or r.ended_reason})"
-                    print(f"[{len(results)}/{ends}] {status}", file=sys.stderr, flush=True)
+                    print(f"[{done}/{total}] {agent} {status}", file=sys.stderr, flush=True)
 
             await asyncio.gather(*(lane(k) for k in range(parallel)))
-            (output / "browser-console.log").write_text(
+            (first / "browser-console.log").write_text(
                 "\n".join(browser.console) + "\n", encoding="utf-8"
             )
-        name = server_name(stack)
+        names = {agent: server_name(stack) for agent, stack in stacks.items()}
     finally:
-        await stack.stop()
+        for stack in stacks.values():
+            with contextlib.suppress(Exception):
+                await stack.stop()
+    common = {
+        "ends": ends,
+        "parallel": parallel,
+        "interleaved_with": sorted(outputs),
+        "cpus": os.cpu_count(),
+        "load_average_before": round(load_before, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    out: dict[str, Any] = {}
+    for agent in stacks:
+        out[agent] = summary(agent, names[agent], results[agent], logs[agent], common)
+    return out
+
+
+def summary(
+    agent: str, server: str, results: list[ScenarioResult], worker_log: Path, common: dict[str, Any]
+) -> dict[str, Any]:
+    """One agent's figures from its ends (failed ends counted, not measured)."""
     timed = [r for r in results if _timed(r)]
     if not timed:
-        raise SystemExit(f"no end of the {agent} agent was measured: see {output / 'demo.log'}")
+        raise SystemExit(f"no end of the {agent} agent was measured: see the demo.log")
     report = [(r.report_at or 0.0) - (r.clicked_at or 0.0) for r in timed]
+    agent_side = [
+        (r.report_at or 0.0) - r.requested_at for r in timed if r.requested_at is not None
+    ]
     ack = [(r.ack_ms or 0.0) / 1000 for r in timed]
 
     def ms(x: float) -> float:
         return round(x * 1000, 1)
 
+    def figure(values: list[float]) -> dict[str, float]:
+        return {"p50_ms": ms(pct(values, 50)), "p99_ms": ms(pct(values, 99))}
+
     channels = sorted({str(r.channel) for r in timed})
     steps = steps_from_log(worker_log)
     return {
         "agent": agent,
-        "server": name,
-        "ends": ends,
+        "server": server,
+        **common,
         "measured": len(timed),
         "failed": len(results) - len(timed),
-        "parallel": parallel,
-        "cpus": os.cpu_count(),
-        "load_average_before": round(load_before, 2),
-        "load_average_after": round(os.getloadavg()[0], 2),
-        "wall_seconds": round(time.monotonic() - started, 1),
-        "end_to_report": {"p50_ms": ms(pct(report, 50)), "p99_ms": ms(pct(report, 99))},
-        "ack": {"p50_ms": ms(pct(ack, 50)), "p99_ms": ms(pct(ack, 99))},
+        "end_to_report": figure(report),
+        "request_to_report": figure(agent_side) if agent_side else {"p50_ms": 0, "p99_ms": 0},
+        "ack": figure(ack),
         "ratio": {
             "p50": round(pct(report, 50) / pct(ack, 50), 2),
             "p99": round(pct(report, 99) / pct(ack, 99), 2),
@@ -168,23 +231,6 @@ async def run(ends: int, parallel: int, output: Path, agent: str = "python") -> 
     }
 
 
-async def run_both(ends: int, parallel: int, output: Path) -> dict[str, Any]:
-    """The Python agent's ends, then the Node agent's (``output``/python, ``output``/node), and
-    the ratio Node / Python of click → report."""
-    py = await run(ends, parallel, output / "python", "python")
-    node = await run(ends, parallel, output / "node", "node")
-    p, n = py["end_to_report"], node["end_to_report"]
-    return {
-        "agent": "both",
-        "python": py,
-        "node": node,
-        "node_over_python": {
-            "p50": round(n["p50_ms"] / p["p50_ms"], 2),
-            "p99": round(n["p99_ms"] / p["p99_ms"], 2),
-        },
-    }
-
-
 def print_run(r: dict[str, Any]) -> None:
     print(
         f"{r['agent']} agent: click End → verified report on {r['server']}: {r['measured']} ends "
@@ -193,7 +239,9 @@ def print_run(r: dict[str, Any]) -> None:
         f"{r['wall_seconds']} s"
     )
     e, a = r["end_to_report"], r["ack"]
+    q = r["request_to_report"]
     print(f"  end → report  p50 {e['p50_ms']} ms  p99 {e['p99_ms']} ms")
+    print(f"  request reached the agent → report  p50 {q['p50_ms']} ms  p99 {q['p99_ms']} ms")
     print(f"  ack (baseline) p50 {a['p50_ms']} ms  p99 {a['p99_ms']} ms  via {r['channels']}")
     print(f"  ratio end → report / ack  p50 {r['ratio']['p50']}  p99 {r['ratio']['p99']}")
     steps = r["agent_steps"]
@@ -218,12 +266,19 @@ def print_both(r: dict[str, Any]) -> None:
         b = steps_node.get(name, {}).get("p50_ms", "-")
         print(f"  {name:<13} {a:>7} {b:>7}")
     pe, ne = py["end_to_report"], node["end_to_report"]
+    pq, nq = py["request_to_report"], node["request_to_report"]
+    print(f"  {'request→report':<13} {pq['p50_ms']:>7} {nq['p50_ms']:>7}")
     print(f"  {'click→report':<13} {pe['p50_ms']:>7} {ne['p50_ms']:>7}")
     ratio = r["node_over_python"]
     verdict = "met" if ratio["p50"] <= 1.2 else "NOT met"
     print(
         f"ratio Node / Python click → report: p50 {ratio['p50']} (goal ≤ 1.2: {verdict}), "
         f"p99 {ratio['p99']}"
+    )
+    agent_side = r["node_over_python_request_to_report"]
+    print(
+        f"ratio Node / Python request reached the agent → report: p50 {agent_side['p50']}, "
+        f"p99 {agent_side['p99']}"
     )
 
 

@@ -36,9 +36,11 @@ class ScenarioResult:
     seconds: float = 0.0
     error: str | None = None
     transcript: list[str] | None = field(default=None, repr=False)
-    #: wall clock (``time.time()``) just before End was clicked, and when the receiver stored
-    #: the report (for ``bench/end_to_report.py``; not in ``row()``)
+    #: wall clock (``time.time()``) just before End was clicked, when the agent had the request
+    #: (the report's ``end.requested_at``) and when the receiver stored the report (for
+    #: ``bench/end_to_report.py``; not in ``row()``)
     clicked_at: float | None = field(default=None, repr=False)
+    requested_at: float | None = field(default=None, repr=False)
     report_at: float | None = field(default=None, repr=False)
 
     @property
@@ -65,7 +67,7 @@ class ScenarioResult:
                 for k, v in asdict(self).items()
                 if k not in out
                 and v is not None
-                and k not in ("seconds", "transcript", "clicked_at", "report_at")
+                and k not in ("seconds", "transcript", "clicked_at", "requested_at", "report_at")
             }
         )
         out["seconds"] = round(self.seconds, 1)

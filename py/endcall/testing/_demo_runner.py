@@ -278,9 +278,13 @@ async def _collect_report(stack: Any, room: str, result: ScenarioResult, run: Ag
             doc = json.loads(body)
             result.ended_reason = result.ended_reason or doc.get("ended_reason")
             result.transcript = user_lines(doc)
-            channel = (doc.get("end") or {}).get("channel")
+            end = doc.get("end") or {}
+            channel = end.get("channel")
             if isinstance(channel, str):
                 result.report_channel = channel
+            requested = end.get("requested_at")
+            if isinstance(requested, int | float) and not isinstance(requested, bool):
+                result.requested_at = float(requested)
 
 
 async def _outbox_record(stack: Any, room: str, end_id: str | None) -> Any:
