@@ -90,6 +90,8 @@ describe("another process holding the write lock", () => {
         `c = sqlite3.connect(${JSON.stringify(path)}, isolation_level=None)\n` +
         "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(1.0); c.execute('COMMIT')",
     ]);
+    // (listened for now: the holder may be gone before the store below returns)
+    const closed = new Promise((r) => holder.on("close", r));
     await new Promise<void>((r) => holder.stdout.once("data", () => r()));
     let last = performance.now();
     let worst = 0;
@@ -105,7 +107,7 @@ describe("another process holding the write lock", () => {
     expect(res).toBe("stored");
     expect(waited).toBeGreaterThan(500); // it did wait for the lock
     expect(worst).toBeLessThan(150); // ...without stalling the loop
-    await new Promise((r) => holder.on("close", r));
+    await closed;
     await ob.close();
   });
 
