@@ -53,8 +53,9 @@ export function promisedMs(drainMs: number, closeMs: number, deleteRoomAfterMs: 
   return bound;
 }
 
-/** How often the close step looks whether the session's history is final. */
-export const SETTLED_POLL_MS = 10;
+/** How often the close step looks whether the session's history is final (a look is a few
+ * property reads; the SDK gets there ~10 ms after its drain began). */
+export const SETTLED_POLL_MS = 2;
 
 /** The customer's words that are not in the history yet (Python's `endcall.agent.transcript`):
  * an interim transcript, or final ones not yet committed as a user turn. */
