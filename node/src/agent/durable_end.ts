@@ -13,6 +13,8 @@ export const ACK_DURABLE_TIMEOUT_MS = 1_000;
 
 export class DurableEnd {
   private task: Promise<boolean> | null = null;
+  /** the write's outcome once known: later acks (repeated requests) need no timer */
+  private outcome: boolean | null = null;
 
   constructor(readonly timeoutMs = ACK_DURABLE_TIMEOUT_MS) {}
 
@@ -37,9 +39,11 @@ export class DurableEnd {
         else if (Date.now() - started > this.timeoutMs) {
           logger.warn("recording the accepted end took longer than the ack waits");
         }
+        this.outcome = ok;
         return ok;
       } catch (e) {
         logger.error(`could not record the accepted end: ${String(e)}`);
+        this.outcome = false;
         return false;
       }
     })();
@@ -48,6 +52,7 @@ export class DurableEnd {
   /** Wait (at most `timeoutMs`) for the write; true when durable. Never throws. */
   async wait(): Promise<boolean> {
     if (this.task === null) return false;
+    if (this.outcome !== null) return this.outcome;
     const r = await withTimeout(this.task, this.timeoutMs);
     return r.done && r.ok && r.value;
   }
