@@ -2,6 +2,7 @@
  * goodbyes per reason, bounded waits. */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { AttributeWriter } from "../../src/agent/attributes.js";
+import { DurableEnd } from "../../src/agent/durable_end.js";
 import { Goodbyes } from "../../src/agent/goodbye.js";
 import { silenceConflicts } from "../../src/agent/timers.js";
 import { withTimeout } from "../../src/agent/waits.js";
@@ -140,5 +141,38 @@ describe("the hooks' delivery wait", () => {
     expect(deliveryWaitMs({ webhook: { inProcessWindow: 10, timeout: 5 } })).toBe(20_000);
     expect(deliveryWaitMs({})).toBe(DELIVERY_WAIT_MS);
     expect(deliveryWaitMs(null)).toBe(DELIVERY_WAIT_MS);
+  });
+});
+
+describe("DurableEnd", () => {
+  const record = (endId: string) =>
+    ({ endId, reason: "customer-ended-call", initiator: { kind: "customer", identity: "c" }, requestId: "r1", meta: null }) as never;
+
+  it("waits for the accepted end's write at most its timeout; once known, answers without a timer", async () => {
+    let finish!: (ok: boolean) => void;
+    const sink = { markEnding: vi.fn(() => new Promise<boolean>((r) => (finish = r))) } as never;
+    const d = new DurableEnd(1_000);
+    expect(await d.wait()).toBe(false); // nothing accepted yet
+    d.begin(sink, record("e1"), () => new Uint8Array());
+    const first = d.wait();
+    await vi.advanceTimersByTimeAsync(999);
+    finish(true);
+    expect(await first).toBe(true);
+    const timers = vi.getTimerCount();
+    const again = d.wait();
+    expect(vi.getTimerCount()).toBe(timers); // no timeout armed for a known outcome
+    expect(await again).toBe(true);
+  });
+
+  it("a write slower than the timeout lets the ack go (false); a failed write stays false", async () => {
+    const slow = new DurableEnd(1_000);
+    slow.begin({ markEnding: () => new Promise<boolean>(() => undefined) } as never, record("e2"), () => new Uint8Array());
+    const w = slow.wait();
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(await w).toBe(false);
+    const failed = new DurableEnd(1_000);
+    failed.begin({ markEnding: () => Promise.reject(new Error("disk full")) } as never, record("e3"), () => new Uint8Array());
+    expect(await failed.wait()).toBe(false);
+    expect(await failed.wait()).toBe(false);
   });
 });
