@@ -385,3 +385,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # The figures are out: skip the interpreter's teardown, where the rtc SDK's Rust side can
+    # abort the process (a tokio worker panics dropping an FFI handle after its server went;
+    # seen once in a loaded CI run, exit status -6 after a complete measurement).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
