@@ -140,6 +140,15 @@ class Receiver:
         return next(b for i, b in self.got if i == webhook_id)
 
 
+def node_draft(
+    tool: Path, target: str, receiver: Receiver, end_id: str, **args: Any
+) -> dict[str, Any]:
+    """A Node process saves a crash draft for ``receiver`` and exits without closing anything."""
+    return run_node(
+        tool, cmd="draft", outbox=target, url=receiver.url, secret=SECRET, end_id=end_id, **args
+    )
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
@@ -282,16 +291,7 @@ def test_node_reports_are_delivered_by_the_python_relay(
         "request_id": "req_1",
         "meta": {"button": "end"},
     }
-    crash = run_node(
-        node_tool,
-        cmd="draft",
-        outbox=target,
-        url=receiver.url,
-        secret=SECRET,
-        end_id="e_crash",
-        lease=1,
-        ending=ending,
-    )
+    crash = node_draft(node_tool, target, receiver, "e_crash", lease=1, ending=ending)
     assert crash["lease"] == 2  # the lease covers the 1 s request timeout plus 1 s
     ob = open_outbox(target)
     try:
@@ -408,15 +408,7 @@ def test_a_node_process_that_exits_hands_its_draft_over_at_once(
     uncaught error, @livekit/agents ending an orphaned job process) ends its draft's lease in
     its ``exit`` event on SQLite, so the relay's next pass delivers it — not 60 s later. On
     PostgreSQL (no synchronous client) the lease runs out as after a SIGKILL."""
-    crash = run_node(
-        node_tool,
-        cmd="draft",
-        outbox=target,
-        url=receiver.url,
-        secret=SECRET,
-        end_id="e_exit",
-        lease=60,
-    )
+    crash = node_draft(node_tool, target, receiver, "e_exit", lease=60)
     ob = open_outbox(target)
     try:
         rec = ob.get(draft_key("e_exit"))
